@@ -1,0 +1,414 @@
+"""Video frame sampling with PyAV: which frames of an upload get perceptually hashed.
+
+Three strategies share one decode loop:
+
+* ``keyframes`` (default): every keyframe, which costs one intra-frame decode per GOP. Where a
+  stream goes longer than ``max_keyframe_gap_s`` without a keyframe, that stretch is filled at
+  ``fps`` so a sparse-keyframe encode (screen recordings, intra-refresh, a single-GOP clip)
+  cannot hide minutes of content.
+* ``fixed``: the first frame at or after each tick of a ``fps`` grid.
+* ``all``: every frame (for building bank entries, which are then deduplicated).
+
+The loop demuxes every packet (cheap) but decodes lazily: packets of the current GOP are kept
+and only fed to the decoder once a wanted frame is reachable, and a new keyframe discards the
+rest of the GOP. That is the seek-and-decode trade-off done per GOP without container seeks:
+a tick in a later GOP never pays for decoding the frames between ticks.
+
+Timestamps are ``pts * time_base`` from the stream start (variable frame rate safe); the
+container's duration is only reported, never used as a loop bound. Rotation from the display
+matrix is applied so frames are upright. Limits stop sampling and mark the result partial, and a
+damaged file is sampled as far as it decodes.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator
+
+import av
+import numpy as np
+
+from workers.errors import MediaError
+
+STRATEGIES = ("keyframes", "fixed", "all")
+# Stop after this many consecutive packets the decoder rejects: the rest is noise, not video.
+MAX_CONSECUTIVE_DECODE_ERRORS = 25
+
+
+@dataclass(frozen=True)
+class SamplingStrategy:
+    """Which frames to take. ``fps`` is the fixed rate and the fill rate for sparse keyframes."""
+
+    kind: str = "keyframes"  # keyframes | fixed | all
+    fps: float = 1.0
+    max_keyframe_gap_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in STRATEGIES:
+            raise ValueError(f"unknown sampling strategy {self.kind!r} ({' | '.join(STRATEGIES)})")
+        if not self.fps > 0 or not self.max_keyframe_gap_s > 0:
+            raise ValueError("fps and max_keyframe_gap_s must be positive")
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """Work bounds for one video. Exceeding a bound stops sampling and marks the result partial,
+    except max_pixels: absurd frame dimensions are refused before anything is decoded."""
+
+    max_bytes: int = 64 * 1024 * 1024  # compressed video bytes demuxed
+    max_seconds: float = 600.0  # of stream time
+    max_frames: int = 600  # frames yielded
+    max_pixels: int = 64_000_000  # per frame, as declared by the stream and as decoded
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    rgb: np.ndarray  # (H, W, 3) uint8, upright
+    frame_ms: int  # presentation time from the stream start
+    keyframe: bool
+
+
+def sample_frames(
+    path: str | os.PathLike,
+    strategy: SamplingStrategy = SamplingStrategy(),
+    limits: VideoLimits = VideoLimits(),
+    *,
+    max_side: int | None = None,
+    threads: int = 1,
+) -> "VideoSampling":
+    """Frames of the video at ``path``; iterate the result, then read its summary attributes.
+
+    ``max_side`` downscales while converting (the long side at most this many pixels); perceptual
+    hashes do not need full resolution. ``threads`` is the decoder's thread count; the default of
+    one leaves parallelism to the worker, which hashes several uploads at once.
+    Raises MediaError on iteration: decode_failed (nothing decodable), unsupported_media (no video
+    stream), image_too_large (frame dimensions over max_pixels).
+    """
+    return VideoSampling(os.fspath(path), strategy, limits, max_side, threads)
+
+
+class _Stop(Exception):
+    """Internal: a limit was reached while emitting frames."""
+
+
+@dataclass
+class _Gop:
+    """Packets since the last keyframe and how many of them the decoder has consumed."""
+
+    packets: list = field(default_factory=list)
+    fed: int = 0  # 0 also after a drain: the decoder is clean and the GOP refeeds from its keyframe
+
+
+class VideoSampling:
+    """One pass over one video. Iterate once; the attributes summarise what the pass saw."""
+
+    def __init__(self, path: str, strategy: SamplingStrategy, limits: VideoLimits,
+                 max_side: int | None, threads: int):
+        self.path = path
+        self.strategy = strategy
+        self.limits = limits
+        self.max_side = max_side
+        self.threads = threads
+        # Summary, filled in while iterating.
+        self.frames_decoded = 0
+        self.frames_yielded = 0
+        self.keyframes_seen = 0  # keyframe packets demuxed
+        self.packets = 0
+        self.partial = False
+        self.partial_reason: str | None = None  # max_seconds | max_frames | max_bytes | corrupt | truncated
+        self.duration_ms = 0  # stream time actually seen, not the container's claim
+        self.container_duration_ms: int | None = None
+        self.width = 0
+        self.height = 0
+        self.rotation = 0
+        self.codec = ""
+        self.notes: list[str] = []
+        self._started = False
+
+    # -- iteration -----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[VideoFrame]:
+        if self._started:
+            raise RuntimeError("a VideoSampling is iterated once; call sample_frames again")
+        self._started = True
+        try:
+            container = av.open(self.path, metadata_errors="ignore")
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+            raise MediaError("decode_failed", f"not a readable container: {exc}") from None
+        try:
+            yield from self._run(container)
+        finally:
+            container.close()
+
+    def _run(self, container) -> Iterator[VideoFrame]:
+        stream = self._pick_stream(container)
+        self._setup(container, stream)
+        gop = _Gop()
+        try:
+            for packet in self._packets(container, stream):
+                is_key = bool(packet.is_keyframe)
+                if is_key:
+                    self.keyframes_seen += 1
+                    yield from self._end_gop(stream, gop)
+                    gop = _Gop([packet])
+                elif not gop.packets:
+                    self._note("stream does not start with a keyframe; decoding from its first packet")
+                    gop.packets.append(packet)
+                else:
+                    gop.packets.append(packet)
+                if self._should_feed(packet, is_key, gop):
+                    yield from self._feed(stream, gop)
+                    if self.strategy.kind == "keyframes" and is_key and not self._engaged():
+                        # Get the keyframe out now rather than decoding the GOP's next frames.
+                        yield from self._drain(stream, gop)
+            if gop.fed:
+                yield from self._drain(stream, gop)
+            if not self.partial and stream.frames and self.packets < stream.frames:
+                # The index (MP4 sample table) lists more frames than the file holds: cut short.
+                self._mark_partial("truncated", f"the index lists {stream.frames} frames, the file holds {self.packets}")
+        except _Stop:
+            pass
+        if self.frames_decoded == 0:
+            detail = f" ({self.notes[-1]})" if self.notes else ""
+            raise MediaError("decode_failed", f"no decodable video frame{detail}")
+        if self.container_duration_ms is not None and abs(self.container_duration_ms - self.duration_ms) > 1000 \
+                and not self.partial:
+            self._note(f"container claims {self.container_duration_ms} ms, stream has {self.duration_ms} ms")
+
+    def _pick_stream(self, container):
+        videos = [s for s in container.streams.video]
+        if not videos:
+            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+            raise MediaError("unsupported_media", f"no video stream (the file holds {', '.join(kinds)})")
+        moving = [s for s in videos if not (s.disposition & av.stream.Disposition.attached_pic)]
+        if not moving:
+            self._note("only an attached picture (cover art); sampling it as a one-frame video")
+        return (moving or videos)[0]
+
+    def _setup(self, container, stream) -> None:
+        ctx = stream.codec_context
+        self.codec = ctx.name
+        self.width, self.height = int(ctx.width or 0), int(ctx.height or 0)
+        self._check_pixels(self.width, self.height)
+        ctx.thread_count = max(1, int(self.threads))
+        ctx.thread_type = "SLICE"  # frame threads add output delay, which lazy decoding pays for
+        if container.duration is not None and container.duration > 0:
+            self.container_duration_ms = int(container.duration * 1000 // av.time_base)
+        self._tb = stream.time_base or Fraction(1, 90000)
+        self._origin = stream.start_time if stream.start_time is not None else None
+        sar = stream.sample_aspect_ratio
+        self._sar = float(sar) if sar and float(sar) > 0 else 1.0
+        # The next frame time (s) a fixed-rate tick or a keyframe gap asks for.
+        self._due = {"fixed": 0.0, "keyframes": self.strategy.max_keyframe_gap_s}.get(self.strategy.kind, -math.inf)
+        self._candidate: float | None = None
+        self._last_t = -math.inf
+        self._last_was_key = False
+        self._pending: list[float] = []  # times of packets fed whose frames have not come out yet
+        self._key_times: set[float] = set()
+        self._errors_in_row = 0
+
+    def _check_pixels(self, width: int, height: int) -> None:
+        if width * height > self.limits.max_pixels:
+            raise MediaError("image_too_large",
+                             f"video frames of {width}x{height} exceed {self.limits.max_pixels} pixels")
+
+    # -- demux ---------------------------------------------------------------------------------
+    def _packets(self, container, stream) -> Iterator:
+        """Demuxed packets of the stream, inside the byte and duration limits."""
+        read = 0
+        demux = container.demux(stream)
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                return
+            except av.error.FFmpegError as exc:
+                self._mark_partial("corrupt", f"demuxing stopped at {self.duration_ms} ms: {exc}")
+                return
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream marker; _end_gop drains instead
+            self.packets += 1
+            read += packet.size
+            if read > self.limits.max_bytes:
+                self._mark_partial("max_bytes", f"stopped after {self.limits.max_bytes} bytes of video")
+                return
+            t = self._packet_time(packet)
+            if t is not None:
+                if t > self.limits.max_seconds:
+                    self._mark_partial("max_seconds", f"stopped at {self.limits.max_seconds:g} s of video")
+                    return
+                end = t + float((packet.duration or 0) * self._tb)
+                self.duration_ms = max(self.duration_ms, int(round(end * 1000)))
+                if packet.is_keyframe:
+                    self._key_times.add(round(t, 6))
+            yield packet
+
+    def _packet_time(self, packet) -> float | None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None:
+            return None
+        if self._origin is None:
+            self._origin = ts
+        return float((ts - self._origin) * self._tb)
+
+    # -- lazy decoding -------------------------------------------------------------------------
+    def _should_feed(self, packet, is_key: bool, gop: _Gop) -> bool:
+        kind = self.strategy.kind
+        if kind == "all" or self._engaged() or (kind == "keyframes" and is_key):
+            return True
+        t = self._packet_time(packet)
+        if t is None:
+            return True  # no timestamp to plan with: decode and let the frame times decide
+        if t >= self._due - 1e-9 and (self._candidate is None or t < self._candidate):
+            self._candidate = t
+        if self._candidate is None:
+            return False
+        # The candidate (earliest unfed frame at or after the due time) is final once the decode
+        # clock passes it: dts never exceeds pts, so no later packet can show an earlier frame.
+        if packet.dts is None:
+            return True
+        return float((packet.dts - self._origin) * self._tb) >= self._candidate - 1e-9
+
+    def _engaged(self) -> bool:
+        """Does the decoder hold a fed frame that the strategy will take?"""
+        if self.strategy.kind == "all":
+            return bool(self._pending)
+        return any(t >= self._due - 1e-9 for t in self._pending)
+
+    def _feed(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
+        self._candidate = None
+        while gop.fed < len(gop.packets):
+            packet = gop.packets[gop.fed]
+            gop.fed += 1
+            t = self._packet_time(packet)
+            if t is not None:
+                self._pending.append(t)
+            yield from self._decode(stream, packet)
+
+    def _drain(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
+        """Flush the frames out of the decoder; the GOP must be refed from its keyframe to go on."""
+        yield from self._decode(stream, None)
+        stream.codec_context.flush_buffers()
+        gop.fed = 0
+        self._pending.clear()
+
+    def _end_gop(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
+        """Called before a keyframe starts a new GOP."""
+        self._candidate = None
+        if gop.fed == 0 or gop.fed == len(gop.packets):
+            return  # decoder clean, or in step with the stream: keep decoding across the boundary
+        if self._engaged():
+            yield from self._drain(stream, gop)
+        else:
+            stream.codec_context.flush_buffers()  # skipped packets broke the references
+            gop.fed = 0
+            self._pending.clear()
+
+    def _decode(self, stream, packet) -> Iterator[VideoFrame]:
+        try:
+            frames = stream.decode(packet)
+            self._errors_in_row = 0
+        except av.error.EOFError:
+            return
+        except av.error.FFmpegError as exc:
+            self._errors_in_row += 1
+            if self._errors_in_row == 1:
+                self._mark_partial("corrupt", f"undecodable packet near {self.duration_ms} ms: {exc}")
+            if self._errors_in_row >= MAX_CONSECUTIVE_DECODE_ERRORS:
+                self._mark_partial("corrupt", f"{self._errors_in_row} packets in a row did not decode")
+                raise _Stop from None
+            return
+        for frame in frames:
+            out = self._emit(frame)
+            if out is not None:
+                yield out
+
+    # -- frames --------------------------------------------------------------------------------
+    def _emit(self, frame) -> VideoFrame | None:
+        self.frames_decoded += 1
+        if frame.pts is not None:
+            t = float((frame.pts - (self._origin or 0)) * self._tb)
+        else:
+            t = self._last_t + 1.0 / 30 if self._last_t > -math.inf else 0.0
+            self._note("frames without timestamps; times estimated at 30 fps")
+        # The decoder emits in display order: anything fed with an earlier time is not coming.
+        self._pending = [p for p in self._pending if p > t + 1e-9]
+        key = bool(frame.key_frame) or round(t, 6) in self._key_times
+        if not self._takes(t, key):
+            return None
+        if t > self.limits.max_seconds:
+            return None
+        if self.frames_yielded >= self.limits.max_frames:
+            self._mark_partial("max_frames", f"stopped after {self.limits.max_frames} frames")
+            raise _Stop
+        self._check_pixels(frame.width, frame.height)
+        rgb = self._to_rgb(frame)
+        self._last_t, self._last_was_key = t, key
+        self._due = self._next_due(t, key)
+        self.frames_yielded += 1
+        return VideoFrame(rgb, int(round(t * 1000)), key)
+
+    def _takes(self, t: float, key: bool) -> bool:
+        if self._last_t > -math.inf and round(t * 1000) <= round(self._last_t * 1000):
+            return False  # keep frame_ms strictly increasing (re-decoded or mistimed frames)
+        kind = self.strategy.kind
+        if kind == "all":
+            return True
+        if kind == "keyframes" and key:
+            return True
+        return t >= self._due - 1e-9
+
+    def _next_due(self, t: float, key: bool) -> float:
+        step = 1.0 / self.strategy.fps
+        if self.strategy.kind == "fixed":
+            return (math.floor(t / step + 1e-9) + 1) * step
+        if self.strategy.kind == "keyframes":
+            return t + (self.strategy.max_keyframe_gap_s if key else step)
+        return -math.inf
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        width, height = frame.width, frame.height
+        out_w, out_h = width * self._sar, float(height)
+        if self.max_side and max(out_w, out_h) > self.max_side:
+            scale = self.max_side / max(out_w, out_h)
+            out_w, out_h = out_w * scale, out_h * scale
+        out_w, out_h = max(2, int(round(out_w))), max(2, int(round(out_h)))
+        if (out_w, out_h) == (width, height):
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            rgb = frame.to_ndarray(width=out_w, height=out_h, format="rgb24", interpolation="AREA")
+        rotation = int(getattr(frame, "rotation", 0) or 0)
+        if rotation % 360:
+            self.rotation = rotation
+            # The display matrix rotates counter-clockwise by `rotation`; np.rot90 does the same.
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=round(rotation / 90) % 4))
+        return rgb
+
+    # -- summary -------------------------------------------------------------------------------
+    def _mark_partial(self, reason: str, note: str) -> None:
+        if not self.partial:
+            self.partial, self.partial_reason = True, reason
+        self._note(note)
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def summary(self) -> dict:
+        """The pass as a JSON-able dict, for logs and the hashes event."""
+        return {
+            "frames_decoded": self.frames_decoded,
+            "frames_yielded": self.frames_yielded,
+            "keyframes_seen": self.keyframes_seen,
+            "partial": self.partial,
+            "partial_reason": self.partial_reason,
+            "duration_ms": self.duration_ms,
+            "container_duration_ms": self.container_duration_ms,
+            "width": self.width,
+            "height": self.height,
+            "rotation": self.rotation,
+            "codec": self.codec,
+            "strategy": self.strategy.kind,
+            "notes": list(self.notes),
+        }
