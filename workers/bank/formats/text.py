@@ -16,6 +16,7 @@ import io
 from typing import IO, Iterable, Iterator, Sequence
 
 from workers.bank.formats.records import (
+    SIGNAL_ALIASES,
     FormatError,
     HashRecord,
     InvalidLine,
@@ -23,9 +24,9 @@ from workers.bank.formats.records import (
     UnsupportedLine,
     clip,
     is_foreign,
-    make_record,
     vigil_signal,
 )
+from workers.signals import normalise
 
 SIGNAL_COLUMNS = ("signal", "signal_type", "type", "hash_type", "algorithm")
 HASH_COLUMNS = ("hash", "value", "hash_value", "signal_value", "hash_digest")
@@ -54,7 +55,7 @@ def parse_local(fileobj: IO, default_signal: str | None = None) -> Iterator[Item
     default = vigil_signal(default_signal) if default_signal else None
     if default_signal and default is None:
         raise ValueError(f"unknown signal {default_signal!r}")
-    aliases_get = vigil_signal
+    exact = SIGNAL_ALIASES.get  # the hot loop: most lines name their signal exactly
     for lineno, raw in enumerate(as_text(fileobj), 1):
         text = raw.strip()
         if not text or text[0] == "#":
@@ -67,15 +68,19 @@ def parse_local(fileobj: IO, default_signal: str | None = None) -> Iterator[Item
             signal, value = default, parts[0]
         else:
             name, value = parts
-            signal = aliases_get(name)
+            signal = exact(name) or vigil_signal(name)
             if signal is None:
-                problem = _signal_or_problem(lineno, name, text)
-                yield problem  # type: ignore[misc]
+                yield _signal_or_problem(lineno, name, text)  # type: ignore[misc]
                 continue
             if " " in value or "\t" in value:
                 yield InvalidLine(lineno, "unexpected text after the hash", clip(text))
                 continue
-        yield make_record(lineno, signal, value, text)
+        try:
+            value = normalise(signal, value)
+        except ValueError as e:
+            yield InvalidLine(lineno, str(e), clip(text))
+            continue
+        yield HashRecord(signal, value, None, None, None, {}, lineno)
 
 
 def write_local(records: Iterable[HashRecord], fileobj: IO[str]) -> int:
@@ -110,10 +115,11 @@ def parse_csv(fileobj: IO, default_signal: str | None = None) -> Iterator[Item]:
     default = vigil_signal(default_signal) if default_signal else None
     if hash_i is None or (sig_i is None and default is None):
         raise FormatError(header_line, f"CSV header must name a signal and a hash column, got {','.join(header)!r}")
-    named = {name: header.index(name) for name in NAMED_COLUMNS if name in header}
-    used = {i for i in (sig_i, hash_i, *named.values()) if i is not None}
+    label_i, source_i, note_i = (_find(header, (name,)) for name in NAMED_COLUMNS)
+    used = {i for i in (sig_i, hash_i, label_i, source_i, note_i) if i is not None}
     extra_cols = [(i, name) for i, name in enumerate(header) if i not in used and name]
     width = len(header)
+    exact = SIGNAL_ALIASES.get
     for row in reader:
         lineno = reader.line_num
         if not any(row):
@@ -127,16 +133,20 @@ def parse_csv(fileobj: IO, default_signal: str | None = None) -> Iterator[Item]:
             signal = default
         else:
             name = row[sig_i]
-            signal = vigil_signal(name)
+            signal = exact(name) or vigil_signal(name)
             if signal is None:
                 yield _signal_or_problem(lineno, name, ",".join(row))  # type: ignore[misc]
                 continue
-        extra = {name: row[i].strip() for i, name in extra_cols if row[i].strip()}
-        values = {k: (row[i].strip() or None) for k, i in named.items()}
-        yield make_record(
-            lineno, signal, row[hash_i], ",".join(row),  # type: ignore[arg-type]
-            label=values.get("label"), source=values.get("source"), note=values.get("note"), extra=extra,
-        )
+        try:
+            value = normalise(signal, row[hash_i])  # type: ignore[arg-type]
+        except ValueError as e:
+            yield InvalidLine(lineno, str(e), clip(",".join(row)))
+            continue
+        extra = {name: cell for i, name in extra_cols if (cell := row[i].strip())} if extra_cols else {}
+        label = row[label_i].strip() or None if label_i is not None else None
+        source = row[source_i].strip() or None if source_i is not None else None
+        note = row[note_i].strip() or None if note_i is not None else None
+        yield HashRecord(signal, value, label, source, note, extra, lineno)  # type: ignore[arg-type]
 
 
 def write_csv(records: Iterable[HashRecord], fileobj: IO[str], extra_columns: Sequence[str] = ()) -> int:
