@@ -76,7 +76,7 @@ def _stopncii_item(line: int, rec: Any) -> Item:
         tags = {t for fb in feedbacks if isinstance(fb, dict) for t in (fb.get("tags") or ())}
         if tags:
             extra["tags"] = _str(tags)
-    return make_record(line, signal, value, _snippet(rec), source="stopncii", extra=extra)
+    return make_record(line, signal, value, lambda: _snippet(rec), source="stopncii", extra=extra)
 
 
 def parse_tat(fileobj: IO) -> Iterator[Item]:
@@ -102,6 +102,6 @@ def _tat_item(line: int, rec: Any) -> Item:
     }
     ideology = rec.get("ideology")
     return make_record(
-        line, signal, value, _snippet(rec),
+        line, signal, value, lambda: _snippet(rec),
         label=str(ideology) if ideology else None, source="tat", extra=extra,
     )

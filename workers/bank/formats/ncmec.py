@@ -32,10 +32,6 @@ ENTRY_FIELDS = ("id", "member", "timestamp", "classification")
 NCMEC_SIGNALS = ("md5", "sha1", "sha256", "pdq")
 
 
-def _local(name: str) -> str:
-    return name.rpartition(" ")[2]
-
-
 class _Collector:
     """expat callbacks: gathers one entry at a time and turns it into items when it closes."""
 
@@ -48,24 +44,35 @@ class _Collector:
         self.text: list[str] | None = None  # collecting character data of a wanted element
         self.fingerprint: tuple[str, int, str | None] | None = None  # tag, line, href
         self.in_fingerprints = False
+        self.names: dict[str, str] = {}  # expat's `namespace-uri name` -> name
+
+    def local(self, name: str) -> str:
+        tag = self.names.get(name)
+        if tag is None:
+            tag = name.rpartition(" ")[2]
+            if len(self.names) < 1024:
+                self.names[name] = tag
+        return tag
 
     def start(self, name: str, attrs: dict) -> None:
         self.depth += 1
-        tag = _local(name)
         if self.entry is None:
+            tag = self.local(name)
             if tag in ENTRY_TAGS:
                 self.entry = {"tag": tag, "line": self.p.CurrentLineNumber, "fingerprints": []}
                 self.entry_depth = self.depth
             return
         rel = self.depth - self.entry_depth
-        if rel == 1 and tag in ENTRY_FIELDS:
-            if tag == "member" and attrs.get("id"):
-                self.entry["member_id"] = attrs["id"]
-            self.text = []
-        elif rel == 1 and tag == "fingerprints":
-            self.in_fingerprints = True
+        if rel == 1:
+            tag = self.local(name)
+            if tag in ENTRY_FIELDS:
+                if tag == "member" and attrs.get("id"):
+                    self.entry["member_id"] = attrs["id"]
+                self.text = []
+            elif tag == "fingerprints":
+                self.in_fingerprints = True
         elif rel == 2 and self.in_fingerprints:
-            self.fingerprint = (tag, self.p.CurrentLineNumber, attrs.get("href"))
+            self.fingerprint = (self.local(name), self.p.CurrentLineNumber, attrs.get("href"))
             self.text = []
 
     def chars(self, data: str) -> None:
@@ -73,17 +80,17 @@ class _Collector:
             self.text.append(data)
 
     def end(self, name: str) -> None:
-        tag = _local(name)
         if self.entry is not None:
             rel = self.depth - self.entry_depth
             if rel == 0:
                 self.out.extend(_entry_items(self.entry))
                 self.entry = None
-            elif rel == 1 and tag == "fingerprints":
-                self.in_fingerprints = False
-            elif rel == 1 and self.text is not None:
-                self.entry[tag] = "".join(self.text).strip()
-                self.text = None
+            elif rel == 1:
+                if self.text is not None:
+                    self.entry[self.local(name)] = "".join(self.text).strip()
+                    self.text = None
+                elif self.in_fingerprints:
+                    self.in_fingerprints = False
             elif rel == 2 and self.fingerprint is not None:
                 fp_tag, line, href = self.fingerprint
                 self.entry["fingerprints"].append((fp_tag, line, "".join(self.text or ()).strip(), href))
@@ -107,7 +114,7 @@ def _entry_items(entry: dict) -> Iterator[Item]:
             extra[name] = entry[key]
     classification = entry.get("classification") or None
     for fp_tag, line, value, href in entry["fingerprints"]:
-        text = f"<{fp_tag}>{value}</{fp_tag}>" if value else f'<{fp_tag} href="{href or ""}"/>'
+        text = f"<{fp_tag}>{value}</{fp_tag}>" if value else f'<{fp_tag} href="{href or ""}"/>'  # only ~100 bytes
         signal = vigil_signal(fp_tag) if fp_tag.lower() in NCMEC_SIGNALS else None
         if signal is None:
             yield UnsupportedLine(line, fp_tag, f"vigil cannot match NCMEC {fp_tag} fingerprints", clip(text))

@@ -7,7 +7,7 @@ Only a file that is not of the format at all (bad CSV header, broken XML/JSON) r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Callable, Union
 
 from workers.bank.model import entry_id_for_hash
 from workers.signals import normalise
@@ -119,17 +119,20 @@ def make_record(
     line: int,
     signal: str,
     value: str,
-    text: str,
+    text: str | Callable[[], str],
     label: str | None = None,
     source: str | None = None,
     note: str | None = None,
     extra: dict[str, str] | None = None,
 ) -> HashRecord | InvalidLine:
-    """Validate `value` as a vigil `signal` hash; an InvalidLine says why it is not one."""
+    """Validate `value` as a vigil `signal` hash; an InvalidLine says why it is not one.
+
+    `text` (the offending entry, for the report) may be a function: only called for bad entries.
+    """
     try:
         value = normalise(signal, value)
     except ValueError as e:
-        return InvalidLine(line, str(e), clip(text))
+        return InvalidLine(line, str(e), clip(text() if callable(text) else text))
     return HashRecord(signal, value, label, source, note, extra if extra is not None else {}, line)
 
 
