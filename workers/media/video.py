@@ -162,8 +162,8 @@ class VideoSampling:
                     if self.strategy.kind == "keyframes" and is_key and not self._engaged():
                         # Get the keyframe out now rather than decoding the GOP's next frames.
                         yield from self._drain(stream, gop)
-            if gop.fed:
-                yield from self._drain(stream, gop)
+            yield from self._end_gop(stream, gop)
+            yield from self._drain(stream, gop)
             if not self.partial and stream.frames and self.packets < stream.frames:
                 # The index (MP4 sample table) lists more frames than the file holds: cut short.
                 self._mark_partial("truncated", f"the index lists {stream.frames} frames, the file holds {self.packets}")
@@ -201,7 +201,8 @@ class VideoSampling:
         self._sar = float(sar) if sar and float(sar) > 0 else 1.0
         # The next frame time (s) a fixed-rate tick or a keyframe gap asks for.
         self._due = {"fixed": 0.0, "keyframes": self.strategy.max_keyframe_gap_s}.get(self.strategy.kind, -math.inf)
-        self._candidate: float | None = None
+        self._candidate: float | None = None  # earliest unfed packet time at or after _due
+        self._dirty = False  # the decoder has been fed since its last flush
         self._last_t = -math.inf
         self._last_was_key = False
         self._pending: list[float] = []  # times of packets fed whose frames have not come out yet
@@ -278,6 +279,7 @@ class VideoSampling:
 
     def _feed(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
         self._candidate = None
+        self._dirty = True
         while gop.fed < len(gop.packets):
             packet = gop.packets[gop.fed]
             gop.fed += 1
@@ -288,22 +290,29 @@ class VideoSampling:
 
     def _drain(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
         """Flush the frames out of the decoder; the GOP must be refed from its keyframe to go on."""
-        yield from self._decode(stream, None)
-        stream.codec_context.flush_buffers()
+        if self._dirty:
+            yield from self._decode(stream, None)
+        self._reset(stream, gop)
+
+    def _reset(self, stream, gop: _Gop) -> None:
+        if self._dirty:
+            stream.codec_context.flush_buffers()
+            self._dirty = False
         gop.fed = 0
         self._pending.clear()
 
     def _end_gop(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
         """Called before a keyframe starts a new GOP."""
-        self._candidate = None
-        if gop.fed == 0 or gop.fed == len(gop.packets):
-            return  # decoder clean, or in step with the stream: keep decoding across the boundary
+        if self._candidate is not None:  # a wanted frame sits in the unfed tail: decode to it
+            yield from self._feed(stream, gop)
+        if not self._dirty:
+            return
         if self._engaged():
+            if gop.fed == len(gop.packets):
+                return  # in step with the stream: decode straight on into the next GOP
             yield from self._drain(stream, gop)
-        else:
-            stream.codec_context.flush_buffers()  # skipped packets broke the references
-            gop.fed = 0
-            self._pending.clear()
+        elif self.strategy.kind != "all":
+            self._reset(stream, gop)  # what is left inside is not wanted
 
     def _decode(self, stream, packet) -> Iterator[VideoFrame]:
         try:
@@ -382,8 +391,8 @@ class VideoSampling:
         if rotation % 360:
             self.rotation = rotation
             # The display matrix rotates counter-clockwise by `rotation`; np.rot90 does the same.
-            rgb = np.ascontiguousarray(np.rot90(rgb, k=round(rotation / 90) % 4))
-        return rgb
+            rgb = np.rot90(rgb, k=round(rotation / 90) % 4)
+        return np.ascontiguousarray(rgb)  # PyAV pads odd widths' rows; hashers want plain arrays
 
     # -- summary -------------------------------------------------------------------------------
     def _mark_partial(self, reason: str, note: str) -> None:
