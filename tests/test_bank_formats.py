@@ -9,6 +9,8 @@ import random
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from workers.bank import formats as F
 from workers.bank.formats import FormatError, HashRecord, ImportReport, InvalidLine, UnsupportedLine
@@ -191,6 +193,15 @@ def test_local_accepts_text_file_objects():
     assert items == [HashRecord("sha1", SHA1, line=1)]
 
 
+def test_parsing_leaves_the_callers_binary_file_open():
+    f = io.BytesIO(f"pdq {PDQ}\n".encode())
+    assert [r.value for r in F.parse(f, "local")] == [PDQ]
+    assert not f.closed
+    partial = F.parse(io.BytesIO(b"signal,hash\n" + f"md5,{MD5}\n".encode() * 3), "csv")
+    next(partial)
+    partial.close()  # a consumer that stops early
+
+
 # --- csv ---------------------------------------------------------------------------------------
 
 
@@ -207,11 +218,28 @@ def test_csv_columns_extra_and_line_numbers(tmp_path):
     assert [(u.line, u.kind) for u in unsupported] == [(5, "photodna")]
 
 
+def test_csv_with_byte_order_mark(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffsignal,hash\r\n".encode() + f"md5,{MD5}\r\n".encode())
+    assert list(F.read_all(path)) == [HashRecord("md5", MD5, line=2)]
+    assert [r.value for r in F.parse_csv(io.StringIO(path.read_text(encoding="utf-8")))] == [MD5]
+
+
 def test_csv_without_hash_column_is_not_a_hash_list(tmp_path):
     path = write(tmp_path, "people.csv", "name,email\nann,a@example.org\n")
     with pytest.raises(FormatError) as err:
         list(F.read_all(path))
     assert err.value.line == 1
+
+
+def test_runaway_csv_quote_is_a_format_error_not_a_memory_hog():
+    """An unbalanced quote would swallow the rest of the file into one cell: csv's field limit stops it."""
+    text = f"signal,hash\nmd5,{MD5}\nmd5,\"{MD5}\n" + f"md5,{MD5}\n" * 5000
+    items = F.parse(io.BytesIO(text.encode()), "csv")
+    assert next(items) == HashRecord("md5", MD5, line=2)
+    with pytest.raises(FormatError) as err:
+        next(items)
+    assert err.value.line > 3 and "field larger than field limit" in str(err.value)
 
 
 def test_csv_header_aliases_and_default_signal(tmp_path):
@@ -375,6 +403,26 @@ def test_every_format_round_trips_through_local_and_csv(tmp_path, fmt, name, tex
     path = write(tmp_path, "export.csv", out.getvalue())
     assert F.detect_format(path) == "csv"
     assert [r.key() for r in F.read_all(path)] == [r.key() for r in records]
+
+
+_cells = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30).map(
+    lambda t: t.strip() or None
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["pdq", "md5", "sha1", "phash"]), st.binary(min_size=32, max_size=32),
+                          _cells, _cells, _cells, _cells), max_size=8))
+def test_csv_round_trips_arbitrary_text(rows):
+    length = {"pdq": 32, "md5": 16, "sha1": 20, "phash": 8}
+    records = [
+        HashRecord(sig, raw[: length[sig]].hex().ljust(length[sig] * 2, "0"), label, source, note,
+                   {"case": case} if case else {})
+        for sig, raw, label, source, note, case in rows
+    ]
+    out = io.StringIO()
+    F.write_csv(records, out, ["case"])
+    assert [r.key() for r in F.parse_csv(io.StringIO(out.getvalue()))] == [r.key() for r in records]
 
 
 # --- detection, report, ids, memory ------------------------------------------------------------

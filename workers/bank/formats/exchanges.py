@@ -42,8 +42,9 @@ def _str(value: Any) -> str:
 
 
 def parse_stopncii(fileobj: IO) -> Iterator[Item]:
-    for line, rec in iter_json_records(as_text(fileobj), ("hashRecords",)):
-        yield _stopncii_item(line, rec)
+    with as_text(fileobj) as text_file:
+        for line, rec in iter_json_records(text_file, ("hashRecords",)):
+            yield _stopncii_item(line, rec)
 
 
 def _stopncii_item(line: int, rec: Any) -> Item:
@@ -80,8 +81,9 @@ def _stopncii_item(line: int, rec: Any) -> Item:
 
 
 def parse_tat(fileobj: IO) -> Iterator[Item]:
-    for line, rec in iter_json_records(as_text(fileobj), ("results",)):
-        yield _tat_item(line, rec)
+    with as_text(fileobj) as text_file:
+        for line, rec in iter_json_records(text_file, ("results",)):
+            yield _tat_item(line, rec)
 
 
 def _tat_item(line: int, rec: Any) -> Item:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from contextlib import contextmanager
 from typing import IO, Iterable, Iterator, Sequence
 
 from workers.bank.formats.records import (
@@ -34,11 +35,21 @@ NAMED_COLUMNS = ("label", "source", "note")
 CSV_HEADER = ("signal", "hash", "label", "source", "note")
 
 
-def as_text(fileobj: IO, newline: str | None = None) -> IO[str]:
-    """Accept text or binary file objects; binary ones are read as UTF-8 (a BOM is dropped)."""
+@contextmanager
+def as_text(fileobj: IO, newline: str | None = None) -> Iterator[IO[str]]:
+    """Accept text or binary file objects; binary ones are read as UTF-8 (a BOM is dropped).
+
+    The wrapper is detached afterwards, so the caller's binary file stays open (a TextIOWrapper
+    would otherwise close it when garbage-collected).
+    """
     if isinstance(fileobj, io.TextIOBase):
-        return fileobj
-    return io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline=newline)
+        yield fileobj
+        return
+    wrapper = io.TextIOWrapper(fileobj, encoding="utf-8-sig", newline=newline)
+    try:
+        yield wrapper
+    finally:
+        wrapper.detach()
 
 
 def _signal_or_problem(line: int, name: str, text: str) -> str | Item:
@@ -55,8 +66,13 @@ def parse_local(fileobj: IO, default_signal: str | None = None) -> Iterator[Item
     default = vigil_signal(default_signal) if default_signal else None
     if default_signal and default is None:
         raise ValueError(f"unknown signal {default_signal!r}")
+    with as_text(fileobj) as text_file:
+        yield from _local_lines(text_file, default)
+
+
+def _local_lines(text_file: IO[str], default: str | None) -> Iterator[Item]:
     exact = SIGNAL_ALIASES.get  # the hot loop: most lines name their signal exactly
-    for lineno, raw in enumerate(as_text(fileobj), 1):
+    for lineno, raw in enumerate(text_file, 1):
         text = raw.strip()
         if not text or text[0] == "#":
             continue
@@ -101,11 +117,19 @@ def _find(header: list[str], names: Sequence[str]) -> int | None:
 
 def parse_csv(fileobj: IO, default_signal: str | None = None) -> Iterator[Item]:
     """Read a CSV hash list; line numbers are those of the file (a quoted multi-line cell counts)."""
-    reader = csv.reader(as_text(fileobj, newline=""))
+    with as_text(fileobj, newline="") as text_file:
+        reader = csv.reader(text_file)
+        try:
+            yield from _csv_rows(reader, default_signal)
+        except csv.Error as e:
+            raise FormatError(reader.line_num, f"invalid CSV: {e}") from None
+
+
+def _csv_rows(reader, default_signal: str | None) -> Iterator[Item]:
     header: list[str] | None = None
     for row in reader:
         if any(cell.strip() for cell in row):
-            header = [cell.strip().lower() for cell in row]
+            header = [cell.strip().lstrip("\ufeff").lower() for cell in row]
             break
     if header is None:
         return
@@ -153,8 +177,10 @@ def write_csv(records: Iterable[HashRecord], fileobj: IO[str], extra_columns: Se
     """Write a CSV parse_csv reads back: signal,hash,label,source,note plus the named `extra` keys.
 
     Extra columns are named up front because the file is streamed; keys not named are not written.
+    Rows end in CRLF (RFC 4180; it also makes the writer quote cells holding a lone CR): open
+    files with newline="".
     """
-    writer = csv.writer(fileobj, lineterminator="\n")
+    writer = csv.writer(fileobj)
     writer.writerow([*CSV_HEADER, *extra_columns])
     n = 0
     for rec in records:
