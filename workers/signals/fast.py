@@ -142,6 +142,7 @@ def hash_frames(
 ) -> list[list[SignalValue]]:
     """Hashes of RGB (H, W, 3) or grey (H, W) uint8 frames; one list per frame.
 
+    quality: PDQ's own for pdq; the pHash detail score (quality.phash_quality) for phash and dhash.
     dihedral=True appends, per frame, the 7 rotated/flipped variants of the PDQ and pHash
     hashes (variant='rot90', 'flip-h', ...: see dihedral.py); dHash has none.
     """
