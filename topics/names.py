@@ -1,0 +1,29 @@
+"""Topic names and configs: the one place they are defined."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+UPLOADS = "moderation.uploads"
+HASHES = "moderation.hashes"  # internal: hasher -> matcher, carries hashes, never media
+DECISIONS = "moderation.decisions"
+DEAD_LETTER = "moderation.dead-letter"
+LIVE_FRAMES = "moderation.live-frames"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    doc: str = ""
+
+
+def all_topics(partitions: int = 6) -> list[TopicSpec]:
+    """Every topic vigil uses. Partition count bounds how many workers of a kind can share work."""
+    week_ms = str(7 * 24 * 3600 * 1000)
+    return [
+        TopicSpec(UPLOADS, partitions, {"retention.ms": week_ms}, "upload events, key=content_id"),
+        TopicSpec(HASHES, partitions, {"retention.ms": week_ms}, "signals per upload, key=content_id"),
+        TopicSpec(DECISIONS, partitions, {"retention.ms": week_ms}, "decisions, key=content_id"),
+        TopicSpec(DEAD_LETTER, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}, "unprocessable input with a code"),
+    ]

@@ -1,0 +1,54 @@
+"""Loads the JSON Schemas under topics/schemas and validates messages against them."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from referencing import Registry, Resource
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """A message does not satisfy its topic's schema; `path` names the offending field."""
+
+    def __init__(self, message: str, path: str = ""):
+        super().__init__(message)
+        self.path = path
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str) -> dict[str, Any]:
+    """Load `topics/schemas/<name>.json` (for example "upload", "decision")."""
+    text = resources.files("topics").joinpath("schemas", f"{name}.json").read_text()
+    return json.loads(text)
+
+
+SCHEMA_NAMES = ("upload", "signal_value", "hashes", "decision", "dead_letter")
+
+
+@lru_cache(maxsize=None)
+def _registry() -> Registry:
+    """Schemas refer to each other by their urn:vigil:... $id."""
+    resources_ = [Resource.from_contents(load_schema(n)) for n in SCHEMA_NAMES]
+    return Registry().with_resources((r.id(), r) for r in resources_)
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    schema = load_schema(name)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema, registry=_registry())
+
+
+def validate(name: str, message: Any) -> None:
+    """Raise SchemaError with the first, most relevant problem, or return None."""
+    error = jsonschema.exceptions.best_match(_validator(name).iter_errors(message))
+    if error is not None:
+        path = "/".join(str(p) for p in error.absolute_path)
+        where = f" at '{path}'" if path else ""
+        raise SchemaError(f"{error.message}{where}", path)

@@ -1,0 +1,426 @@
+"""vigil <noun> <verb>: the command line. `vigil --help` and `vigil <noun> --help` teach the rest.
+
+Exit codes: 0 success; 1 failure while running; 2 bad usage or input; 3 a service (Kafka, Redis)
+is unreachable; 4 timed out waiting for decisions.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def _service_flags(p: argparse.ArgumentParser, media: bool = False) -> None:
+    p.add_argument("--kafka", metavar="HOST:PORT", help="Kafka bootstrap servers (env VIGIL_KAFKA)")
+    p.add_argument("--redis", metavar="URL", help="Redis URL, e.g. redis://host:6379/0 (env VIGIL_REDIS)")
+    if media:
+        p.add_argument("--media-root", action="append", metavar="DIR", dest="media_roots",
+                       help="directory file:// media may be read from; repeatable (env VIGIL_MEDIA_ROOTS)")
+
+
+def _settings(args: argparse.Namespace):
+    from workers.settings import Settings
+    try:
+        s = Settings.from_env()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    over: dict[str, Any] = {"kafka": getattr(args, "kafka", None), "redis": getattr(args, "redis", None)}
+    if getattr(args, "media_roots", None):
+        over["media_roots"] = tuple(str(Path(d).resolve()) for d in args.media_roots)
+    for name in ("metrics_port", "partitions", "hasher_threads"):
+        over[name] = getattr(args, name, None)
+    if not s.actor:
+        over["actor"] = getattr(args, "actor", None) or _whoami()
+    return s.with_overrides(**over)
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def _need(settings, *names: str) -> None:
+    for name in names:
+        if not getattr(settings, name):
+            flag = {"kafka": "--kafka / VIGIL_KAFKA", "redis": "--redis / VIGIL_REDIS"}[name]
+            raise CliError(f"no {name} configured: pass {flag} (or run the embedded stack with `vigil up`)")
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# -- vigil up / worker / topics ----------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    from workers.runner import Cluster
+
+    settings = _settings(args)
+    if not settings.media_roots:
+        settings = settings.with_overrides(media_roots=(str(Path.cwd()),))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Cluster(settings, hashers=args.hashers, matchers=args.matchers) as cluster:
+        s = cluster.settings
+        print(f"kafka   {s.kafka}" + ("  (embedded tansu)" if cluster.services.broker else ""))
+        print(f"redis   {s.redis}" + ("  (embedded redis-server)" if cluster.services.redis_server else ""))
+        print(f"media   {', '.join(s.media_roots)}")
+        for w in cluster.workers:
+            print(f"{w.name:<10} metrics {w.metrics_url}  log {w.log_path}")
+        cluster.wait_ready(timeout=args.ready_timeout)
+        print(f"ready: export VIGIL_KAFKA={s.kafka} VIGIL_REDIS={s.redis}  (Ctrl-C stops everything)", flush=True)
+        while not stop.wait(0.5):
+            for w in cluster.workers:
+                if w.proc.poll() is not None:
+                    print(f"{w.name} exited with code {w.proc.returncode}; stopping", file=sys.stderr)
+                    return EXIT_FAILURE
+    print("stopped")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers import logs
+
+    settings = _settings(args)
+    logs.setup(settings.log_level)
+    _need(settings, "kafka")
+    if args.kind == "hasher":
+        from workers.hasher import Hasher
+
+        hasher = Hasher(settings)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: hasher.stop())
+        hasher.run()
+    else:
+        _need(settings, "redis")
+        from workers.matcher import Matcher
+
+        Matcher(settings).run()
+    return EXIT_OK
+
+
+def cmd_topics_create(args: argparse.Namespace) -> int:
+    from workers.kafka import create_topics
+
+    settings = _settings(args)
+    _need(settings, "kafka")
+    try:
+        created = create_topics(settings)
+    except RuntimeError as exc:
+        raise CliError(str(exc), EXIT_UNAVAILABLE) from None
+    print(json.dumps({"created": created}) if args.json else f"created: {', '.join(created) or 'nothing (all exist)'}")
+    return EXIT_OK
+
+
+# -- vigil bank ... ----------------------------------------------------------------------------
+def _store(args: argparse.Namespace):
+    from workers.bank.store import BankStore
+
+    settings = _settings(args)
+    _need(settings, "redis")
+    store = BankStore.from_url(settings.redis, actor=settings.actor, socket_connect_timeout=5)
+    try:
+        store.r.ping()
+    except Exception as exc:
+        raise CliError(f"cannot reach Redis at {settings.redis}: {exc}", EXIT_UNAVAILABLE) from None
+    return store, settings
+
+
+def cmd_bank_create(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    thresholds = {}
+    for item in args.threshold or ():
+        signal_name, _, value = item.partition("=")
+        if not value.isdigit():
+            raise CliError(f"--threshold takes SIGNAL=N, e.g. pdq=31, not {item!r}")
+        thresholds[signal_name] = int(value)
+    bank = store.create_bank(args.name, args.action, label=args.label, exist_ok=args.exist_ok,
+                             thresholds=thresholds, dihedral=args.dihedral)
+    _print_json(bank.to_json()) if args.json else print(f"bank {bank.name}: action {bank.action}")
+    return EXIT_OK
+
+
+def cmd_bank_add(args: argparse.Namespace) -> int:
+    from workers.bank.model import Entry, entry_id_for_file
+    from workers.errors import MediaError
+    from workers.hashing import hash_media
+    from workers.logs import now_ms
+
+    store, settings = _store(args)
+    store.require_bank(args.name)
+    added, failed = [], 0
+    for path in _progress(args.files, "hashing", args.json):
+        try:
+            data = Path(path).read_bytes()
+            result = hash_media(data, settings)
+        except (OSError, MediaError) as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        sha = next(s.value for s in result.signals if s.signal == "sha256")
+        entry = Entry(entry_id_for_file(sha), args.name, tuple(result.signals), label=args.label,
+                      source=Path(path).name, note=args.note, added_at_ms=now_ms(), added_by=settings.actor,
+                      media_type=result.media_type)
+        version = store.add_entries(args.name, [entry])
+        added.append({"entry_id": entry.entry_id, "file": str(path), "version": version,
+                      "signals": {s.signal: s.value for s in result.signals if s.frame_ms is None}})
+    if args.json:
+        _print_json({"added": added, "failed": failed})
+    else:
+        for a in added:
+            print(f"{a['entry_id']}  {a['file']}  " + "  ".join(f"{k}={v[:16]}" for k, v in a["signals"].items()))
+        print(f"added {len(added)} entries to {args.name}" + (f"; {failed} files failed" if failed else ""))
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def cmd_bank_import(args: argparse.Namespace) -> int:
+    from workers.bank.importer import import_file
+
+    store, _ = _store(args)
+    report = import_file(store, args.name, Path(args.file), fmt=args.format, skip_invalid=args.skip_invalid,
+                         progress=not args.json)
+    if args.json:
+        _print_json(report)
+    else:
+        for line in report.get("invalid", [])[:50]:
+            print(f"invalid line {line['line']}: {line['reason']}", file=sys.stderr)
+        print(f"{'imported' if report['loaded'] else 'NOT imported'}: {report['added']} new, "
+              f"{report['unchanged']} already present, {report['invalid_count']} invalid lines"
+              + (f", {report['unsupported_count']} unsupported hashes kept out" if report.get("unsupported_count") else ""))
+    return EXIT_OK if report["loaded"] else EXIT_USAGE
+
+
+def cmd_bank_list(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    rows = []
+    for name, bank in sorted(store.banks().items()):
+        per_signal: dict[str, int] = {}
+        disabled = 0
+        for entry in store.iter_entries(name):
+            disabled += entry.disabled
+            for s in {sv.signal for sv in entry.signals}:
+                per_signal[s] = per_signal.get(s, 0) + 1
+        rows.append({"bank": name, "action": bank.action, "enabled": bank.enabled, "label": bank.label,
+                     "entries": store.entry_count(name), "disabled": disabled, "per_signal": per_signal})
+    if args.json:
+        _print_json({"version": store.version(), "banks": rows})
+    else:
+        print(f"bank version {store.version()}")
+        for r in rows:
+            sig = ", ".join(f"{k} {v}" for k, v in sorted(r["per_signal"].items())) or "no signals"
+            print(f"{r['bank']:<20} {r['action']:<7} {'enabled' if r['enabled'] else 'DISABLED':<9}"
+                  f" {r['entries']:>8} entries ({sig})")
+    return EXIT_OK
+
+
+def cmd_bank_remove(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    version = store.remove_entries(args.name, args.entry_ids)
+    print(json.dumps({"removed": args.entry_ids, "version": version}) if args.json
+          else f"removed {len(args.entry_ids)} entries from {args.name} (bank version {version})")
+    return EXIT_OK
+
+
+# -- vigil submit / demo -----------------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace) -> int:
+    from workers.client import OutcomeWatcher, UploadProducer, upload_event
+
+    settings = _settings(args)
+    _need(settings, "kafka")
+    paths = [Path(f) for f in args.files]
+    for p in paths:
+        if not p.is_file():
+            raise CliError(f"no such file: {p}")
+    watcher = OutcomeWatcher(settings) if args.wait else None
+    producer = UploadProducer(settings)
+    events = [upload_event(p, metadata={"path": str(p)} if args.with_path else None) for p in paths]
+    for e in events:
+        producer.submit(e)
+        if not args.json and not args.wait:
+            print(f"submitted {e['event_id']}  {e['content_id']}  {e['media_uri']}")
+    producer.flush()
+    if watcher is None:
+        if args.json:
+            _print_json(events)
+        return EXIT_OK
+    names = {e["event_id"]: Path(e["media_uri"]).name for e in events}
+    pending = set(names)
+    deadline = time.monotonic() + args.timeout
+    for topic, msg in watcher.messages(args.timeout):
+        eid = msg.get("event_id")
+        if eid not in pending:
+            continue
+        pending.discard(eid)
+        if args.json:
+            print(json.dumps({"topic": topic, **msg}))
+        elif topic == "moderation.decisions":
+            top = msg["matches"][0] if msg["matches"] else None
+            ev = f"{top['bank']}/{top['entry_id']} {top['signal']} d={top['distance']}" if top else "-"
+            print(f"{msg['decision']:<6} {names[eid]:<30} {ev}  {msg['latency_ms']['total']} ms")
+        else:
+            print(f"DEAD   {names[eid]:<30} {msg['code']}: {msg['message']}")
+        if not pending or time.monotonic() > deadline:
+            break
+    watcher.close()
+    if pending:
+        print(f"timed out: {len(pending)} of {len(events)} not decided within {args.timeout:.0f}s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workers.demo import run_demo
+
+    return run_demo(keep_going=args.keep)
+
+
+# -- plumbing ----------------------------------------------------------------------------------
+def _progress(items: list, what: str, quiet: bool):
+    if quiet or len(items) < 2 or not sys.stderr.isatty():
+        yield from items
+        return
+    from rich.progress import track
+
+    yield from track(items, description=what, console=None, transient=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vigil",
+        description="Moderation workers: match uploads against banks of known harmful media by hash.",
+        epilog="Start here: `vigil up` runs the embedded stack; in another shell `vigil bank create demo "
+               "--action block`, `vigil bank add demo photo.jpg`, `vigil submit copy.jpg --wait`. "
+               "Exit codes: 0 ok, 1 failure, 2 bad usage/input, 3 service unreachable, 4 timeout.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    nouns = p.add_subparsers(dest="noun", metavar="NOUN", required=True)
+
+    up = nouns.add_parser("up", help="run broker, Redis, topics and all workers in the foreground",
+                          description="Starts the embedded broker (tansu) and redis-server on free loopback ports "
+                                      "unless --kafka/--redis point at real ones, creates the topics, starts the "
+                                      "workers and prints where everything listens. Ctrl-C stops everything.")
+    _service_flags(up, media=True)
+    up.add_argument("--hashers", type=int, default=1, help="hasher processes (default 1)")
+    up.add_argument("--matchers", type=int, default=1, help="matcher processes (default 1)")
+    up.add_argument("--partitions", type=int, help="partitions per topic when creating them (default 6)")
+    up.add_argument("--metrics-port", type=int, help="first worker's metrics port; the rest count up (default: free)")
+    up.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for workers to be ready")
+    up.set_defaults(func=cmd_up)
+
+    worker = nouns.add_parser("worker", help="run one worker process (for deployments that scale them apart)")
+    kinds = worker.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, text in (("hasher", "consume uploads, decode media, publish hashes"),
+                       ("matcher", "match hashes against the bank, publish decisions")):
+        k = kinds.add_parser(kind, help=text, description=text)
+        _service_flags(k, media=(kind == "hasher"))
+        k.add_argument("--metrics-port", type=int, help="port for /metrics, /healthz, /readyz (env VIGIL_METRICS_PORT)")
+        if kind == "hasher":
+            k.add_argument("--hasher-threads", type=int, help="decode/hash threads (env VIGIL_HASHER_THREADS)")
+        k.set_defaults(func=cmd_worker)
+
+    tp = nouns.add_parser("topics", help="create the topics on a broker")
+    tverbs = tp.add_subparsers(dest="verb", metavar="VERB", required=True)
+    tc = tverbs.add_parser("create", help="create missing topics (existing ones are left alone)")
+    _service_flags(tc)
+    tc.add_argument("--partitions", type=int, help="partitions for uploads/hashes/decisions (default 6)")
+    tc.add_argument("--json", action="store_true", help="machine-readable output")
+    tc.set_defaults(func=cmd_topics_create)
+
+    bank = nouns.add_parser("bank", help="manage banks of known-bad (or allowlisted) hashes in Redis",
+                            description="Banks hold entries; each bank has an action: block, review, or allow "
+                                        "(an allowlist that suppresses other banks' matches). Running matchers "
+                                        "see every change within a second, without a restart.")
+    bverbs = bank.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def bank_cmd(name: str, help_: str, func: Callable, **kw: Any) -> argparse.ArgumentParser:
+        b = bverbs.add_parser(name, help=help_, description=help_, **kw)
+        b.add_argument("--redis", metavar="URL", help="Redis URL (env VIGIL_REDIS)")
+        b.add_argument("--actor", help="who this change is attributed to in the audit stream (env VIGIL_ACTOR)")
+        b.add_argument("--json", action="store_true", help="machine-readable output")
+        b.set_defaults(func=func)
+        return b
+
+    b = bank_cmd("create", "create a bank", cmd_bank_create)
+    b.add_argument("name")
+    b.add_argument("--action", required=True, choices=("block", "review", "allow"))
+    b.add_argument("--label", help="what the bank holds: csam, ncii, terror, deepfake, or your own")
+    b.add_argument("--threshold", action="append", metavar="SIGNAL=N", help="per-signal max distance, e.g. pdq=31")
+    b.add_argument("--dihedral", action="store_true", help="also match flipped and rotated copies")
+    b.add_argument("--exist-ok", action="store_true", help="succeed if it already exists with the same action")
+    b = bank_cmd("add", "hash media files and add them as entries", cmd_bank_add)
+    b.add_argument("name")
+    b.add_argument("files", nargs="+", metavar="FILE")
+    b.add_argument("--label")
+    b.add_argument("--note")
+    b = bank_cmd("import", "import a hash list (one `<signal> <hex>` per line: pdq, phash, md5, sha256)",
+                 cmd_bank_import)
+    b.add_argument("name")
+    b.add_argument("file")
+    b.add_argument("--format", default="auto", help="list format (default: detect)")
+    b.add_argument("--skip-invalid", action="store_true",
+                   help="load the valid lines and report the rest (default: all or nothing)")
+    bank_cmd("list", "banks with their entries per signal", cmd_bank_list)
+    b = bank_cmd("remove", "remove entries from a bank", cmd_bank_remove)
+    b.add_argument("name")
+    b.add_argument("entry_ids", nargs="+", metavar="ENTRY_ID")
+
+    sub = nouns.add_parser("submit", help="submit local files as upload events",
+                           description="Produces one moderation.uploads event per file (media_uri=file://...). "
+                                       "The files must be under a hasher's media roots.")
+    _service_flags(sub)
+    sub.add_argument("files", nargs="+", metavar="FILE")
+    sub.add_argument("--wait", action="store_true", help="print each decision (or dead letter) as it arrives")
+    sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait with --wait (default 60)")
+    sub.add_argument("--with-path", action="store_true", help="put the local path in the event's metadata")
+    sub.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub.set_defaults(func=cmd_submit)
+
+    demo = nouns.add_parser("demo", help="run the whole pipeline on the embedded stack with sample photos")
+    demo.add_argument("--keep", action="store_true", help="keep going after a wrong decision (exit 1 at the end)")
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from workers.bank.store import BankError
+
+        if isinstance(exc, BankError):
+            print(f"vigil: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        import redis
+
+        if isinstance(exc, redis.ConnectionError):
+            print(f"vigil: Redis unreachable: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

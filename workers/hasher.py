@@ -1,0 +1,274 @@
+"""The hasher: consumes upload events, reads and decodes the media, computes signals, and
+publishes them (hashes only, never media) for the matcher.
+
+The poll loop never blocks on work: media runs on a thread pool, partitions pause when too much
+is in flight, and an offset is committed only after the output it covers has been delivered.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+import topics
+from workers import metrics
+from workers.errors import MediaError
+from workers.hashing import hash_media
+from workers.kafka import consumer_config, producer_config
+from workers.logs import now_ms
+from workers.media.fetch import read_media, resolve_uri
+from workers.messages import Source, dead_letter, encode, parse_json
+from workers.settings import Settings
+
+log = logging.getLogger("vigil.hasher")
+GROUP = "vigil-hasher"
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+def process_upload(src: Source, settings: Settings, worker: str) -> Output:
+    """One upload event to one output message: its hashes, or a dead letter saying why not."""
+    event = None
+    started_ms = now_ms()
+    try:
+        event = parse_json(src.value, "upload", settings.max_message_bytes)
+        submitted = event.get("submitted_at_ms") or src.timestamp_ms or started_ms
+        t0 = time.perf_counter()
+        data = read_media(resolve_uri(event["media_uri"], settings.media_roots), settings.max_media_bytes)
+        fetch_s = time.perf_counter() - t0
+        result = hash_media(data, settings, event.get("media_type"))
+        del data
+        stages = {"queue": max(0.0, (started_ms - submitted) / 1000), "fetch": fetch_s, **result.stage_seconds}
+        for stage, seconds in stages.items():
+            metrics.STAGE_DURATION.labels(stage).observe(seconds)
+        metrics.FRAMES_HASHED.labels(result.media_type).inc(result.frames)
+        out = {
+            "schema_version": topics.SCHEMA_VERSION,
+            "event_id": event["event_id"],
+            "content_id": event["content_id"],
+            "source": "upload",
+            "media_type": result.media_type,
+            "submitted_at_ms": int(submitted),
+            "part": 0,
+            "final": True,
+            "partial": result.partial,
+            "notes": result.notes,
+            "signals": [sv.to_json() for sv in result.signals],
+            "hasher": {"worker": worker, "latency_ms": {k: round(v * 1000, 3) for k, v in stages.items()}},
+        }
+        if "metadata" in event:
+            out["metadata"] = event["metadata"]
+        log.info("hashed", extra={"event_id": event["event_id"], "content_id": event["content_id"],
+                                  "signals": len(result.signals), "ms": round(sum(stages.values()) * 1000, 1)})
+        return Output(topics.HASHES, event["content_id"].encode(), encode(out))
+    except MediaError as exc:
+        return _dead(src, exc.code, exc.message, worker, event)
+    except Exception as exc:  # a bug must not stop the worker or lose the event
+        log.exception("internal error", extra=_ids(event))
+        return _dead(src, "internal_error", f"{type(exc).__name__}: {exc}", worker, event)
+
+
+def _dead(src: Source, code: str, message: str, worker: str, event: dict | None) -> Output:
+    metrics.DEAD_LETTERS.labels("hasher", code).inc()
+    log.warning("dead letter", extra={"code": code, "reason": message, **_ids(event),
+                                      "partition": src.partition, "offset": src.offset})
+    return Output(topics.DEAD_LETTER, src.key, encode(dead_letter(src, code, message, "hasher", worker, event)))
+
+
+def _ids(event: dict | None) -> dict:
+    if not isinstance(event, dict):
+        return {}
+    return {"event_id": event.get("event_id"), "content_id": event.get("content_id")}
+
+
+class OffsetTracker:
+    """Per partition, the offsets handed out and which are done; the commit point is the first
+    offset not yet done, so a crash replays (never skips) unfinished work."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int], deque[list]] = {}
+        self._commit: dict[tuple[str, int], int] = {}
+        self._dirty: set[tuple[str, int]] = set()
+
+    def started(self, topic: str, partition: int, offset: int) -> list:
+        cell = [offset, False]
+        self._pending.setdefault((topic, partition), deque()).append(cell)
+        return cell
+
+    def done(self, tp: tuple[str, int], cell: list) -> None:
+        cell[1] = True
+        queue = self._pending.get(tp)
+        while queue and queue[0][1]:
+            self._commit[tp] = queue.popleft()[0] + 1
+            self._dirty.add(tp)
+
+    def take_commits(self) -> list[TopicPartition]:
+        out = [TopicPartition(t, p, self._commit[(t, p)]) for t, p in self._dirty if (t, p) in self._commit]
+        self._dirty.clear()
+        return out
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._pending.pop((tp.topic, tp.partition), None)
+            self._commit.pop((tp.topic, tp.partition), None)
+            self._dirty.discard((tp.topic, tp.partition))
+
+    def in_flight(self) -> int:
+        return sum(len(q) for q in self._pending.values())
+
+
+class Hasher:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.name = settings.worker_name("hasher")
+        self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": self._on_stats})
+        self.producer = Producer(producer_config(settings))
+        self.pool = ThreadPoolExecutor(max(1, settings.hasher_threads), thread_name_prefix="hash")
+        self.tracker = OffsetTracker()
+        self.work: deque[tuple[Future, tuple[str, int], list]] = deque()
+        self.paused = False
+        self.assigned: list[TopicPartition] = []
+        self.stop_event = threading.Event()
+        self.broker_ok = False
+        self.health = metrics.Health()
+        self.health.checks["broker"] = lambda: self.broker_ok
+        self._fatal: Exception | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def run(self) -> None:
+        server = metrics.serve(self.settings.metrics_host, self.settings.metrics_port, self.health)
+        self.metrics_port = server.server_address[1]
+        log.info("hasher started", extra={"worker": self.name, "metrics": f"http://{self.settings.metrics_host}:"
+                                          f"{self.metrics_port}/metrics", "kafka": self.settings.kafka})
+        self.consumer.subscribe([topics.UPLOADS], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        last_commit = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                msg = self.consumer.poll(0.05)
+                if msg is not None:
+                    self._accept(msg)
+                self._drain(block=False)
+                self.producer.poll(0)
+                self._backpressure()
+                if self._fatal:
+                    raise self._fatal
+                if time.monotonic() - last_commit > 0.5:
+                    self._commit(asynchronous=True)
+                    last_commit = time.monotonic()
+        finally:
+            self._shutdown()
+            server.shutdown()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _shutdown(self) -> None:
+        """Finish what is in flight (bounded by the pool), deliver it, commit, leave the group."""
+        self._drain(block=True)
+        remaining = self.producer.flush(30)
+        if remaining:
+            log.error("undelivered outputs at shutdown; their offsets stay uncommitted", extra={"count": remaining})
+        self._commit(asynchronous=False)
+        self.pool.shutdown(wait=True)
+        self.consumer.close()
+        log.info("hasher stopped", extra={"worker": self.name})
+
+    # -- the loop's steps -----------------------------------------------------------------------
+    def _accept(self, msg: Message) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", extra={"error": str(msg.error())})
+            return
+        self.broker_ok = True
+        metrics.EVENTS.labels("hasher", msg.topic()).inc()
+        ts_type, ts = msg.timestamp()
+        src = Source(msg.topic(), msg.partition(), msg.offset(), ts if ts_type else None, msg.key(), msg.value())
+        cell = self.tracker.started(src.topic, src.partition, src.offset)
+        fut = self.pool.submit(process_upload, src, self.settings, self.name)
+        self.work.append((fut, (src.topic, src.partition), cell))
+        metrics.INFLIGHT.labels(self.name).set(len(self.work))
+
+    def _drain(self, block: bool) -> None:
+        """Produce outputs in arrival order as their work completes."""
+        while self.work and (block or self.work[0][0].done()):
+            fut, tp, cell = self.work.popleft()
+            self._produce(fut.result(), tp, cell, attempt=1)
+        metrics.INFLIGHT.labels(self.name).set(len(self.work))
+
+    def _produce(self, out: Output, tp: tuple[str, int], cell: list, attempt: int) -> None:
+        started = time.perf_counter()
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                metrics.STAGE_DURATION.labels("produce").observe(time.perf_counter() - started)
+                self.tracker.done(tp, cell)
+            elif attempt < 5:
+                log.warning("delivery failed, retrying", extra={"error": str(err), "attempt": attempt})
+                self._produce(out, tp, cell, attempt + 1)
+            else:
+                self._fatal = RuntimeError(f"cannot deliver to {out.topic} after {attempt} attempts: {err}")
+
+        while True:
+            try:
+                self.producer.produce(out.topic, key=out.key, value=out.value, on_delivery=delivered)
+                return
+            except BufferError:  # local queue full: serve callbacks, then retry
+                self.producer.poll(0.1)
+
+    def _backpressure(self) -> None:
+        limit = self.settings.hasher_inflight
+        n = len(self.work) + len(self.producer)
+        if not self.paused and n >= limit and self.assigned:
+            self.consumer.pause(self.assigned)
+            self.paused = True
+        elif self.paused and n < limit // 2:
+            self.consumer.resume(self.assigned)
+            self.paused = False
+        metrics.PAUSED.labels(self.name).set(len(self.assigned) if self.paused else 0)
+
+    def _commit(self, asynchronous: bool) -> None:
+        offsets = self.tracker.take_commits()
+        if offsets:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            except Exception as exc:
+                log.warning("commit failed; work will be replayed, never skipped", extra={"error": str(exc)})
+
+    # -- group membership -------------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.broker_ok = True
+        self.assigned = list(partitions)
+        self.paused = False
+        log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Hand back cleanly: finish and deliver what we hold for these partitions, then commit."""
+        self._drain(block=True)
+        self.producer.flush(10)
+        self._commit(asynchronous=False)
+        self.tracker.forget(partitions)
+        self.assigned = []
+        log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+
+    def _on_stats(self, raw: str) -> None:
+        """Consumer lag per partition from librdkafka's statistics."""
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        for topic, tstats in stats.get("topics", {}).items():
+            for pid, pstats in tstats.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if pid != "-1" and lag is not None and lag >= 0:
+                    metrics.CONSUMER_LAG.labels(GROUP, topic, pid).set(lag)

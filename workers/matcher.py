@@ -1,0 +1,185 @@
+"""The matcher (faust-streaming): keeps an index of the Redis bank in memory, in step with the
+bank's change stream, and turns each content's signals into a decision with its evidence."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+import redis
+
+import topics
+from workers import metrics
+from workers.bank.store import BankStore
+from workers.errors import MediaError
+from workers.logs import now_ms
+from workers.matching import BankIndex
+from workers.messages import Source, dead_letter, encode, parse_json
+from workers.policy import decide
+from workers.settings import Settings
+from workers.signals import SignalValue
+
+log = logging.getLogger("vigil.matcher")
+GROUP = "vigil-matcher"
+MAX_EVIDENCE = 50  # matches listed in one decision; the strongest and closest are kept
+
+
+def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict[str, Any]:
+    """A hashes message to a decision message. Pure apart from the clock; the unit under test."""
+    t0 = time.perf_counter()
+    signals = [SignalValue.from_json(s) for s in event["signals"]]
+    decision, evidence = decide(index.search(signals))
+    match_s = time.perf_counter() - t0
+    decided = now_ms()
+    latency = dict(event["hasher"]["latency_ms"])
+    latency["match"] = round(match_s * 1000, 3)
+    latency["total"] = max(0, decided - event["submitted_at_ms"])
+    out = {
+        "schema_version": topics.SCHEMA_VERSION,
+        "event_id": event["event_id"],
+        "content_id": event["content_id"],
+        "source": event.get("source", "upload"),
+        "media_type": event.get("media_type", "image"),
+        "decision": decision,
+        "partial": bool(event.get("partial", False)),
+        "notes": list(event.get("notes", [])),
+        "matches": [m.to_json() for m in evidence[:MAX_EVIDENCE]],
+        "bank_version": index.version,
+        "latency_ms": latency,
+        "submitted_at_ms": event["submitted_at_ms"],
+        "decided_at_ms": decided,
+        "worker": worker,
+    }
+    if len(evidence) > MAX_EVIDENCE:
+        out["notes"].append(f"{len(evidence) - MAX_EVIDENCE} further matches omitted")
+    if "metadata" in event:
+        out["metadata"] = event["metadata"]
+    metrics.STAGE_DURATION.labels("match").observe(match_s)
+    return out
+
+
+class Matcher:
+    """Owns the faust app, the bank index and the bank-sync task."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.name = settings.worker_name("matcher")
+        self.index = BankIndex(settings)
+        self.store = BankStore.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=5,
+                                        health_check_interval=10) if settings.redis else None
+        if self.store is None:
+            raise ValueError("no Redis URL: set VIGIL_REDIS or --redis, or use `vigil up`")
+        self.loaded = asyncio.Event()
+        self.health = metrics.Health()
+        self.health.checks["bank_loaded"] = lambda: self.index.loaded
+        self.health.checks["bank_fresh"] = lambda: time.time() - self.index.synced_at < 30
+        self.health.checks["broker"] = lambda: self._assigned
+        self._assigned = False
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        extra: dict[str, Any] = {}
+        if s.embedded:
+            extra.update(broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
+                         broker_max_poll_interval=6.0, broker_rebalance_timeout=6.0)
+        app = faust.App(
+            GROUP,
+            broker=[f"kafka://{h}" for h in s.kafka.split(",")] if s.kafka else None,
+            store="memory://",
+            web_enabled=False,
+            topic_partitions=s.partitions,
+            topic_allow_declare=True,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            datadir=f"{s.data_dir or '/tmp'}/vigil-matcher-{self.name}",
+            **extra,
+        )
+        hashes = app.topic(topics.HASHES, key_type=bytes, value_type=bytes, key_serializer="raw",
+                           value_serializer="raw", partitions=s.partitions)
+        decisions = app.topic(topics.DECISIONS, key_serializer="raw", value_serializer="raw")
+        dlq = app.topic(topics.DEAD_LETTER, key_serializer="raw", value_serializer="raw")
+
+        @app.agent(hashes, name="match")
+        async def match(stream: faust.StreamT) -> None:
+            await self.loaded.wait()
+            async for event in stream.events():
+                self._assigned = True
+                metrics.EVENTS.labels("matcher", topics.HASHES).inc()
+                msg = event.message
+                src = Source(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000) if msg.timestamp else None,
+                             msg.key, msg.value)
+                try:
+                    parsed = parse_json(msg.value, "hashes", s.max_message_bytes)
+                except MediaError as exc:
+                    metrics.DEAD_LETTERS.labels("matcher", exc.code).inc()
+                    await dlq.send(key=msg.key, value=encode(dead_letter(src, exc.code, exc.message, "matcher",
+                                                                          self.name)))
+                    continue
+                decision = build_decision(parsed, self.index, self.name)
+                t0 = time.perf_counter()
+                await decisions.send(key=parsed["content_id"].encode(), value=encode(decision))
+                metrics.STAGE_DURATION.labels("produce").observe(time.perf_counter() - t0)
+                metrics.DECISIONS.labels(decision["source"], decision["decision"]).inc()
+                metrics.DECISION_LATENCY.labels(decision["source"], decision["decision"]).observe(
+                    decision["latency_ms"]["total"] / 1000)
+                log.info("decided", extra={"event_id": parsed["event_id"], "content_id": parsed["content_id"],
+                                           "decision": decision["decision"], "matches": len(decision["matches"]),
+                                           "latency_ms": decision["latency_ms"]["total"]})
+
+        @app.task
+        async def bank_sync() -> None:
+            await self._sync_forever()
+
+        @app.on_partitions_assigned.connect
+        async def assigned(_sender: Any, assigned: Any, **_: Any) -> None:
+            self._assigned = True
+
+        return app
+
+    async def _sync_forever(self) -> None:
+        """Load the snapshot, then tail the change stream; reconnect with backoff if Redis goes away."""
+        loop = asyncio.get_running_loop()
+        backoff = 0.2
+        block_ms = int(self.settings.bank_poll_seconds * 1000)
+        while True:
+            try:
+                if not self.index.loaded:
+                    await loop.run_in_executor(None, self.index.load, self.store)
+                    self._publish_bank_metrics()
+                    log.info("bank loaded", extra={"version": self.index.version, "entries": self.index.counts()})
+                    self.loaded.set()
+                changes = await loop.run_in_executor(None, self.store.read_changes, self.index.stream_id, block_ms)
+                if changes and changes[0].version > self.index.version + 1 and \
+                        (self.store.first_change_version() or 0) > self.index.version + 1:
+                    log.warning("change stream trimmed past our version; reloading the snapshot")
+                    self.index.loaded = False
+                    continue
+                self.index.apply(changes)
+                if changes:
+                    log.info("bank changed", extra={"version": self.index.version, "changes": len(changes)})
+                self._publish_bank_metrics()
+                backoff = 0.2
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.warning("redis unavailable; matching continues from memory", extra={"error": str(exc),
+                                                                                       "retry_s": backoff})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def _publish_bank_metrics(self) -> None:
+        metrics.BANK_VERSION.set(self.index.version)
+        metrics.BANK_SYNC.set(self.index.synced_at)
+        for signal, n in self.index.counts().items():
+            metrics.BANK_ENTRIES.labels(signal).set(n)
+
+    def run(self) -> None:
+        server = metrics.serve(self.settings.metrics_host, self.settings.metrics_port, self.health)
+        log.info("matcher started", extra={"worker": self.name, "metrics": f"http://{self.settings.metrics_host}:"
+                                           f"{server.server_address[1]}/metrics", "kafka": self.settings.kafka})
+        worker = faust.Worker(self.app, loglevel="WARN", quiet=True, redirect_stdouts=False)
+        try:
+            worker.execute_from_commandline()
+        finally:
+            server.shutdown()

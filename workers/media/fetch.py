@@ -1,0 +1,68 @@
+"""Resolving media_uri to bytes, safely: only regular files under the configured media roots.
+
+Upload events come from other systems; a media_uri must not become a way to read /etc/shadow,
+block on a FIFO or exhaust memory, so every check happens on the resolved path.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from workers.errors import MediaError
+
+
+def resolve_uri(uri: str, roots: tuple[str, ...]) -> Path:
+    """The real path a file:// URI names, or MediaError saying why it may not be read."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        raise MediaError("unsupported_uri", f"only file:// media is fetched, not {parsed.scheme or 'a bare path'!r}")
+    if parsed.netloc not in ("", "localhost"):
+        raise MediaError("unsupported_uri", f"file:// URIs must not name a host ({parsed.netloc!r})")
+    if not roots:
+        raise MediaError("outside_media_roots", "no media roots are configured (--media-root / VIGIL_MEDIA_ROOTS)")
+    raw = Path(unquote(parsed.path))
+    if not raw.is_absolute():
+        raise MediaError("unsupported_uri", "file:// URIs must carry an absolute path")
+    try:
+        real = raw.resolve(strict=True)  # follows symlinks and '..', so the root check sees the truth
+    except FileNotFoundError:
+        raise MediaError("media_not_found", f"no such file: {raw}") from None
+    except (OSError, RuntimeError) as exc:
+        raise MediaError("media_not_found", f"cannot resolve {raw}: {exc}") from None
+    for root in roots:
+        real_root = Path(root).resolve()
+        if real == real_root or real_root in real.parents:
+            return real
+    raise MediaError("outside_media_roots", f"{raw} is not under any configured media root")
+
+
+def read_media(path: Path, max_bytes: int) -> bytes:
+    """Read a regular file of bounded size without ever blocking on FIFOs or devices."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise MediaError("media_not_found", f"no such file: {path}") from None
+    except OSError as exc:
+        raise MediaError("not_a_file", f"cannot open {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise MediaError("not_a_file", f"{path} is not a regular file")
+        if st.st_size == 0:
+            raise MediaError("empty_media", f"{path} is empty")
+        if st.st_size > max_bytes:
+            raise MediaError("media_too_large", f"{path} is {st.st_size} bytes; the limit is {max_bytes}")
+        chunks, total = [], 0
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > max_bytes:  # grew while we read it
+                raise MediaError("media_too_large", f"{path} exceeds {max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

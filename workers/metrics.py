@@ -1,0 +1,81 @@
+"""Every Prometheus metric vigil exports, and the HTTP endpoint that serves them.
+
+Conventions: `vigil_` prefix, base units (`_seconds`), `_total` on counters, and labels with
+bounded values only (never content or stream ids).
+"""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+# Decision latency runs from milliseconds (cached, live) to minutes (long videos).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+                   1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+DECISION_LATENCY = Histogram(
+    "vigil_decision_latency_seconds", "Submit (or capture) to decision published.",
+    ["source", "decision"], buckets=LATENCY_BUCKETS)
+STAGE_DURATION = Histogram(
+    "vigil_stage_duration_seconds", "Time spent per pipeline stage per event.",
+    ["stage"], buckets=STAGE_BUCKETS)  # stage: fetch, decode, hash, queue, match, produce
+EVENTS = Counter("vigil_events_total", "Input messages consumed.", ["worker", "topic"])
+DECISIONS = Counter("vigil_decisions_total", "Decisions published.", ["source", "decision"])
+DEAD_LETTERS = Counter("vigil_dead_letters_total", "Inputs sent to the dead-letter topic.", ["stage", "code"])
+FRAMES_HASHED = Counter("vigil_frames_hashed_total", "Frames (or stills) hashed.", ["media_type"])
+INFLIGHT = Gauge("vigil_inflight_events", "Events being processed by this worker.", ["worker"])
+PAUSED = Gauge("vigil_paused_partitions", "Partitions paused for backpressure.", ["worker"])
+BANK_ENTRIES = Gauge("vigil_bank_entries", "Active bank entries in this matcher's index.", ["signal"])
+BANK_VERSION = Gauge("vigil_bank_version", "Bank version this matcher's index reflects.")
+BANK_SYNC = Gauge("vigil_bank_last_sync_timestamp_seconds", "When the index last synced with Redis.")
+CONSUMER_LAG = Gauge("vigil_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
+
+
+class Health:
+    """What /healthz and /readyz report; workers flip the flags."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, Callable[[], bool]] = {}
+
+    def ready(self) -> tuple[bool, dict[str, bool]]:
+        results = {}
+        for name, check in self.checks.items():
+            try:
+                results[name] = bool(check())
+            except Exception:
+                results[name] = False
+        return all(results.values()), results
+
+
+def serve(host: str, port: int, health: Health) -> ThreadingHTTPServer:
+    """Serve /metrics, /healthz and /readyz on a daemon thread; port 0 picks a free one."""
+    import json
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path.startswith("/metrics"):
+                body, ctype, status = generate_latest(), CONTENT_TYPE_LATEST, 200
+            elif self.path.startswith("/healthz"):
+                body, ctype, status = b'{"alive": true}', "application/json", 200
+            elif self.path.startswith("/readyz"):
+                ok, checks = health.ready()
+                body = json.dumps({"ready": ok, "checks": checks}).encode()
+                ctype, status = "application/json", 200 if ok else 503
+            else:
+                body, ctype, status = b"not found\n", "text/plain", 404
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

@@ -1,0 +1,108 @@
+"""Run the whole pipeline: services (embedded or external), topics, and worker processes.
+
+`vigil up`, `vigil demo` and the integration tests all start the system through this class, so
+what the tests prove is what users run."""
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from workers.kafka import create_topics
+from workers.settings import Settings
+from workers.stack import EmbeddedServices, free_port, spawn, stop
+
+log = logging.getLogger("vigil.runner")
+
+
+@dataclass
+class WorkerProcess:
+    kind: str
+    name: str
+    metrics_url: str
+    proc: subprocess.Popen
+    log_path: Path
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.metrics_url.replace("/metrics", "/readyz"), timeout=1) as resp:
+                return json.load(resp).get("ready", False)
+        except (OSError, ValueError):
+            return False
+
+
+class Cluster:
+    """Context manager: services up, topics created, workers spawned; everything stopped on exit."""
+
+    def __init__(self, settings: Settings, hashers: int = 1, matchers: int = 1):
+        self.base = settings
+        self.counts = {"hasher": hashers, "matcher": matchers}
+        self.services = EmbeddedServices(settings.kafka, settings.redis, settings.data_dir)
+        self.workers: list[WorkerProcess] = []
+        self.settings = settings
+        self._seq = 0
+
+    def __enter__(self) -> "Cluster":
+        self.services.__enter__()
+        try:
+            self.settings = replace(self.base, kafka=self.services.kafka, redis=self.services.redis,
+                                    embedded=self.base.embedded or self.services.embedded_kafka,
+                                    data_dir=str(self.services.data_dir))
+            create_topics(self.settings)
+            for kind, n in self.counts.items():
+                for _ in range(n):
+                    self.start_worker(kind)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for w in self.workers:
+            stop(w.proc, timeout=20)
+        self.workers.clear()
+        self.services.__exit__()
+
+    def start_worker(self, kind: str) -> WorkerProcess:
+        self._seq += 1
+        name = f"{kind}-{self._seq}"
+        port = self.base.metrics_port + self._seq - 1 if self.base.metrics_port else free_port()
+        s = replace(self.settings, worker_id=name, metrics_port=port)
+        env = {**_inherited_env(), **s.to_env()}
+        log_path = Path(self.settings.data_dir) / f"{name}.log"
+        proc = spawn([sys.executable, "-m", "workers.cli", "worker", kind], env=env, log_path=log_path)
+        w = WorkerProcess(kind, name, f"http://{s.metrics_host}:{port}/metrics", proc, log_path)
+        self.workers.append(w)
+        return w
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = list(self.workers)
+        while pending:
+            for w in list(pending):
+                if w.proc.poll() is not None:
+                    raise RuntimeError(f"{w.name} exited with code {w.proc.returncode}; see {w.log_path}:\n"
+                                       + _tail(w.log_path))
+                if w.ready():
+                    pending.remove(w)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(w.name for w in pending)}")
+            time.sleep(0.2)
+
+
+def _inherited_env() -> dict[str, str]:
+    """The child gets PATH and friends, but VIGIL_* only from the settings we hand it."""
+    import os
+    return {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

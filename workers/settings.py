@@ -1,0 +1,100 @@
+"""One settings object, read from VIGIL_* environment variables and overridden by CLI flags.
+
+Nothing else in the package reads os.environ for configuration.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the services are. None means "start the embedded one" (vigil up / demo / tests).
+    kafka: str | None = None  # VIGIL_KAFKA=host:port[,host:port]
+    redis: str | None = None  # VIGIL_REDIS=redis://host:port/0
+    # Extra librdkafka settings passed through verbatim (SASL/SSL...), as JSON object.
+    kafka_config: dict[str, str] = field(default_factory=dict)  # VIGIL_KAFKA_CONFIG
+    # Embedded brokers only complete a group join after max.poll.interval.ms, so it is kept short there.
+    embedded: bool = False  # VIGIL_EMBEDDED
+    partitions: int = 6  # VIGIL_PARTITIONS: partitions of uploads/hashes/decisions when vigil creates them
+
+    media_roots: tuple[str, ...] = ()  # VIGIL_MEDIA_ROOTS, os.pathsep-separated
+    max_media_bytes: int = 64 * 1024 * 1024  # VIGIL_MAX_MEDIA_BYTES
+    max_image_pixels: int = 64_000_000  # VIGIL_MAX_IMAGE_PIXELS (decompression-bomb guard)
+    max_message_bytes: int = 1_000_000  # VIGIL_MAX_MESSAGE_BYTES
+
+    hasher_threads: int = 2  # VIGIL_HASHER_THREADS
+    hasher_inflight: int = 64  # VIGIL_HASHER_INFLIGHT: partitions pause above this many events in flight
+    signal_impl: str = "fast"  # VIGIL_SIGNAL_IMPL: fast | reference
+
+    pdq_threshold: int = 31  # VIGIL_PDQ_THRESHOLD: default max Hamming distance for PDQ (of 256)
+    pdq_min_quality: int = 50  # VIGIL_PDQ_MIN_QUALITY: PDQ hashes below this never match
+    phash_threshold: int = 8  # VIGIL_PHASH_THRESHOLD: default max Hamming distance for pHash (of 64)
+    phash_min_quality: int = 20  # VIGIL_PHASH_MIN_QUALITY: pHash detail score below this never matches
+
+    bank_poll_seconds: float = 0.5  # VIGIL_BANK_POLL_SECONDS: how long a change-stream read blocks
+
+    metrics_port: int = 0  # VIGIL_METRICS_PORT: 0 picks a free port
+    metrics_host: str = "127.0.0.1"  # VIGIL_METRICS_HOST
+    worker_id: str = ""  # VIGIL_WORKER_ID: defaults to <kind>-<host>-<pid>
+    data_dir: str = ""  # VIGIL_DATA_DIR: embedded services' data; a temp dir when empty
+    log_level: str = "INFO"  # VIGIL_LOG_LEVEL
+    actor: str = ""  # VIGIL_ACTOR: who bank changes are attributed to; defaults to the OS user
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"VIGIL_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        """Apply CLI flags; None means 'flag not given'."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def worker_name(self, kind: str) -> str:
+        return self.worker_id or f"{kind}-{socket.gethostname()}-{os.getpid()}"
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of from_env, so `vigil up` can hand its settings to worker processes."""
+        out = {}
+        for key, value in asdict(self).items():
+            if value is None or value == "" or value == () or value == {}:
+                continue
+            if isinstance(value, (list, tuple)):
+                value = os.pathsep.join(value)
+            elif isinstance(value, dict):
+                value = json.dumps(value)
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            out[f"VIGIL_{key.upper()}"] = str(value)
+        return out
+
+
+def _parse(name: str, type_: Any, raw: str) -> Any:
+    t = str(type_)
+    try:
+        if t.startswith("bool"):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if t.startswith("int"):
+            return int(raw)
+        if t.startswith("float"):
+            return float(raw)
+        if t.startswith("tuple"):
+            return tuple(p for p in raw.split(os.pathsep) if p)
+        if t.startswith("dict"):
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return {str(k): str(v) for k, v in value.items()}
+    except ValueError as exc:
+        raise ValueError(f"VIGIL_{name.upper()}={raw!r}: {exc}") from None
+    return raw
