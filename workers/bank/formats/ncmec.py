@@ -109,12 +109,12 @@ def _entry_items(entry: dict) -> Iterator[Item]:
         yield InvalidLine(entry["line"], f"NCMEC {tag} {ident} has no fingerprints", f"<{tag}> {ident}")
         return
     extra = {"ncmec_id": ident, "media": media}
-    for key, name in (("member_id", "member_id"), ("member", "member"), ("timestamp", "timestamp")):
+    for key in ("member_id", "member", "timestamp"):
         if entry.get(key):
-            extra[name] = entry[key]
+            extra[key] = entry[key]
     classification = entry.get("classification") or None
     for fp_tag, line, value, href in entry["fingerprints"]:
-        text = f"<{fp_tag}>{value}</{fp_tag}>" if value else f'<{fp_tag} href="{href or ""}"/>'  # only ~100 bytes
+        text = f"<{fp_tag}>{value}</{fp_tag}>" if value else f'<{fp_tag} href="{href or ""}"/>'
         signal = vigil_signal(fp_tag) if fp_tag.lower() in NCMEC_SIGNALS else None
         if signal is None:
             yield UnsupportedLine(line, fp_tag, f"vigil cannot match NCMEC {fp_tag} fingerprints", clip(text))
