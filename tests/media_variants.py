@@ -62,10 +62,11 @@ def write_video(
 
     gop_s=None leaves keyframe placement to the encoder defaults; a large value with scene-cut
     detection off gives a stream with a single keyframe. rotation writes a display matrix.
+    With rate given, frames may be a generator and are never held in memory together.
     """
     path = Path(path)
-    frames = list(frames)
     if rate is None:  # the encoder's nominal rate must cover the closest frames, or dts collide
+        frames = list(frames)
         gaps = [b[1] - a[1] for a, b in zip(frames, frames[1:]) if b[1] > a[1]]
         rate = max(1, math.ceil(1 / min(gaps) - 1e-6)) if gaps else 25
     options: dict[str, str] = {}

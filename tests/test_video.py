@@ -138,6 +138,16 @@ def bikes_rgb():
     return decode_rgb(BIKES)
 
 
+@pytest.mark.parametrize("strategy", [KEYFRAMES, FIXED, SamplingStrategy("fixed", fps=5.0)], ids=str)
+def test_lazy_decoding_gives_the_same_pixels_as_decoding_everything(bikes_rgb, strategy):
+    """Skipped GOP tails and discarded non-reference frames must not change a sampled frame."""
+    plain = {round(t * 1000): rgb for rgb, t in bikes_rgb}
+    frames, sampling = sampled(BIKES, strategy)
+    assert sampling.frames_decoded < len(plain)
+    for frame in frames:
+        assert np.array_equal(frame.rgb, plain[frame.frame_ms]), frame.frame_ms
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("video")

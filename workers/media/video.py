@@ -203,6 +203,7 @@ class VideoSampling:
         self._due = {"fixed": 0.0, "keyframes": self.strategy.max_keyframe_gap_s}.get(self.strategy.kind, -math.inf)
         self._candidate: float | None = None  # earliest unfed packet time at or after _due
         self._dirty = False  # the decoder has been fed since its last flush
+        self._skipping = False  # the decoder discards non-reference frames (AVDISCARD_NONREF)
         self._last_t = -math.inf
         self._last_was_key = False
         self._pending: list[float] = []  # times of packets fed whose frames have not come out yet
@@ -286,7 +287,16 @@ class VideoSampling:
             t = self._packet_time(packet)
             if t is not None:
                 self._pending.append(t)
+            # A frame shown before the due time is decoded only if later frames reference it.
+            skip = (self.strategy.kind != "all" and t is not None and t < self._due - 1e-9
+                    and not packet.is_keyframe)
+            self._skip_nonref(stream, skip)
             yield from self._decode(stream, packet)
+
+    def _skip_nonref(self, stream, skip: bool) -> None:
+        if skip != self._skipping:
+            stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+            self._skipping = skip
 
     def _drain(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
         """Flush the frames out of the decoder; the GOP must be refed from its keyframe to go on."""

@@ -1,0 +1,245 @@
+"""Video sampling throughput and time to first match.
+
+Test videos are made here with PyAV from real photos (benchmarks.media.photos), upscaled and
+panned slowly so the encoder has real motion to code: H.264, 25 fps, GOP 2 s, cached under
+benchmarks/out/. Every figure is seconds of video processed per second, both per wall second
+and per CPU second of this process (= per core; the sampler decodes single-threaded, OpenCV may
+use several threads, which CPU time accounts for). The machine may be shared, so CPU time is the
+figure to compare. Run: python -m benchmarks.bench_video [--quick]
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from benchmarks.media import photos
+from tests.media_variants import write_video
+from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
+from workers.signals import hash_frames
+from workers.video_match import FrameHash, dedupe_frames, distances, frames_from_signals, pack
+
+OUT = Path(__file__).resolve().parent / "out"
+FPS = 25
+SCENE_S = 4.0  # one photo per scene, panned and slowly zoomed
+STRATEGIES = {
+    "keyframes": SamplingStrategy("keyframes"),
+    "1 fps": SamplingStrategy("fixed", fps=1.0),
+    "every frame": SamplingStrategy("all"),
+}
+
+
+# -- test media -------------------------------------------------------------------------------------
+def _scenes() -> list[np.ndarray]:
+    """Colour photos, largest first (grey ones pan as well but code cheaper)."""
+    pics = [p for p in photos().values() if not np.array_equal(p[..., 0], p[..., 1])]
+    return sorted(pics, key=lambda p: -p.shape[0] * p.shape[1])
+
+
+def pan_frames(width: int, height: int, seconds: float, scenes: list[np.ndarray],
+               first_scene: int = 0) -> Iterator[tuple[np.ndarray, float]]:
+    """Scenes of SCENE_S seconds: a photo upscaled to 1.4x the frame and a window crossing it."""
+    frames = int(seconds * FPS)
+    per_scene = int(SCENE_S * FPS)
+    for i in range(frames):
+        scene, k = divmod(i, per_scene)
+        if k == 0:
+            photo = scenes[(first_scene + scene) % len(scenes)]
+            scale = 1.4 * max(width / photo.shape[1], height / photo.shape[0])
+            big = cv2.resize(photo, (math.ceil(photo.shape[1] * scale), math.ceil(photo.shape[0] * scale)),
+                             interpolation=cv2.INTER_CUBIC)
+            direction = 1 if scene % 2 == 0 else -1
+        u = k / per_scene
+        zoom = 1.0 - 0.15 * u  # window shrinks: a slow zoom in
+        w, h = int(width * 1.2 * zoom), int(height * 1.2 * zoom)
+        x = int((big.shape[1] - w) * (u if direction > 0 else 1 - u))
+        y = int((big.shape[0] - h) * 0.5 * (1 + 0.5 * math.sin(2 * math.pi * u)))
+        crop = big[y:y + h, x:x + w]
+        yield cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA), i / FPS
+
+
+def make_video(name: str, width: int, height: int, seconds: float, first_scene: int = 0) -> Path:
+    path = OUT / f"{name}_{width}x{height}_{int(seconds)}s_s{first_scene}.mp4"
+    if not path.exists():
+        OUT.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part.mp4")
+        write_video(tmp, pan_frames(width, height, seconds, _scenes(), first_scene), rate=FPS, gop_s=2.0, crf=23)
+        os.replace(tmp, path)
+    return path
+
+
+# -- measuring --------------------------------------------------------------------------------------
+def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - wall, time.process_time() - cpu, result
+
+
+def sampler_run(path: Path, strategy: SamplingStrategy, pdq: bool, max_side: int | None) -> tuple[int, int]:
+    sampling = sample_frames(path, strategy, VideoLimits(max_frames=100_000), max_side=max_side)
+    n = 0
+    for frame in sampling:
+        if pdq:
+            hash_frames([frame.rgb], ("pdq",), impl="reference")
+        n += 1
+    return n, sampling.frames_decoded
+
+
+def opencv_run(path: Path) -> tuple[int, int]:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.grab():
+        ok, _ = cap.retrieve()
+        n += ok
+    cap.release()
+    return n, n
+
+
+def vpdq_run(path: Path) -> tuple[int, int]:
+    import vpdq  # type: ignore
+
+    features = vpdq.computeHash(str(path), seconds_per_hash=1.0)
+    return len(features), -1
+
+
+def vpdq_status() -> str:
+    try:
+        import vpdq  # type: ignore  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken build's linker error
+        return f"not available: {type(exc).__name__}: {exc}"
+    return "available"
+
+
+def _row(label: str, seconds: float, wall: float, cpu: float, frames: int, decoded: int) -> str:
+    per_cpu = seconds / cpu if cpu > 0 else float("inf")
+    dec = str(decoded) if decoded >= 0 else "n/a"
+    return f"| {label} | {frames} | {dec} | {seconds / wall:.1f}x | {per_cpu:.1f}x |"
+
+
+def throughput(sizes: list[tuple[int, int]], seconds: float) -> list[str]:
+    lines = [
+        f"### Throughput ({seconds:g} s clips, H.264 {FPS} fps, GOP 2 s, x264 veryfast crf 23)",
+        "",
+        "| video / method | frames out | frames decoded | video s per wall s | video s per CPU s (per core) |",
+        "|---|---|---|---|---|",
+    ]
+    has_vpdq = vpdq_status() == "available"
+    for width, height in sizes:
+        path = make_video("pan", width, height, seconds)
+        tag = f"{height}p"
+        wall, cpu, (n, dec) = timed(lambda: opencv_run(path))
+        lines.append(_row(f"{tag} cv2.VideoCapture, every frame (baseline)", seconds, wall, cpu, n, dec))
+        for name, strategy in STRATEGIES.items():
+            for pdq, max_side in ((False, None), (True, None), (True, 512)):
+                if name == "every frame" and pdq and max_side is None and height > 720:
+                    continue  # minutes of reference PDQ at 1080p: the 512 px row says enough
+                what = "decode + RGB" if not pdq else "+ PDQ (reference)"
+                if max_side:
+                    what += f", downscaled to {max_side} px"
+                wall, cpu, (n, dec) = timed(lambda: sampler_run(path, strategy, pdq, max_side))
+                lines.append(_row(f"{tag} {name}, {what}", seconds, wall, cpu, n, dec))
+        if has_vpdq:
+            wall, cpu, (n, dec) = timed(lambda: vpdq_run(path))
+            lines.append(_row(f"{tag} vpdq.computeHash, 1 fps (decodes every frame)", seconds, wall, cpu, n, dec))
+        print("\n".join(lines[-8:]), file=sys.stderr)
+    lines += ["", f"vpdq: {vpdq_status()}", ""]
+    return lines
+
+
+def _pdq_rows(path: Path, strategy: SamplingStrategy, max_side: int | None) -> list[FrameHash]:
+    frames = list(sample_frames(path, strategy, VideoLimits(max_frames=100_000), max_side=max_side))
+    rows = hash_frames([f.rgb for f in frames], ("pdq",), impl="reference")
+    return frames_from_signals(rows, [f.frame_ms for f in frames])
+
+
+def time_to_first_match(width: int, height: int, lead_s: float, banked_s: float) -> list[str]:
+    """How long until the sampler yields a frame that matches the bank.
+
+    The bank holds every frame (deduplicated) of `banked_s` seconds of content. Two uploads: one
+    opening with that content, one where it begins after `lead_s` seconds of other content.
+    """
+    banked = make_video("banked", width, height, banked_s, first_scene=0)
+    other_scene = math.ceil(banked_s / SCENE_S)  # different photos from the banked ones
+    lead = make_video("lead", width, height, lead_s, first_scene=other_scene)
+    opening = _concat(OUT / f"opening_{height}p.mp4", [banked, lead])
+    late = _concat(OUT / f"late_{height}p.mp4", [lead, banked])
+    bank = pack(f.pdq for f in dedupe_frames(_pdq_rows(banked, STRATEGIES["every frame"], 512)))
+    lines = [
+        f"### Time to first match ({height}p; bank = every frame of {banked_s:g} s of content, deduped)",
+        "",
+        "| upload | strategy | first matching frame at | wall s to it | CPU s to it | frames hashed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, path in ((f"banked content first ({lead_s + banked_s:g} s)", opening),
+                        (f"banked content after {lead_s:g} s of other content", late)):
+        for name in ("keyframes", "1 fps"):
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            found, hashed = None, 0
+            for frame in sample_frames(path, STRATEGIES[name], VideoLimits(max_frames=100_000), max_side=512):
+                row = hash_frames([frame.rgb], ("pdq",), impl="reference")[0][0]
+                hashed += 1
+                if row.quality >= 50 and distances(pack([row.value]), bank).min() <= 31:
+                    found = frame.frame_ms
+                    break
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            at = f"{found / 1000:.2f} s" if found is not None else "no match"
+            lines.append(f"| {label} | {name} | {at} | {wall:.3f} | {cpu:.3f} | {hashed} |")
+    lines += [
+        "",
+        "The sampler streams (no pre-scan and no container duration), so the time to a match",
+        "at offset T is T divided by the sampling speed above plus one frame's hash, whatever",
+        "the video's total length: a 10-minute upload whose first minute is banked matches as",
+        "fast as the 'banked content first' rows, and one whose banked part starts at minute 9",
+        "takes about 9 x 60 / (keyframes speed) seconds.",
+        "",
+    ]
+    return lines
+
+
+def _concat(dst: Path, parts: list[Path]) -> Path:
+    """Stream-copy H.264 files one after another (same encoder settings), shifting timestamps."""
+    import av
+
+    if dst.exists():
+        return dst
+    tmp = dst.with_suffix(".part.mp4")
+    with av.open(str(tmp), "w") as out:
+        stream = None
+        offset = 0
+        for part in parts:
+            with av.open(str(part)) as src:
+                vin = src.streams.video[0]
+                if stream is None:
+                    stream = out.add_stream_from_template(vin)
+                end = offset
+                for packet in src.demux(vin):
+                    if packet.dts is None:
+                        continue
+                    shift = int(round(offset / vin.time_base))
+                    packet.pts += shift
+                    packet.dts += shift
+                    end = max(end, float((packet.pts + (packet.duration or 0)) * vin.time_base))
+                    packet.stream = stream
+                    out.mux(packet)
+                offset = end
+    os.replace(tmp, dst)
+    return dst
+
+
+def run(quick: bool = False) -> str:
+    seconds = 10.0 if quick else 24.0
+    sizes = [(1280, 720)] if quick else [(1280, 720), (1920, 1080)]
+    lines = ["## Video sampling (workers/media/video.py)", ""]
+    lines += throughput(sizes, seconds)
+    lines += time_to_first_match(1280, 720, lead_s=30.0 if quick else 60.0, banked_s=12.0)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run(quick="--quick" in sys.argv))
