@@ -159,29 +159,21 @@ def cmd_bank_create(args: argparse.Namespace) -> int:
 
 
 def cmd_bank_add(args: argparse.Namespace) -> int:
-    from workers.bank.model import Entry, entry_id_for_file
+    from workers.bank.importer import add_media_file
     from workers.errors import MediaError
-    from workers.hashing import hash_media
-    from workers.logs import now_ms
 
     store, settings = _store(args)
     store.require_bank(args.name)
     added, failed = [], 0
     for path in _progress(args.files, "hashing", args.json):
         try:
-            data = Path(path).read_bytes()
-            result = hash_media(data, settings)
+            entry, version = add_media_file(store, args.name, Path(path), settings, label=args.label, note=args.note)
         except (OSError, MediaError) as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        sha = next(s.value for s in result.signals if s.signal == "sha256")
-        entry = Entry(entry_id_for_file(sha), args.name, tuple(result.signals), label=args.label,
-                      source=Path(path).name, note=args.note, added_at_ms=now_ms(), added_by=settings.actor,
-                      media_type=result.media_type)
-        version = store.add_entries(args.name, [entry])
         added.append({"entry_id": entry.entry_id, "file": str(path), "version": version,
-                      "signals": {s.signal: s.value for s in result.signals if s.frame_ms is None}})
+                      "signals": {s.signal: s.value for s in entry.signals if not s.variant}})
     if args.json:
         _print_json({"added": added, "failed": failed})
     else:

@@ -27,10 +27,9 @@ EDITS = {
 
 
 def run_demo(keep_going: bool = False) -> int:
-    from workers.bank.model import Entry, entry_id_for_file
+    from workers.bank.importer import add_media_file
     from workers.bank.store import BankStore
     from workers.client import OutcomeWatcher, UploadProducer, upload_event
-    from workers.hashing import hash_media
     from workers.runner import Cluster
 
     console = Console(width=max(140, Console().width))
@@ -53,11 +52,7 @@ def run_demo(keep_going: bool = False) -> int:
                 path = media / f"bank-{name}.png"
                 path.write_bytes(transforms.encode(samples.photo(name), ".png"))
                 originals[name] = path
-                result = hash_media(path.read_bytes(), s)
-                sha = next(v.value for v in result.signals if v.signal == "sha256")
-                store.add_entries("demo-known-bad", [Entry(entry_id_for_file(sha), "demo-known-bad",
-                                                           tuple(result.signals), source=path.name,
-                                                           media_type="image", added_by="vigil-demo")])
+                add_media_file(store, "demo-known-bad", path, s)
             console.print(f"  bank 'demo-known-bad' (action block): {len(BANKED)} photos, version {store.version()}")
 
             uploads: list[tuple[Path, str]] = []  # (file, expected decision)

@@ -11,9 +11,13 @@ from workers.bank.store import BankStore, Change
 from workers.index import ExactIndex, HammingIndex
 from workers.settings import Settings
 from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS, SignalValue
+from workers.signals.dihedral import VARIANTS as DIHEDRAL_VARIANTS
 
-# Query variants that change the picture's geometry match only banks that ask for them.
-GEOMETRIC_VARIANTS_PREFIXES = ("rot", "flip", "transpose")
+
+
+def is_geometric(variant: str | None) -> bool:
+    """Rotated / flipped query variants match only banks that ask for them (Bank.dihedral)."""
+    return bool(variant) and variant.rsplit("+", 1)[-1] in DIHEDRAL_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -122,8 +126,9 @@ class BankIndex:
             return []
         matches: list[Match] = []
         by_signal: dict[str, list[SignalValue]] = {}
+        any_dihedral = any(b.dihedral for b in active.values())
         for sv in signals:
-            if self.usable(sv):
+            if self.usable(sv) and (any_dihedral or not is_geometric(sv.variant)):
                 by_signal.setdefault(sv.signal, []).append(sv)
         for signal, svs in by_signal.items():
             if signal in self._exact:
@@ -143,7 +148,7 @@ class BankIndex:
         bank = active.get(key[0])
         if bank is None:
             return
-        if sv.variant and sv.variant.startswith(GEOMETRIC_VARIANTS_PREFIXES) and not bank.dihedral:
+        if not bank.dihedral and is_geometric(sv.variant):
             return
         limit = self.threshold(bank, sv.signal)
         if dist > limit:

@@ -84,11 +84,13 @@ def hash_frames(
     frames: Sequence[np.ndarray],
     signals: Iterable[str] = DEFAULT_PERCEPTUAL,
     impl: str = "fast",
+    dihedral: bool = False,
 ) -> list[list[SignalValue]]:
     """Perceptual hashes of RGB uint8 frames (H, W, 3): one list of SignalValue per frame.
 
     impl="fast" is the vectorised path the hasher uses; impl="reference" calls pdqhash and
     imagehash directly and is kept as the definition the fast path is checked against.
+    dihedral=True appends the rotated/flipped variants (variant='rot90', 'flip-h', ...).
     """
     signals = tuple(signals)
     if impl == "reference":
@@ -97,4 +99,4 @@ def hash_frames(
         from workers.signals import fast as backend
     else:
         raise ValueError(f"unknown signal implementation {impl!r} (fast | reference)")
-    return backend.hash_frames(list(frames), signals)
+    return backend.hash_frames(list(frames), signals, dihedral=dihedral)
