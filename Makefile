@@ -1,28 +1,35 @@
-# Everything a fresh machine needs is installed from here: `make demo`, `make test`.
+# Everything a fresh machine needs is installed from here: `make demo`, `make test`, `make bench`.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install system clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -c "import workers.cli, pytest" # fail here, loudly, if the install did not work
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# Test-only system tools from Debian: promtool/prometheus (alert rules, dashboards, real scrapes).
+system:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus >/dev/null )
+
 demo: $(STAMP)
 	$(BIN)/vigil demo
 
-test: $(STAMP)
+test: $(STAMP) system
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
-bench: $(STAMP)
+bench: $(STAMP) system
 	$(BIN)/python -m benchmarks
 
 clean:

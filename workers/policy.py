@@ -17,7 +17,8 @@ def decide(matches: list[Match]) -> tuple[str, list[Match]]:
     allowed_frames = {m.frame_ms for m in matches if m.action == "allow"}
     effective = [m for m in matches if m.action != "allow" and m.frame_ms not in allowed_frames]
     if not effective:
-        return "allow", sorted(matches, key=_order)  # allowlist hits are still shown as evidence
+        # the allowlist hits are the evidence for allowing; the matches they suppressed are not
+        return "allow", sorted((m for m in matches if m.action == "allow"), key=_order)
     decision = max(effective, key=lambda m: STRENGTH[m.action]).action
     return decision, sorted(effective, key=_order)
 

@@ -1,0 +1,84 @@
+"""Matching and policy: thresholds, quality gates, allowlists, dihedral opt-in, strongest action."""
+from workers import samples, transforms
+from workers.bank.model import Bank, Entry
+from workers.bank.store import Change
+from workers.hashing import hash_frame
+from workers.matching import BankIndex, Match
+from workers.policy import decide
+from workers.settings import Settings
+from workers.signals import SignalValue
+
+
+def _index(banks: list[Bank], entries: list[Entry], **settings) -> BankIndex:
+    idx = BankIndex(Settings(**settings))
+    changes = [Change(f"{i}-0", i, "bank_put", b.name, b.to_json()) for i, b in enumerate(banks, 1)]
+    changes += [Change(f"{100 + i}-0", 100 + i, "entries_put", e.bank, [e.to_json()]) for i, e in enumerate(entries)]
+    idx.apply(changes)
+    return idx
+
+
+def _flip(hex_value: str, n: int) -> str:
+    v = int(hex_value, 16) ^ ((1 << n) - 1)
+    return f"{v:0{len(hex_value)}x}"
+
+
+BASE = "0f" * 32
+
+
+def test_pdq_threshold_and_quality_gate():
+    idx = _index([Bank("b", "block")], [Entry("e1", "b", (SignalValue("pdq", BASE, 100),))])
+    assert idx.search([SignalValue("pdq", _flip(BASE, 31), 90)])[0].distance == 31
+    assert idx.search([SignalValue("pdq", _flip(BASE, 32), 90)]) == []
+    assert idx.search([SignalValue("pdq", BASE, 49)]) == []  # low-quality query never matches
+
+
+def test_per_bank_threshold_overrides_default():
+    idx = _index([Bank("strict", "block", thresholds={"pdq": 10}), Bank("loose", "review")],
+                 [Entry("e1", "strict", (SignalValue("pdq", BASE),)), Entry("e2", "loose", (SignalValue("pdq", BASE),))])
+    hits = idx.search([SignalValue("pdq", _flip(BASE, 20), 100)])
+    assert [(m.bank, m.threshold) for m in hits] == [("loose", 31)]
+
+
+def test_digests_match_exactly():
+    md5 = "ab" * 16
+    idx = _index([Bank("b", "review")], [Entry("e1", "b", (SignalValue("md5", md5),))])
+    assert idx.search([SignalValue("md5", md5)])[0].distance == 0
+    assert idx.search([SignalValue("md5", "ab" * 15 + "ac")]) == []
+
+
+def test_strongest_action_wins_and_allowlist_suppresses():
+    block = Match("b", "e1", "pdq", 3, 31, "block", frame_ms=None)
+    review = Match("r", "e2", "pdq", 1, 31, "review", frame_ms=None)
+    assert decide([review, block])[0] == "block"
+    assert decide([review])[0] == "review"
+    assert decide([])[0] == "allow"
+    allow = Match("benign", "logo", "pdq", 0, 31, "allow", frame_ms=None)
+    decision, evidence = decide([block, allow])
+    assert decision == "allow" and evidence == [allow]
+    other_frame = Match("b", "e1", "pdq", 3, 31, "block", frame_ms=5000)
+    assert decide([other_frame, Match("benign", "x", "pdq", 0, 31, "allow", frame_ms=0)])[0] == "block"
+
+
+def test_flipped_copy_matches_only_a_dihedral_bank():
+    photo = samples.photo("chelsea")
+    banked = tuple(hash_frame(photo, Settings()))
+    query = hash_frame(transforms.flip(photo), Settings(), dihedral=True)
+    plain = _index([Bank("b", "block")], [Entry("e", "b", banked)])
+    assert plain.search(query) == []
+    dihedral = _index([Bank("b", "block", dihedral=True)], [Entry("e", "b", banked)])
+    assert any(m.variant == "flip-h" for m in dihedral.search(query))
+
+
+def test_padded_copy_matches_through_border_removal():
+    photo = samples.photo("coffee")
+    idx = _index([Bank("b", "block")], [Entry("e", "b", tuple(hash_frame(photo, Settings())))])
+    hits = idx.search(hash_frame(transforms.pad(photo, 0.2), Settings(), dihedral=True))
+    assert any(m.variant == "unbordered" and m.signal == "pdq" for m in hits)
+
+
+def test_blank_frame_never_matches_a_blank_bank_entry():
+    import numpy as np
+
+    black = np.zeros((300, 400, 3), np.uint8)
+    idx = _index([Bank("b", "block")], [Entry("e", "b", tuple(hash_frame(black, Settings())))])
+    assert idx.search(hash_frame(black, Settings(), dihedral=True)) == []

@@ -1,0 +1,350 @@
+"""Multi-index hashing: exact Hamming range search that touches a few thousand rows, not all of them.
+
+A code of B bits is cut into m chunks. If two codes are within distance d, then writing
+d = m*r + a (0 <= a < m), one of the first a+1 chunks is within r of the query's chunk or some
+chunk is within r-1 (otherwise the distance would be at least m*r + a + 1). So each chunk gets a
+table chunk-value -> rows, the query probes every value within that radius of its own chunk, and
+only the rows found are compared in full. With chunks about log2(rows) bits wide a bucket holds
+about one row, so a 256-bit PDQ query at d=31 over 10M rows checks a few thousand rows.
+
+Tables are built once per segment of contiguous rows (cold start builds one segment of all rows).
+Rows added later go to a small brute-force tail, which becomes a segment when it fills; segments
+merge when the newer one grows to half the older one, so a bank change costs amortised O(log n)
+and there are O(log n) segments. Removal tombstones rows; a quarter dead rebuilds everything.
+A segment whose probes would cost more than scanning it (small segments, large distances) is
+scanned instead, so results are exact at every distance.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import combinations
+from math import comb
+from typing import Hashable, Sequence
+
+import numpy as np
+
+Key = Hashable
+NO_FRAME = np.iinfo(np.int64).min  # frame_ms None
+Hit = tuple[Key, int | None, int]
+
+
+def chunk_widths(bits: int, rows: int) -> list[int]:
+    """Chunks of about log2(rows) bits (so a bucket holds ~1 row), 10 to 24 bits, summing to `bits`."""
+    target = int(np.clip(round(np.log2(max(rows, 2))), 10, 24))
+    m = max(1, -(-bits // target))
+    base, extra = divmod(bits, m)
+    return [base + 1] * extra + [base] * (m - extra)
+
+
+@lru_cache(maxsize=256)
+def flip_masks(width: int, radius: int) -> np.ndarray:
+    """Every XOR mask of `width` bits with at most `radius` bits set."""
+    out = [0]
+    for k in range(1, min(radius, width) + 1):
+        out += [sum(1 << b for b in bits) for b in combinations(range(width), k)]
+    return np.array(out, dtype=np.int64)
+
+
+def chunk_radii(m: int, max_distance: int) -> list[int]:
+    """Per-chunk probe radius that still finds every row within max_distance (-1: skip the chunk)."""
+    r, a = divmod(max_distance, m)
+    return [r if c <= a else r - 1 for c in range(m)]
+
+
+def chunk_values(codes: np.ndarray, lo_bit: int, width: int) -> np.ndarray:
+    """Bits [lo_bit, lo_bit+width) of each code (bit 0 = most significant of word 0), as int64."""
+    word, off = divmod(lo_bit, 64)
+    end = off + width
+    if end <= 64:
+        v = codes[:, word] >> np.uint64(64 - end)
+    else:  # straddles two words
+        spill = end - 64
+        v = (codes[:, word] << np.uint64(spill)) | (codes[:, word + 1] >> np.uint64(64 - spill))
+    return (v & np.uint64((1 << width) - 1)).astype(np.int64)
+
+
+def to_words(codes: np.ndarray, words: int) -> np.ndarray:
+    """(n, bytes) uint8, hash byte order -> (n, words) uint64 (big-endian words, as HammingIndex)."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1, words * 8)
+    return codes.view(">u8").astype(np.uint64)
+
+
+@dataclass
+class _Segment:
+    """Chunk tables over rows [start, stop): bucket -> rows via CSR offsets into one postings array."""
+
+    start: int
+    stop: int
+    widths: list[int]
+    lo_bits: list[int]
+    base: list[int]  # first bucket of each chunk in `offsets`
+    offsets: np.ndarray  # (sum(2**w) + 1,) into postings
+    postings: np.ndarray  # (m * rows,) uint32 row numbers
+
+    @classmethod
+    def build(cls, codes: np.ndarray, start: int, stop: int, bits: int) -> "_Segment":
+        rows = stop - start
+        widths = chunk_widths(bits, rows)
+        lo_bits = list(np.cumsum([0] + widths[:-1]))
+        base = list(np.cumsum([0] + [1 << w for w in widths[:-1]]))
+        buckets = int(base[-1] + (1 << widths[-1]))
+        wide = len(widths) * rows >= 2**32
+        postings = np.empty(len(widths) * rows, dtype=np.int64 if wide else np.uint32)
+        counts = np.zeros(buckets, dtype=np.int64)
+        block = codes[start:stop]
+        row_ids = np.arange(start, stop, dtype=np.uint64)
+        for c, (lo, w) in enumerate(zip(lo_bits, widths)):
+            vals = chunk_values(block, int(lo), w)
+            counts[base[c]: base[c] + (1 << w)] = np.bincount(vals, minlength=1 << w)
+            # One SIMD sort of (bucket << 32 | row) is ~10x faster than argsort of the buckets.
+            packed = np.sort((vals.astype(np.uint64) << np.uint64(32)) | row_ids)
+            postings[c * rows: (c + 1) * rows] = packed & np.uint64(0xFFFFFFFF)
+        offsets = np.zeros(buckets + 1, dtype=np.int64 if wide else np.uint32)
+        np.cumsum(counts, out=offsets[1:])
+        return cls(start, stop, widths, [int(x) for x in lo_bits], [int(x) for x in base], offsets, postings)
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+    def probes(self, max_distance: int) -> list[tuple[int, np.ndarray]]:
+        """(chunk, flip masks) to probe; empty chunks of the list are skipped."""
+        radii = chunk_radii(len(self.widths), max_distance)
+        return [(c, flip_masks(self.widths[c], r)) for c, r in enumerate(radii) if r >= 0]
+
+    def probe_cost(self, max_distance: int) -> float:
+        """Random reads per query: a bucket offset per probe plus the rows it holds (on average)."""
+        total = 0.0
+        for w, r in zip(self.widths, chunk_radii(len(self.widths), max_distance)):
+            total += sum(comb(w, k) for k in range(r + 1)) * (1 + self.rows / (1 << w))
+        return total
+
+    def candidates(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+        """(query index, row) pairs whose chunk is within the probe radius; may repeat a row."""
+        ids, qids = [], []
+        for c, masks in self.probes(max_distance):
+            v = chunk_values(q, self.lo_bits[c], self.widths[c])
+            ids.append(((v[:, None] ^ masks[None, :]) + self.base[c]).ravel())
+            qids.append(np.repeat(np.arange(len(q)), len(masks)))
+        bucket = np.concatenate(ids)
+        qid = np.concatenate(qids)
+        lo = self.offsets[bucket].astype(np.int64)
+        cnt = self.offsets[bucket + 1].astype(np.int64) - lo
+        keep = cnt > 0
+        lo, cnt, qid = lo[keep], cnt[keep], qid[keep]
+        total = int(cnt.sum())
+        if total == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        # positions lo[i] .. lo[i]+cnt[i]-1 for every probe, flattened
+        ends = np.cumsum(cnt)
+        pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - cnt), cnt)
+        return np.repeat(qid, cnt), self.postings[pos].astype(np.int64)
+
+
+class MultiIndexHamming:
+    """Exact Hamming range index with HammingIndex's interface; see the module docstring."""
+
+    TAIL = 8192  # rows scanned by brute force before they get chunk tables
+    SCAN_ADVANTAGE = 8  # a scanned row is this much cheaper than a probed one (sequential vs random)
+    MAX_PAIRS = 4_000_000  # (query, row) candidates per pass, bounding temporaries (~200 MB)
+
+    def __init__(self, bits: int):
+        if bits % 64:
+            raise ValueError("bits must be a multiple of 64")
+        self.bits = bits
+        self.words = bits // 64
+        self._reset(0)
+
+    def _reset(self, capacity: int) -> None:
+        capacity = max(capacity, 1024)
+        self._codes = np.zeros((capacity, self.words), dtype=np.uint64)
+        self._frame = np.full(capacity, NO_FRAME, dtype=np.int64)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._khash = np.zeros(capacity, dtype=np.uint64)  # row -> 32-bit hash(key)
+        self._keys: list[Key] = []  # row -> key
+        # Key -> rows without a dict of every key: (hash32 << 32 | row) sorted, for rows before
+        # _sorted_upto, and a small dict for rows after it. Lookups confirm with key equality.
+        self._by_hash = np.empty(0, np.uint64)
+        self._sorted_upto = 0
+        self._recent: dict[Key, list[int]] = {}
+        self._segments: list[_Segment] = []
+        self._n = 0
+        self._dead = 0
+        self._len: int | None = 0
+
+    # -- size -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Keys with at least one live row (counted on demand: not on the matching path)."""
+        if self._len is None:
+            live = self._khash[: self._n][self._alive[: self._n]]
+            self._len = len(set(self._keys[r] for r in np.nonzero(self._alive[: self._n])[0].tolist())) \
+                if len(live) < 100_000 else int(len(np.unique(live)))
+        return self._len
+
+    @property
+    def rows(self) -> int:
+        return self._n - self._dead
+
+    def nbytes(self) -> int:
+        """Bytes held in arrays and the row -> key list (not counting the key objects themselves)."""
+        arrays = [self._codes, self._frame, self._alive, self._khash, self._by_hash]
+        arrays += [a for s in self._segments for a in (s.offsets, s.postings)]
+        return sum(a.nbytes for a in arrays) + 8 * len(self._keys) + 200 * len(self._recent)
+
+    # -- writes -----------------------------------------------------------------------------------
+    def add(self, key: Key, code: bytes, frame_ms: int | None = None) -> None:
+        self._append([key], to_words(np.frombuffer(code, dtype=np.uint8), self.words), [frame_ms])
+
+    def add_many(self, keys: Sequence[Key], codes: np.ndarray, frame_ms: Sequence[int | None] | None = None) -> None:
+        """Append rows in bulk (cold start): codes is (len(keys), bits/8) uint8 in hash byte order."""
+        self._append(keys, to_words(codes, self.words), frame_ms)
+
+    def _append(self, keys: Sequence[Key], words: np.ndarray, frame_ms: Sequence[int | None] | np.ndarray | None) -> None:
+        k = len(keys)
+        if len(words) != k or (frame_ms is not None and len(frame_ms) != k):
+            raise ValueError("one code (and frame) per key")
+        if k == 0:
+            return
+        start, stop = self._n, self._n + k
+        self._ensure(stop)
+        self._codes[start:stop] = words
+        if isinstance(frame_ms, np.ndarray):
+            self._frame[start:stop] = frame_ms
+        elif frame_ms is not None:
+            self._frame[start:stop] = [NO_FRAME if f is None else int(f) for f in frame_ms]
+        self._alive[start:stop] = True
+        self._keys.extend(keys)
+        self._khash[start:stop] = np.fromiter(map(hash, keys), dtype=np.int64, count=k).view(np.uint64) >> np.uint64(32)
+        self._n = stop
+        self._len = None
+        if len(self._recent) + k > max(65_536, self._sorted_upto // 8):
+            self._sort_keys()
+        else:
+            for row, key in enumerate(keys, start):
+                self._recent.setdefault(key, []).append(row)
+        self._index_tail()
+
+    def remove(self, key: Key) -> None:
+        rows = self._rows_of(key)
+        self._recent.pop(key, None)
+        if not rows:
+            return
+        self._alive[rows] = False
+        self._dead += len(rows)
+        self._len = None
+        if self._dead > 1024 and self._dead > self._n // 4:
+            self._compact()
+
+    def _rows_of(self, key: Key) -> list[int]:
+        rows = [r for r in self._recent.get(key, ()) if self._alive[r]]
+        if self._sorted_upto:
+            h = ((hash(key) & 0xFFFFFFFFFFFFFFFF) >> 32) << 32
+            lo, hi = np.searchsorted(self._by_hash, np.array([h, h | 0xFFFFFFFF], dtype=np.uint64), side="right")
+            lo = int(np.searchsorted(self._by_hash, np.uint64(h), side="left"))
+            for packed in self._by_hash[lo:int(hi)].tolist():
+                r = packed & 0xFFFFFFFF
+                if self._alive[r] and self._keys[r] == key:
+                    rows.append(r)
+        return rows
+
+    def _sort_keys(self) -> None:
+        if self._n >= 2**32:
+            raise ValueError("more than 2**32 rows")
+        self._by_hash = np.sort((self._khash[: self._n] << np.uint64(32)) | np.arange(self._n, dtype=np.uint64))
+        self._sorted_upto = self._n
+        self._recent = {}
+
+    def _ensure(self, n: int) -> None:
+        cap = len(self._codes)
+        if n <= cap:
+            return
+        size = max(n, cap * 2)
+        for name in ("_codes", "_frame", "_alive", "_khash"):
+            old = getattr(self, name)
+            new = np.full((size,) + old.shape[1:], NO_FRAME if name == "_frame" else 0, dtype=old.dtype)
+            new[: self._n] = old[: self._n]
+            setattr(self, name, new)
+
+    def _index_tail(self) -> None:
+        covered = self._segments[-1].stop if self._segments else 0
+        if self._n - covered < self.TAIL:
+            return
+        self._segments.append(_Segment.build(self._codes, covered, self._n, self.bits))
+        while len(self._segments) >= 2 and 2 * self._segments[-1].rows >= self._segments[-2].rows:
+            newer, older = self._segments.pop(), self._segments.pop()
+            self._segments.append(_Segment.build(self._codes, older.start, newer.stop, self.bits))
+
+    def _compact(self) -> None:
+        keep = np.nonzero(self._alive[: self._n])[0]
+        codes, frame, keys = self._codes[keep], self._frame[keep], [self._keys[i] for i in keep.tolist()]
+        self._reset(len(keep))
+        self._append(keys, codes, frame)
+        self._sort_keys()
+
+    # -- search -----------------------------------------------------------------------------------
+    def search(self, queries: list[bytes], max_distance: int) -> list[list[Hit]]:
+        """For each query, every live row within max_distance: (key, frame_ms, distance)."""
+        out: list[list[Hit]] = [[] for _ in queries]
+        if not queries or self._n == 0 or max_distance < 0:
+            return out
+        q = to_words(np.frombuffer(b"".join(queries), dtype=np.uint8), self.words)
+        found_q, found_r, found_d = [], [], []
+        covered = 0
+        for seg in self._segments:
+            covered = seg.stop
+            if seg.probe_cost(max_distance) * self.SCAN_ADVANTAGE >= seg.rows:
+                hits = self._scan(q, seg.start, seg.stop, max_distance)
+            else:
+                hits = self._probe(seg, q, max_distance)
+            for acc, part in zip((found_q, found_r, found_d), hits):
+                acc.append(part)
+        for acc, part in zip((found_q, found_r, found_d), self._scan(q, covered, self._n, max_distance)):
+            acc.append(part)
+        qi, rows, dist = (np.concatenate(a) for a in (found_q, found_r, found_d))
+        frames = self._frame[rows]
+        keys = self._keys
+        for i, r, d, f in zip(qi.tolist(), rows.tolist(), dist.tolist(), frames.tolist()):
+            out[i].append((keys[r], None if f == NO_FRAME else f, d))
+        return out
+
+    def _probe(self, seg: _Segment, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
+        per_query = max(1.0, seg.probe_cost(max_distance))
+        step = max(1, int(self.MAX_PAIRS // per_query))
+        parts = []
+        for s in range(0, len(q), step):
+            qid, rows = seg.candidates(q[s: s + step], max_distance)
+            if len(rows) == 0:
+                continue
+            qid += s
+            dist = self._distance(q, qid, rows)
+            keep = (dist <= max_distance) & self._alive[rows]
+            qid, rows, dist = qid[keep], rows[keep], dist[keep]
+            # a row within radius in several chunks is a candidate several times
+            pair = qid * self._n + rows
+            _, first = np.unique(pair, return_index=True)
+            parts.append((qid[first], rows[first], dist[first]))
+        if not parts:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+        return tuple(np.concatenate(p) for p in zip(*parts))
+
+    def _distance(self, q: np.ndarray, qid: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        dist = np.zeros(len(rows), dtype=np.int64)
+        for w in range(self.words):
+            dist += np.bitwise_count(self._codes[rows, w] ^ q[qid, w])
+        return dist
+
+    def _scan(self, q: np.ndarray, start: int, stop: int, max_distance: int) -> tuple[np.ndarray, ...]:
+        parts = []
+        step = max(1024, self.MAX_PAIRS // max(1, len(q)))
+        for lo in range(start, stop, step):
+            hi = min(stop, lo + step)
+            block = self._codes[lo:hi]
+            dist = np.zeros((len(q), hi - lo), dtype=np.uint16)
+            for w in range(self.words):
+                dist += np.bitwise_count(q[:, w, None] ^ block[None, :, w])
+            qi, r = np.nonzero((dist <= max_distance) & self._alive[None, lo:hi])
+            parts.append((qi.astype(np.int64), (r + lo).astype(np.int64), dist[qi, r].astype(np.int64)))
+        if not parts:
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
+        return tuple(np.concatenate(p) for p in zip(*parts))
