@@ -261,7 +261,8 @@ def render(snap: dict[str, Any]):
     summary.add_row("dead letters", ", ".join(f"{k} {v}" + (f" ({dl['per_s'].get(k, 0):.1f}/s)" if dl["per_s"] else "")
                                               for k, v in dl["total"].items()) or "none")
     bank = snap["bank"]
-    summary.add_row("bank", f"version {bank['version']}  " + ", ".join(f"{k} {v}" for k, v in sorted(bank["entries"].items()))
+    entries = ", ".join(f"{k} {v}" for k, v in sorted(bank["entries"].items()) if v) or "empty"
+    summary.add_row("bank", f"version {bank['version']}, entries by signal: {entries}"
                     if bank["version"] is not None else "no matcher reachable")
 
     workers = Table(title="workers", title_justify="left")
