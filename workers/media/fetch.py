@@ -8,21 +8,31 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote_to_bytes, urlparse
 
 from workers.errors import MediaError
 
 
 def resolve_uri(uri: str, roots: tuple[str, ...]) -> Path:
     """The real path a file:// URI names, or MediaError saying why it may not be read."""
-    parsed = urlparse(uri)
+    try:
+        parsed = urlparse(uri)
+    except ValueError as exc:  # e.g. an unbalanced '[' in the authority
+        raise MediaError("unsupported_uri", f"not a parseable URI: {exc}") from None
     if parsed.scheme != "file":
         raise MediaError("unsupported_uri", f"only file:// media is fetched, not {parsed.scheme or 'a bare path'!r}")
     if parsed.netloc not in ("", "localhost"):
         raise MediaError("unsupported_uri", f"file:// URIs must not name a host ({parsed.netloc!r})")
     if not roots:
         raise MediaError("outside_media_roots", "no media roots are configured (--media-root / VIGIL_MEDIA_ROOTS)")
-    raw = Path(unquote(parsed.path))
+    try:
+        # Percent-escapes are file-name bytes (not necessarily UTF-8); os.fsdecode keeps them exact.
+        name = os.fsdecode(unquote_to_bytes(parsed.path))
+    except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
+        raise MediaError("unsupported_uri", "media_uri holds characters that are not valid Unicode") from None
+    if "\0" in name:
+        raise MediaError("unsupported_uri", "media_uri holds a NUL byte")
+    raw = Path(name)
     if not raw.is_absolute():
         raise MediaError("unsupported_uri", "file:// URIs must carry an absolute path")
     try:
