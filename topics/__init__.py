@@ -8,6 +8,7 @@ from topics.names import (  # noqa: F401
     DECISIONS,
     DEAD_LETTER,
     LIVE_FRAMES,
+    LIVE_HASHES,
     TopicSpec,
     all_topics,
 )

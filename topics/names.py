@@ -7,7 +7,8 @@ UPLOADS = "moderation.uploads"
 HASHES = "moderation.hashes"  # internal: hasher -> matcher, carries hashes, never media
 DECISIONS = "moderation.decisions"
 DEAD_LETTER = "moderation.dead-letter"
-LIVE_FRAMES = "moderation.live-frames"
+LIVE_FRAMES = "moderation.live-frames"  # key=stream_id, value=encoded frame bytes, ids in headers
+LIVE_HASHES = "moderation.live-hashes"  # internal: hasher -> matcher for live frames, key=stream_id
 
 
 @dataclass(frozen=True)
@@ -26,4 +27,7 @@ def all_topics(partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(HASHES, partitions, {"retention.ms": week_ms}, "signals per upload, key=content_id"),
         TopicSpec(DECISIONS, partitions, {"retention.ms": week_ms}, "decisions, key=content_id"),
         TopicSpec(DEAD_LETTER, 1, {"retention.ms": str(30 * 24 * 3600 * 1000)}, "unprocessable input with a code"),
+        # Live frames are worthless after minutes; keep them short so a backlog cannot grow for long.
+        TopicSpec(LIVE_FRAMES, partitions, {"retention.ms": str(3600 * 1000)}, "live frames, key=stream_id"),
+        TopicSpec(LIVE_HASHES, partitions, {"retention.ms": str(3600 * 1000)}, "live frame hashes, key=stream_id"),
     ]

@@ -144,16 +144,25 @@ def _store(args: argparse.Namespace):
     return store, settings
 
 
+def _signal_ints(items: list[str] | None, flag: str) -> dict[str, int]:
+    from workers.signals import ALL_SIGNALS
+
+    out = {}
+    for item in items or ():
+        signal_name, _, value = item.partition("=")
+        if signal_name not in ALL_SIGNALS or not value.isdigit():
+            raise CliError(f"{flag} takes SIGNAL=N with SIGNAL one of {', '.join(ALL_SIGNALS)}, e.g. pdq=31; "
+                           f"not {item!r}")
+        out[signal_name] = int(value)
+    return out
+
+
 def cmd_bank_create(args: argparse.Namespace) -> int:
     store, _ = _store(args)
-    thresholds = {}
-    for item in args.threshold or ():
-        signal_name, _, value = item.partition("=")
-        if not value.isdigit():
-            raise CliError(f"--threshold takes SIGNAL=N, e.g. pdq=31, not {item!r}")
-        thresholds[signal_name] = int(value)
     bank = store.create_bank(args.name, args.action, label=args.label, exist_ok=args.exist_ok,
-                             thresholds=thresholds, dihedral=args.dihedral)
+                             thresholds=_signal_ints(args.threshold, "--threshold"), dihedral=args.dihedral,
+                             live_strict=_signal_ints(args.live_strict, "--live-strict"),
+                             live_frames=args.live_frames, live_window_s=args.live_window)
     _print_json(bank.to_json()) if args.json else print(f"bank {bank.name}: action {bank.action}")
     return EXIT_OK
 
@@ -278,6 +287,70 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_live_push(args: argparse.Namespace) -> int:
+    """Sample a video (or walk a directory of images) and push frames in real time."""
+    from workers.live import LiveFrameProducer
+    from workers.live_source import frames_from
+
+    settings = _settings(args)
+    _need(settings, "kafka")
+    source = Path(args.source)
+    if not source.exists():
+        raise CliError(f"no such file or directory: {source}")
+    producer = LiveFrameProducer(settings)
+    period = 1.0 / args.fps
+    seq, next_at = 0, time.monotonic()
+    try:
+        for jpeg in frames_from(source, args.fps, loop=args.loop):
+            delay = next_at - time.monotonic()
+            if delay > 0 and not args.fast:
+                time.sleep(delay)
+            next_at += period
+            producer.send_frame(args.stream_id, seq, jpeg)
+            if not args.json:
+                print(f"\rpushed frame {seq} of stream {args.stream_id}", end="", file=sys.stderr, flush=True)
+            seq += 1
+            if args.max_frames and seq >= args.max_frames:
+                break
+    except KeyboardInterrupt:
+        pass
+    producer.end_stream(args.stream_id, seq)
+    producer.flush()
+    print(json.dumps({"stream_id": args.stream_id, "frames": seq}) if args.json
+          else f"\npushed {seq} frames and end_of_stream for {args.stream_id}")
+    return EXIT_OK
+
+
+def cmd_live_watch(args: argparse.Namespace) -> int:
+    from workers.client import OutcomeWatcher
+
+    settings = _settings(args)
+    _need(settings, "kafka")
+    watcher = OutcomeWatcher(settings, watch=("moderation.decisions",), from_beginning=args.from_beginning)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            for _topic, msg in watcher.messages(0.5):
+                if msg.get("source") != "live" or (args.stream_id and msg.get("stream_id") != args.stream_id):
+                    continue
+                if args.json:
+                    print(json.dumps(msg), flush=True)
+                    continue
+                if "summary" in msg:
+                    sm = msg["summary"]
+                    print(f"END    {msg['stream_id']}: {sm['final_status']}, {sm['frames']} frames, "
+                          f"{sm['matched_frames']} matched, {sm['skipped_frames']} skipped", flush=True)
+                else:
+                    top = msg["matches"][0] if msg["matches"] else {}
+                    print(f"{msg['decision'].upper():<6} {msg['stream_id']} seq {top.get('seq')} "
+                          f"{top.get('bank')}/{top.get('entry_id')} {top.get('signal')} d={top.get('distance')} "
+                          f"{msg['latency_ms']['total']} ms", flush=True)
+    except KeyboardInterrupt:
+        pass
+    watcher.close()
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import run_demo
 
@@ -355,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label", help="what the bank holds: csam, ncii, terror, deepfake, or your own")
     b.add_argument("--threshold", action="append", metavar="SIGNAL=N", help="per-signal max distance, e.g. pdq=31")
     b.add_argument("--dihedral", action="store_true", help="also match flipped and rotated copies")
+    b.add_argument("--live-strict", action="append", metavar="SIGNAL=N",
+                   help="livestreams: one frame at or under this distance blocks (default pdq=16, phash=4)")
+    b.add_argument("--live-frames", type=int, default=2,
+                   help="livestreams: this many matched frames within --live-window block (default 2)")
+    b.add_argument("--live-window", type=float, default=10.0, metavar="SECONDS",
+                   help="livestreams: the sliding window for --live-frames (default 10)")
     b.add_argument("--exist-ok", action="store_true", help="succeed if it already exists with the same action")
     b = bank_cmd("add", "hash media files and add them as entries", cmd_bank_add)
     b.add_argument("name")
@@ -383,6 +462,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--with-path", action="store_true", help="put the local path in the event's metadata")
     sub.add_argument("--json", action="store_true", help="one JSON object per line")
     sub.set_defaults(func=cmd_submit)
+
+    live = nouns.add_parser("live", help="livestreams: push sampled frames, watch live decisions",
+                            description="Live frames go to moderation.live-frames (key=stream_id, value=JPEG/PNG/"
+                                        "WebP bytes, headers stream_id, seq, captured_at_ms, content_type, "
+                                        "end_of_stream). Decisions come back on moderation.decisions with "
+                                        "source=live: the first review, the first block, and an end-of-stream summary.")
+    lverbs = live.add_subparsers(dest="verb", metavar="VERB", required=True)
+    lp = lverbs.add_parser("push", help="sample a local video (or a directory of images) and push frames in real time")
+    _service_flags(lp)
+    lp.add_argument("source", metavar="VIDEO_OR_DIR")
+    lp.add_argument("--stream-id", required=True)
+    lp.add_argument("--fps", type=float, default=1.0, help="frames per second to sample and push (default 1)")
+    lp.add_argument("--max-frames", type=int, help="stop after this many frames")
+    lp.add_argument("--loop", action="store_true", help="start over at the end of the source")
+    lp.add_argument("--fast", action="store_true", help="do not wait between frames (load testing)")
+    lp.add_argument("--json", action="store_true", help="machine-readable output")
+    lp.set_defaults(func=cmd_live_push)
+    lw = lverbs.add_parser("watch", help="print live decisions as they arrive")
+    _service_flags(lw)
+    lw.add_argument("--stream-id", help="only this stream")
+    lw.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    lw.add_argument("--from-beginning", action="store_true", help="also print decisions already on the topic")
+    lw.add_argument("--json", action="store_true", help="one JSON decision per line")
+    lw.set_defaults(func=cmd_live_watch)
 
     demo = nouns.add_parser("demo", help="run the whole pipeline on the embedded stack with sample photos")
     demo.add_argument("--keep", action="store_true", help="keep going after a wrong decision (exit 1 at the end)")

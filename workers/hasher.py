@@ -132,7 +132,7 @@ class Hasher:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.name = settings.worker_name("hasher")
-        self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": self._on_stats})
+        self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP)})
         self.producer = Producer(producer_config(settings))
         self.pool = ThreadPoolExecutor(max(1, settings.hasher_threads), thread_name_prefix="hash")
         self.tracker = OffsetTracker()
@@ -144,6 +144,10 @@ class Hasher:
         self.health = metrics.Health()
         self.health.checks["broker"] = lambda: self.broker_ok
         self._fatal: Exception | None = None
+        from workers.live_hasher import LiveHasher  # the live loop reuses this module's pieces
+
+        self.live = LiveHasher(settings, self.name)
+        self.live_thread = threading.Thread(target=self.live.run, args=(self.stop_event,), name="live", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def run(self) -> None:
@@ -152,6 +156,7 @@ class Hasher:
         log.info("hasher started", extra={"worker": self.name, "metrics": f"http://{self.settings.metrics_host}:"
                                           f"{self.metrics_port}/metrics", "kafka": self.settings.kafka})
         self.consumer.subscribe([topics.UPLOADS], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.live_thread.start()
         last_commit = time.monotonic()
         try:
             while not self.stop_event.is_set():
@@ -182,6 +187,9 @@ class Hasher:
         self._commit(asynchronous=False)
         self.pool.shutdown(wait=True)
         self.consumer.close()
+        self.stop_event.set()
+        if self.live_thread.is_alive():
+            self.live_thread.join(15)
         log.info("hasher stopped", extra={"worker": self.name})
 
     # -- the loop's steps -----------------------------------------------------------------------
@@ -261,8 +269,11 @@ class Hasher:
         self.assigned = []
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
 
-    def _on_stats(self, raw: str) -> None:
-        """Consumer lag per partition from librdkafka's statistics."""
+
+def lag_stats_callback(group: str):
+    """Consumer lag per partition from librdkafka's statistics, as a Prometheus gauge."""
+
+    def on_stats(raw: str) -> None:
         try:
             stats = json.loads(raw)
         except ValueError:
@@ -271,4 +282,6 @@ class Hasher:
             for pid, pstats in tstats.get("partitions", {}).items():
                 lag = pstats.get("consumer_lag", -1)
                 if pid != "-1" and lag is not None and lag >= 0:
-                    metrics.CONSUMER_LAG.labels(GROUP, topic, pid).set(lag)
+                    metrics.CONSUMER_LAG.labels(group, topic, pid).set(lag)
+
+    return on_stats

@@ -11,7 +11,7 @@ import faust
 import redis
 
 import topics
-from workers import metrics
+from workers import live, metrics
 from workers.bank.store import BankStore
 from workers.errors import MediaError
 from workers.logs import now_ms
@@ -122,12 +122,35 @@ class Matcher:
                 t0 = time.perf_counter()
                 await decisions.send(key=parsed["content_id"].encode(), value=encode(decision))
                 metrics.STAGE_DURATION.labels("produce").observe(time.perf_counter() - t0)
-                metrics.DECISIONS.labels(decision["source"], decision["decision"]).inc()
-                metrics.DECISION_LATENCY.labels(decision["source"], decision["decision"]).observe(
-                    decision["latency_ms"]["total"] / 1000)
+                self._observe(decision)
                 log.info("decided", extra={"event_id": parsed["event_id"], "content_id": parsed["content_id"],
                                            "decision": decision["decision"], "matches": len(decision["matches"]),
                                            "latency_ms": decision["latency_ms"]["total"]})
+
+        live_hashes = app.topic(topics.LIVE_HASHES, key_type=bytes, value_type=bytes, key_serializer="raw",
+                                value_serializer="raw", partitions=s.partitions)
+        # Per-stream state, changelog-backed: a restarted matcher recovers every stream's window
+        # and status, so it never publishes a second block for the same stream.
+        streams = app.Table("live-streams", default=None, partitions=s.partitions)
+
+        @app.agent(live_hashes, name="live")
+        async def live_frames(stream: faust.StreamT) -> None:
+            await self.loaded.wait()
+            async for event in stream.events():
+                msg = event.message
+                metrics.EVENTS.labels("matcher", topics.LIVE_HASHES).inc()
+                try:
+                    frame = parse_json(msg.value, "live_hashes", s.max_message_bytes)
+                except MediaError as exc:
+                    metrics.DEAD_LETTERS.labels("matcher", exc.code).inc()
+                    src = Source(msg.topic, msg.partition, msg.offset, None, msg.key, msg.value)
+                    await dlq.send(key=msg.key, value=encode(dead_letter(src, exc.code, exc.message, "matcher",
+                                                                          self.name)))
+                    continue
+                for out in self.live_step(streams, frame):
+                    await decisions.send(key=out["content_id"].encode(), value=encode(out))
+                    self._observe(out)
+                metrics.LIVE_ACTIVE.set(len(streams))
 
         @app.task
         async def bank_sync() -> None:
@@ -138,6 +161,53 @@ class Matcher:
             self._assigned = True
 
         return app
+
+    def live_step(self, streams: Any, frame: dict[str, Any]) -> list[dict[str, Any]]:
+        """Fold one live frame into its stream's state; the decisions to publish (0, 1 or 2)."""
+        sid = frame["stream_id"]
+        state = streams.get(sid) or live.new_state(frame["captured_at_ms"])
+        out = []
+        if frame["signals"]:
+            t0 = time.perf_counter()
+            matches = self.index.search([SignalValue.from_json(v) for v in frame["signals"]])
+            metrics.STAGE_DURATION.labels("match").observe(time.perf_counter() - t0)
+            status, evidence = live.step(state, sid, frame["seq"], frame["captured_at_ms"], frame.get("skipped", 0),
+                                         matches, self.index.banks)
+            if status:
+                out.append(self._live_decision(sid, state, status, evidence, frame))
+        if frame["end_of_stream"]:
+            out.append(self._live_decision(sid, state, state["status"], [], frame, summary=True))
+            streams.pop(sid, None)
+        else:
+            streams[sid] = state
+        return out
+
+    def _live_decision(self, sid: str, state: dict[str, Any], status: str, evidence: list[dict],
+                       frame: dict[str, Any], summary: bool = False) -> dict[str, Any]:
+        decided = now_ms()
+        out: dict[str, Any] = {
+            "schema_version": topics.SCHEMA_VERSION,
+            "event_id": live.event_id(sid, state, "end" if summary else status),
+            "content_id": sid, "stream_id": sid, "source": "live", "media_type": "image",
+            "decision": status, "matches": evidence, "bank_version": self.index.version,
+            "latency_ms": {**frame["hasher"]["latency_ms"], "total": max(0, decided - frame["captured_at_ms"])},
+            "submitted_at_ms": frame["captured_at_ms"], "decided_at_ms": decided, "worker": self.name,
+        }
+        if summary:
+            out["summary"] = {"frames": state["frames"], "matched_frames": state["matched_frames"],
+                              "skipped_frames": state["skipped"], "final_status": state["status"],
+                              "first_match_seq": (state["first_match"] or {}).get("seq"),
+                              "last_match_seq": (state["last_match"] or {}).get("seq")}
+        log.info("live decision", extra={"event_id": out["event_id"], "stream_id": sid, "decision": status,
+                                         "seq": frame["seq"], "summary": summary})
+        return out
+
+    def _observe(self, decision: dict[str, Any]) -> None:
+        if "summary" in decision:
+            return  # an end-of-stream summary restates a status; it is not a new decision
+        metrics.DECISIONS.labels(decision["source"], decision["decision"]).inc()
+        metrics.DECISION_LATENCY.labels(decision["source"], decision["decision"]).observe(
+            decision["latency_ms"]["total"] / 1000)
 
     async def _sync_forever(self) -> None:
         """Load the snapshot, then tail the change stream; reconnect with backoff if Redis goes away."""

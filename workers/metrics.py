@@ -79,3 +79,6 @@ def serve(host: str, port: int, health: Health) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
+LIVE_SKIPPED = Counter("vigil_live_frames_skipped_total",
+                       "Live frames skipped because a newer frame of the same stream was waiting.")
+LIVE_ACTIVE = Gauge("vigil_live_active_streams", "Live streams with state in this matcher (not yet ended).")

@@ -7,6 +7,9 @@ from typing import Any
 
 from workers.signals import SignalValue
 
+# Default strict distances for livestreams: about half the matching threshold.
+LIVE_STRICT = {"pdq": 16, "phash": 4, "dhash": 4, "md5": 0, "sha256": 0, "sha1": 0}
+
 # Strongest first: when banks disagree, the strongest action wins; `allow` banks are allowlists.
 ACTIONS = ("block", "review", "allow")
 
@@ -21,6 +24,11 @@ class Bank:
     dihedral: bool = False  # also match flipped / rotated queries
     created_at_ms: int = 0
     description: str = ""
+    # Livestreams: one frame at or under the strict distance blocks at once; otherwise
+    # live_frames matched frames within live_window_s seconds block; weaker evidence is review.
+    live_strict: dict[str, int] = field(default_factory=dict)  # per signal; defaults in LIVE_STRICT
+    live_frames: int = 2
+    live_window_s: float = 10.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -89,7 +89,9 @@ class BankStore:
         return int(self._apply(keys=[VERSION, CHANGES, AUDIT, target], args=argv))
 
     def create_bank(self, name: str, action: str, *, label: str | None = None, exist_ok: bool = False,
-                    thresholds: dict[str, int] | None = None, dihedral: bool = False, description: str = "") -> Bank:
+                    thresholds: dict[str, int] | None = None, dihedral: bool = False, description: str = "",
+                    live_strict: dict[str, int] | None = None, live_frames: int = 2,
+                    live_window_s: float = 10.0) -> Bank:
         _check_name(name)
         if action not in ACTIONS:
             raise BankError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
@@ -98,8 +100,11 @@ class BankStore:
             if exist_ok and existing.action == action:
                 return existing
             raise BankError(f"bank {name!r} already exists (action {existing.action})")
+        if live_frames < 1 or live_window_s <= 0:
+            raise BankError("live_frames must be >= 1 and live_window_s > 0")
         bank = Bank(name, action, label=label, thresholds=dict(thresholds or {}), dihedral=dihedral,
-                    created_at_ms=int(time.time() * 1000), description=description)
+                    created_at_ms=int(time.time() * 1000), description=description,
+                    live_strict=dict(live_strict or {}), live_frames=live_frames, live_window_s=live_window_s)
         self._put_bank(bank)
         return bank
 

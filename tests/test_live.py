@@ -1,0 +1,145 @@
+"""Livestreams: the per-stream state machine, and the whole path on the real broker and Redis."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import topics
+from workers import live, samples, transforms
+from workers.bank.importer import add_media_file
+from workers.bank.model import Bank
+from workers.bank.store import BankStore
+from workers.client import OutcomeWatcher
+from workers.live import LiveFrameProducer
+from workers.matching import Match
+
+
+def _m(bank: str, distance: int, action: str = "block") -> Match:
+    return Match(bank, "e1", "pdq", distance, 31, action)
+
+
+def test_strict_distance_blocks_at_once_and_only_once():
+    banks = {"b": Bank("b", "block")}
+    st = live.new_state(1000)
+    assert live.step(st, "s", 0, 1000, 0, [], banks) == (None, [])
+    status, ev = live.step(st, "s", 1, 2000, 0, [_m("b", 3)], banks)
+    assert status == "block" and ev[0]["seq"] == 1 and ev[0]["captured_at_ms"] == 2000
+    assert live.step(st, "s", 2, 3000, 0, [_m("b", 3)], banks) == (None, [])  # published on change only
+    assert st["frames"] == 3 and st["matched_frames"] == 2 and st["first_match"]["seq"] == 1
+
+
+def test_weak_evidence_reviews_then_n_frames_in_window_block():
+    banks = {"b": Bank("b", "block", live_frames=3, live_window_s=5)}
+    st = live.new_state(0)
+    assert live.step(st, "s", 1, 1000, 0, [_m("b", 25)], banks)[0] == "review"
+    assert live.step(st, "s", 2, 9000, 0, [_m("b", 25)], banks)[0] is None  # seq 1 fell out of the window
+    assert live.step(st, "s", 3, 10000, 0, [_m("b", 25)], banks)[0] is None
+    status, ev = live.step(st, "s", 4, 11000, 0, [_m("b", 25)], banks)
+    assert status == "block" and sorted(e["seq"] for e in ev) == [2, 3, 4]
+
+
+def test_review_bank_never_blocks_and_allowlist_suppresses():
+    banks = {"r": Bank("r", "review"), "ok": Bank("ok", "allow")}
+    st = live.new_state(0)
+    assert live.step(st, "s", 1, 1000, 0, [_m("ok", 0, "allow"), _m("r", 0, "review")], banks) == (None, [])
+    assert live.step(st, "s", 2, 2000, 0, [_m("r", 0, "review")], banks)[0] == "review"
+    for seq in range(3, 10):
+        assert live.step(st, "s", seq, seq * 1000, 0, [_m("r", 0, "review")], banks)[0] is None
+
+
+def test_event_ids_are_stable_per_stream_session():
+    st = live.new_state(1234)
+    assert live.event_id("s", st, "block") == live.event_id("s", dict(st), "block") == "live:s:1234:block"
+
+
+def _jpeg(name: str, edit=None, quality: int = 85) -> bytes:
+    img = samples.photo(name)
+    return transforms.encode(edit(img) if edit else img, ".jpg", quality)
+
+
+UNRELATED = ("china.jpg", "flower.jpg", "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle", "retina")
+
+
+@pytest.fixture(scope="module")
+def live_bank(cluster, media_dir):
+    store = BankStore.from_url(cluster.settings.redis, actor="pytest")
+    store.create_bank("live-bad", "block", label="terror", exist_ok=True)
+    path = media_dir / "bank-live-astronaut.png"
+    path.write_bytes(transforms.encode(samples.photo("astronaut"), ".png"))
+    entry, _ = add_media_file(store, "live-bad", path, cluster.settings)
+    time.sleep(1.0)  # the matcher applies the change stream in well under a second
+    return store, entry
+
+
+def _collect(watcher: OutcomeWatcher, stream_id: str, until_summary: bool, timeout: float = 60) -> list[dict]:
+    out = []
+    for topic, msg in watcher.messages(timeout):
+        if topic == topics.DECISIONS and msg.get("stream_id") == stream_id:
+            topics.validate("decision", msg)
+            out.append(msg)
+            if until_summary and "summary" in msg:
+                break
+    return out
+
+
+@pytest.mark.integration
+def test_banked_frame_mid_stream_blocks_once_naming_its_seq(cluster, live_bank):
+    _, entry = live_bank
+    sid = f"stream-{time.time_ns()}"
+    watcher = OutcomeWatcher(cluster.settings, watch=(topics.DECISIONS,))
+    producer = LiveFrameProducer(cluster.settings)
+    frames = [_jpeg(n) for n in UNRELATED[:4]] + [_jpeg("astronaut", quality=70)] + [_jpeg(n) for n in UNRELATED[4:]]
+    for seq, frame in enumerate(frames):  # paced like a sampler (faster than 1 fps, to keep the test short)
+        producer.send_frame(sid, seq, frame)
+        producer.flush()
+        time.sleep(0.5 if seq == 4 else 0.2)
+    producer.end_stream(sid, len(frames))
+    producer.flush()
+    got = _collect(watcher, sid, until_summary=True)
+    watcher.close()
+    blocks = [d for d in got if d["decision"] == "block" and "summary" not in d]
+    assert len(blocks) == 1, got
+    assert blocks[0]["source"] == "live" and blocks[0]["matches"][0]["seq"] == 4
+    assert blocks[0]["matches"][0]["entry_id"] == entry.entry_id and blocks[0]["matches"][0]["captured_at_ms"] > 0
+    summary = got[-1]["summary"]
+    assert summary == {**summary, "matched_frames": 1, "final_status": "block", "first_match_seq": 4}
+    assert summary["frames"] + summary["skipped_frames"] == len(frames)
+
+
+@pytest.mark.integration
+def test_unrelated_stream_gets_no_decision_only_a_summary(cluster, live_bank):
+    sid = f"clean-{time.time_ns()}"
+    watcher = OutcomeWatcher(cluster.settings, watch=(topics.DECISIONS,))
+    producer = LiveFrameProducer(cluster.settings)
+    for seq, name in enumerate(UNRELATED):
+        producer.send_frame(sid, seq, _jpeg(name))
+    producer.end_stream(sid, len(UNRELATED))
+    producer.flush()
+    got = _collect(watcher, sid, until_summary=True)
+    watcher.close()
+    assert len(got) == 1 and got[0]["decision"] == "allow" and got[0]["summary"]["matched_frames"] == 0
+    assert got[0]["summary"]["frames"] + got[0]["summary"]["skipped_frames"] == len(UNRELATED)
+
+
+@pytest.mark.integration
+def test_flood_of_one_stream_does_not_delay_another(cluster, live_bank):
+    flood, victim = f"flood-{time.time_ns()}", f"victim-{time.time_ns()}"
+    watcher = OutcomeWatcher(cluster.settings, watch=(topics.DECISIONS,))
+    producer = LiveFrameProducer(cluster.settings)
+    frame = _jpeg("china.jpg")
+    for seq in range(400):
+        producer.send_frame(flood, seq, frame)
+    producer.send_frame(victim, 0, _jpeg("astronaut", quality=75))
+    producer.flush()
+    got = _collect(watcher, victim, until_summary=False, timeout=20)
+    blocks = [d for d in got if d["decision"] == "block"]
+    producer.end_stream(flood, 400)
+    producer.flush()
+    summary = _collect(watcher, flood, until_summary=True)[-1]["summary"]
+    watcher.close()
+    assert blocks, "the victim stream's banked frame was not decided"
+    # The goal is p99 < 300 ms at 100 streams (benchmarks/bench_live.py measures it); behind a
+    # 400-frame flood the victim must still be decided within a second, not after the flood.
+    assert blocks[0]["latency_ms"]["total"] < 1000, blocks[0]["latency_ms"]
+    assert summary["skipped_frames"] > 0 and summary["frames"] + summary["skipped_frames"] == 400

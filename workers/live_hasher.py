@@ -1,0 +1,170 @@
+"""The hasher's live loop: its own consumer group on moderation.live-frames, so a live backlog
+never starves uploads and an upload backlog never delays a live decision.
+
+To stay current it takes what is waiting in a batch and hashes only the newest frame of each
+stream; the older ones are counted as skipped (vigil_live_frames_skipped_total), never lost
+silently. JPEGs are decoded at reduced size (libjpeg scales by 1/2, 1/4 or 1/8 while decoding)
+when the frame is large enough for the signals to lose nothing."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import cv2
+import numpy as np
+from confluent_kafka import Consumer, Message, Producer
+
+import topics
+from workers import metrics
+from workers.errors import MediaError
+from workers.hasher import OffsetTracker, lag_stats_callback
+from workers.hashing import hash_frame
+from workers.kafka import consumer_config, producer_config
+from workers.live import FrameHeaders, parse_headers
+from workers.media.fetch import read_media, resolve_uri
+from workers.media.image import decode_image, image_size
+from workers.messages import Source, dead_letter, encode
+from workers.settings import Settings
+
+log = logging.getLogger("vigil.live")
+GROUP = "vigil-hasher-live"
+MIN_SIDE = 256  # the fast PDQ path works from >= 256 px; decode no smaller than this
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def decode_frame(data: bytes, content_type: str | None, max_pixels: int) -> np.ndarray:
+    """RGB frame; JPEGs at the largest libjpeg reduction that keeps the short side >= MIN_SIDE."""
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise MediaError("image_too_large", f"frame declares {size[0]}x{size[1]} pixels; the limit is {max_pixels}")
+    if size is not None and data[:3] == b"\xff\xd8\xff":
+        for factor, flag in _REDUCED:
+            if min(size) // factor >= MIN_SIDE:
+                bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+                if bgr is not None:
+                    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                break
+    return decode_image(data, max_pixels)
+
+
+def newest_per_stream(msgs: list[Message]) -> tuple[list[Message], list[Message]]:
+    """(to hash, to skip): per stream the newest frame and any end-of-stream marker; the rest skip."""
+    keep: dict[bytes | None, Message] = {}
+    ends: list[Message] = []
+    skip: list[Message] = []
+    for m in msgs:
+        if any(k == "end_of_stream" for k, _ in (m.headers() or ())):
+            ends.append(m)
+            continue
+        old = keep.get(m.key())
+        if old is None or m.offset() > old.offset():  # one key, one partition: offsets compare
+            if old is not None:
+                skip.append(old)
+            keep[m.key()] = m
+        else:
+            skip.append(m)
+    return list(keep.values()) + ends, skip
+
+
+class LiveHasher:
+    def __init__(self, settings: Settings, name: str):
+        self.settings = settings
+        self.name = name
+        self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP),
+                                  "fetch.wait.max.ms": 10})
+        self.producer = Producer({**producer_config(settings), "linger.ms": 0})
+        self.tracker = OffsetTracker()
+        self.skipped_since: dict[str, int] = {}  # stream -> frames skipped since the last one sent
+
+    def run(self, stop: threading.Event) -> None:
+        self.consumer.subscribe([topics.LIVE_FRAMES], on_revoke=self._on_revoke)
+        last_commit = time.monotonic()
+        try:
+            while not stop.is_set():
+                msgs = [m for m in self.consumer.consume(num_messages=500, timeout=0.05) if not m.error()]
+                if msgs:
+                    self._batch(msgs)
+                self.producer.poll(0)
+                if time.monotonic() - last_commit > 0.5:
+                    self._commit(asynchronous=True)
+                    last_commit = time.monotonic()
+        finally:
+            self.producer.flush(10)
+            self._commit(asynchronous=False)
+            self.consumer.close()
+
+    def _batch(self, msgs: list[Message]) -> None:
+        metrics.EVENTS.labels("hasher", topics.LIVE_FRAMES).inc(len(msgs))
+        todo, skip = newest_per_stream(msgs)
+        for m in skip:
+            stream = (m.key() or b"").decode("utf-8", "replace")
+            self.skipped_since[stream] = self.skipped_since.get(stream, 0) + 1
+            metrics.LIVE_SKIPPED.inc()
+            self.tracker.done((m.topic(), m.partition()), self.tracker.started(m.topic(), m.partition(), m.offset()))
+        for m in sorted(todo, key=lambda m: (m.partition(), m.offset())):
+            cell = self.tracker.started(m.topic(), m.partition(), m.offset())
+            topic, key, value = self._process(m)
+            tp = (m.topic(), m.partition())
+            self.producer.produce(topic, key=key, value=value,
+                                  on_delivery=lambda err, _m, tp=tp, cell=cell: err is None and self.tracker.done(tp, cell))
+
+    def _process(self, m: Message) -> tuple[str, bytes | None, bytes]:
+        started = time.perf_counter()
+        headers: FrameHeaders | None = None
+        try:
+            headers = parse_headers(m.headers(), m.key())
+            signals = []
+            t0 = time.perf_counter()
+            data = m.value()
+            if headers.media_uri and not data:
+                data = read_media(resolve_uri(headers.media_uri, self.settings.media_roots),
+                                  self.settings.max_media_bytes)
+            stages = {"fetch": time.perf_counter() - t0}
+            if data:
+                t1 = time.perf_counter()
+                rgb = decode_frame(data, headers.content_type, self.settings.max_image_pixels)
+                t2 = time.perf_counter()
+                signals = hash_frame(rgb, self.settings, dihedral=True)
+                stages.update(decode=t2 - t1, hash=time.perf_counter() - t2)
+                metrics.FRAMES_HASHED.labels("live").inc()
+            elif not headers.end_of_stream:
+                raise MediaError("empty_media", "live frame has neither bytes nor a media_uri header")
+            for stage, seconds in stages.items():
+                metrics.STAGE_DURATION.labels(stage).observe(seconds)
+            out = {"schema_version": topics.SCHEMA_VERSION, "stream_id": headers.stream_id, "seq": headers.seq,
+                   "captured_at_ms": headers.captured_at_ms, "end_of_stream": headers.end_of_stream,
+                   "skipped": self.skipped_since.pop(headers.stream_id, 0),
+                   "signals": [sv.to_json() for sv in signals],
+                   "hasher": {"worker": self.name,
+                              "latency_ms": {k: round(v * 1000, 3) for k, v in stages.items()}}}
+            return topics.LIVE_HASHES, headers.stream_id.encode(), encode(out)
+        except MediaError as exc:
+            code, message = exc.code, exc.message
+        except Exception as exc:
+            log.exception("internal error on a live frame")
+            code, message = "internal_error", f"{type(exc).__name__}: {exc}"
+        metrics.DEAD_LETTERS.labels("hasher", code).inc()
+        ts_type, ts = m.timestamp()
+        # Media bytes never go on any topic but live-frames: the dead letter keeps the headers only.
+        src = Source(m.topic(), m.partition(), m.offset(), ts if ts_type else None, m.key(), None)
+        dl = dead_letter(src, code, message, "hasher", self.name)
+        dl["original"]["value"] = None
+        log.warning("live frame dead-lettered", extra={"code": code, "reason": message,
+                                                       "stream_id": headers.stream_id if headers else None,
+                                                       "ms": round((time.perf_counter() - started) * 1000, 1)})
+        return topics.DEAD_LETTER, m.key(), encode(dl)
+
+    def _commit(self, asynchronous: bool) -> None:
+        offsets = self.tracker.take_commits()
+        if offsets:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            except Exception as exc:
+                log.warning("live commit failed", extra={"error": str(exc)})
+
+    def _on_revoke(self, consumer: Consumer, partitions) -> None:
+        self.producer.flush(10)
+        self._commit(asynchronous=False)
+        self.tracker.forget(partitions)
+
