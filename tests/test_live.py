@@ -143,3 +143,49 @@ def test_flood_of_one_stream_does_not_delay_another(cluster, live_bank):
     # 400-frame flood the victim must still be decided within a second, not after the flood.
     assert blocks[0]["latency_ms"]["total"] < 1000, blocks[0]["latency_ms"]
     assert summary["skipped_frames"] > 0 and summary["frames"] + summary["skipped_frames"] == 400
+
+
+@pytest.mark.integration
+def test_matcher_restart_mid_stream_keeps_the_window(cluster, live_bank):
+    """Per-stream state lives in a changelog-backed table: after a restart the window still holds
+    the frames matched before it, and the stream is not blocked twice."""
+    from workers.stack import stop
+
+    store, _ = live_bank
+    never_strict = {s: -1 for s in ("pdq", "phash", "dhash", "md5", "sha256")}
+    store.create_bank("live-window", "block", exist_ok=True, live_strict=never_strict, live_frames=3,
+                      live_window_s=600)
+    path = cluster.settings.media_roots[0] + "/bank-live-window-coffee.png"
+    with open(path, "wb") as f:
+        f.write(transforms.encode(samples.photo("coffee"), ".png"))
+    add_media_file(store, "live-window", __import__("pathlib").Path(path), cluster.settings)
+    time.sleep(1.0)
+    sid = f"restart-{time.time_ns()}"
+    banked = _jpeg("coffee", quality=80)
+    watcher = OutcomeWatcher(cluster.settings, watch=(topics.DECISIONS,))
+    producer = LiveFrameProducer(cluster.settings)
+
+    def push(seq: int) -> None:
+        producer.send_frame(sid, seq, banked)
+        producer.flush()
+        time.sleep(1.0)
+
+    push(0)
+    push(1)
+    first = _collect(watcher, sid, until_summary=False, timeout=5)
+    assert [d["decision"] for d in first] == ["review"]
+    old = next(w for w in cluster.workers if w.kind == "matcher")
+    stop(old.proc, timeout=30)
+    cluster.workers.remove(old)
+    cluster.start_worker("matcher")
+    cluster.wait_ready(timeout=120)
+    push(2)
+    push(3)
+    producer.end_stream(sid, 4)
+    producer.flush()
+    rest = _collect(watcher, sid, until_summary=True, timeout=60)
+    watcher.close()
+    decisions = [d["decision"] for d in rest if "summary" not in d]
+    assert decisions == ["block"], rest
+    assert {m["seq"] for m in rest[0]["matches"]} == {0, 1, 2}  # the window survived the restart
+    assert rest[-1]["summary"]["matched_frames"] == 4 and rest[-1]["summary"]["final_status"] == "block"
