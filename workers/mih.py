@@ -16,7 +16,7 @@ scanned instead, so results are exact at every distance.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 from math import comb
@@ -29,12 +29,29 @@ NO_FRAME = np.iinfo(np.int64).min  # frame_ms None
 Hit = tuple[Key, int | None, int]
 
 
-def chunk_widths(bits: int, rows: int) -> list[int]:
-    """Chunks of about log2(rows) bits (so a bucket holds ~1 row), 10 to 24 bits, summing to `bits`."""
-    target = int(np.clip(round(np.log2(max(rows, 2))), 10, 24))
-    m = max(1, -(-bits // target))
-    base, extra = divmod(bits, m)
-    return [base + 1] * extra + [base] * (m - extra)
+def chunk_widths(bits: int, rows: int, max_width: int = 24) -> list[int]:
+    """The chunking with the fewest random reads per query at the usual threshold (~12% of the bits).
+
+    Wider chunks mean fewer rows per bucket but more buckets to probe; the optimum has about one
+    row per bucket (chunks ~log2(rows) bits). max_width bounds the tables (4 bytes per bucket).
+    """
+    usual = round(bits * 31 / 256)
+    best: tuple[float, list[int]] | None = None
+    for m in range(-(-bits // max_width), bits // 8 + 1):
+        base, extra = divmod(bits, m)
+        widths = [base + 1] * extra + [base] * (m - extra)
+        cost = probe_cost(widths, rows, usual)
+        if best is None or cost < best[0]:
+            best = (cost, widths)
+    return best[1]  # type: ignore[index]
+
+
+def probe_cost(widths: list[int], rows: int, max_distance: int) -> float:
+    """Random reads per query: a bucket offset per probe plus the rows it holds (on average)."""
+    total = 0.0
+    for w, r in zip(widths, chunk_radii(len(widths), max_distance)):
+        total += sum(comb(w, k) for k in range(r + 1)) * (1 + rows / (1 << w))
+    return total
 
 
 @lru_cache(maxsize=256)
@@ -42,7 +59,7 @@ def flip_masks(width: int, radius: int) -> np.ndarray:
     """Every XOR mask of `width` bits with at most `radius` bits set."""
     out = [0]
     for k in range(1, min(radius, width) + 1):
-        out += [sum(1 << b for b in bits) for b in combinations(range(width), k)]
+        out += [sum(1 << b for b in flips) for flips in combinations(range(width), k)]
     return np.array(out, dtype=np.int64)
 
 
@@ -52,8 +69,8 @@ def chunk_radii(m: int, max_distance: int) -> list[int]:
     return [r if c <= a else r - 1 for c in range(m)]
 
 
-def chunk_values(codes: np.ndarray, lo_bit: int, width: int) -> np.ndarray:
-    """Bits [lo_bit, lo_bit+width) of each code (bit 0 = most significant of word 0), as int64."""
+def chunk_values(codes: np.ndarray, lo_bit: int, width: int, dtype: type = np.int64) -> np.ndarray:
+    """Bits [lo_bit, lo_bit+width) of each code (bit 0 = most significant of word 0)."""
     word, off = divmod(lo_bit, 64)
     end = off + width
     if end <= 64:
@@ -61,13 +78,28 @@ def chunk_values(codes: np.ndarray, lo_bit: int, width: int) -> np.ndarray:
     else:  # straddles two words
         spill = end - 64
         v = (codes[:, word] << np.uint64(spill)) | (codes[:, word + 1] >> np.uint64(64 - spill))
-    return (v & np.uint64((1 << width) - 1)).astype(np.int64)
+    v &= np.uint64((1 << width) - 1)
+    return v if dtype is np.uint64 else v.astype(dtype)
 
 
 def to_words(codes: np.ndarray, words: int) -> np.ndarray:
     """(n, bytes) uint8, hash byte order -> (n, words) uint64 (big-endian words, as HammingIndex)."""
     codes = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1, words * 8)
     return codes.view(">u8").astype(np.uint64)
+
+
+def popcount_rows(x: np.ndarray) -> np.ndarray:
+    """Bits set per row of (n, words) uint64."""
+    counts = np.bitwise_count(x)  # uint8, <= 64 each
+    if x.shape[1] == 4:  # sum four bytes at once; only an all-ones row (256) wraps to 0
+        packed = counts.view(np.uint32).ravel()
+        out = ((packed * np.uint32(0x01010101)) >> np.uint32(24)).astype(np.int64)
+        out[packed == 0x40404040] = 256
+        return out
+    out = counts[:, 0].astype(np.int64)
+    for w in range(1, x.shape[1]):
+        out += counts[:, w]
+    return out
 
 
 @dataclass
@@ -81,65 +113,70 @@ class _Segment:
     base: list[int]  # first bucket of each chunk in `offsets`
     offsets: np.ndarray  # (sum(2**w) + 1,) into postings
     postings: np.ndarray  # (m * rows,) uint32 row numbers
+    _plans: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, codes: np.ndarray, start: int, stop: int, bits: int) -> "_Segment":
+        if stop > 2**32:  # row numbers are packed into 32 bits beside the bucket
+            raise ValueError("at most 2**32 rows")
         rows = stop - start
         widths = chunk_widths(bits, rows)
-        lo_bits = list(np.cumsum([0] + widths[:-1]))
-        base = list(np.cumsum([0] + [1 << w for w in widths[:-1]]))
-        buckets = int(base[-1] + (1 << widths[-1]))
+        lo_bits = [int(x) for x in np.cumsum([0] + widths[:-1])]
+        base = [int(x) for x in np.cumsum([0] + [1 << w for w in widths[:-1]])]
+        buckets = base[-1] + (1 << widths[-1])
         wide = len(widths) * rows >= 2**32
         postings = np.empty(len(widths) * rows, dtype=np.int64 if wide else np.uint32)
-        counts = np.zeros(buckets, dtype=np.int64)
+        offsets = np.zeros(buckets + 1, dtype=np.int64 if wide else np.uint32)
         block = codes[start:stop]
         row_ids = np.arange(start, stop, dtype=np.uint64)
         for c, (lo, w) in enumerate(zip(lo_bits, widths)):
-            vals = chunk_values(block, int(lo), w)
-            counts[base[c]: base[c] + (1 << w)] = np.bincount(vals, minlength=1 << w)
+            vals = chunk_values(block, lo, w, np.uint64)
+            offsets[base[c] + 1: base[c] + 1 + (1 << w)] = np.cumsum(np.bincount(vals, minlength=1 << w)) + c * rows
             # One SIMD sort of (bucket << 32 | row) is ~10x faster than argsort of the buckets.
-            packed = np.sort((vals.astype(np.uint64) << np.uint64(32)) | row_ids)
-            postings[c * rows: (c + 1) * rows] = packed & np.uint64(0xFFFFFFFF)
-        offsets = np.zeros(buckets + 1, dtype=np.int64 if wide else np.uint32)
-        np.cumsum(counts, out=offsets[1:])
-        return cls(start, stop, widths, [int(x) for x in lo_bits], [int(x) for x in base], offsets, postings)
+            vals <<= np.uint64(32)
+            vals |= row_ids
+            vals.sort()
+            postings[c * rows: (c + 1) * rows] = vals  # keeps the low 32 bits: the row
+        return cls(start, stop, widths, lo_bits, base, offsets, postings)
 
     @property
     def rows(self) -> int:
         return self.stop - self.start
 
-    def probes(self, max_distance: int) -> list[tuple[int, np.ndarray]]:
-        """(chunk, flip masks) to probe; empty chunks of the list are skipped."""
-        radii = chunk_radii(len(self.widths), max_distance)
-        return [(c, flip_masks(self.widths[c], r)) for c, r in enumerate(radii) if r >= 0]
+    def plan(self, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every probe of a query as (chunk, flip mask, chunk's first bucket), cached per distance."""
+        cached = self._plans.get(max_distance)
+        if cached is None:
+            chunk, masks = [], []
+            for c, r in enumerate(chunk_radii(len(self.widths), max_distance)):
+                if r >= 0:
+                    m = flip_masks(self.widths[c], r)
+                    chunk.append(np.full(len(m), c))
+                    masks.append(m)
+            chunk_of = np.concatenate(chunk)
+            cached = chunk_of, np.concatenate(masks), np.asarray(self.base, dtype=np.int64)[chunk_of]
+            self._plans[max_distance] = cached
+        return cached
 
     def probe_cost(self, max_distance: int) -> float:
-        """Random reads per query: a bucket offset per probe plus the rows it holds (on average)."""
-        total = 0.0
-        for w, r in zip(self.widths, chunk_radii(len(self.widths), max_distance)):
-            total += sum(comb(w, k) for k in range(r + 1)) * (1 + self.rows / (1 << w))
-        return total
+        return probe_cost(self.widths, self.rows, max_distance)
 
     def candidates(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
         """(query index, row) pairs whose chunk is within the probe radius; may repeat a row."""
-        ids, qids = [], []
-        for c, masks in self.probes(max_distance):
-            v = chunk_values(q, self.lo_bits[c], self.widths[c])
-            ids.append(((v[:, None] ^ masks[None, :]) + self.base[c]).ravel())
-            qids.append(np.repeat(np.arange(len(q)), len(masks)))
-        bucket = np.concatenate(ids)
-        qid = np.concatenate(qids)
-        lo = self.offsets[bucket].astype(np.int64)
-        cnt = self.offsets[bucket + 1].astype(np.int64) - lo
-        keep = cnt > 0
-        lo, cnt, qid = lo[keep], cnt[keep], qid[keep]
-        total = int(cnt.sum())
-        if total == 0:
+        chunk_of, masks, base = self.plan(max_distance)
+        values = np.stack([chunk_values(q, lo, w) for lo, w in zip(self.lo_bits, self.widths)], axis=1)
+        bucket = (values[:, chunk_of] ^ masks) + base  # (queries, probes)
+        bucket = bucket.ravel()
+        lo = self.offsets.take(bucket)
+        cnt = self.offsets.take(bucket + 1) - lo
+        hit = np.flatnonzero(cnt)
+        if len(hit) == 0:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        # positions lo[i] .. lo[i]+cnt[i]-1 for every probe, flattened
+        lo, cnt = lo[hit].astype(np.int64), cnt[hit].astype(np.int64)
         ends = np.cumsum(cnt)
-        pos = np.arange(total, dtype=np.int64) + np.repeat(lo - (ends - cnt), cnt)
-        return np.repeat(qid, cnt), self.postings[pos].astype(np.int64)
+        # positions lo[i] .. lo[i]+cnt[i]-1 of every probe that hit, flattened
+        pos = np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(lo - (ends - cnt), cnt)
+        return np.repeat(hit // len(masks), cnt), self.postings.take(pos).astype(np.int64)
 
 
 class MultiIndexHamming:
@@ -240,9 +277,9 @@ class MultiIndexHamming:
         rows = [r for r in self._recent.get(key, ()) if self._alive[r]]
         if self._sorted_upto:
             h = ((hash(key) & 0xFFFFFFFFFFFFFFFF) >> 32) << 32
-            lo, hi = np.searchsorted(self._by_hash, np.array([h, h | 0xFFFFFFFF], dtype=np.uint64), side="right")
             lo = int(np.searchsorted(self._by_hash, np.uint64(h), side="left"))
-            for packed in self._by_hash[lo:int(hi)].tolist():
+            hi = int(np.searchsorted(self._by_hash, np.uint64(h | 0xFFFFFFFF), side="right"))
+            for packed in self._by_hash[lo:hi].tolist():
                 r = packed & 0xFFFFFFFF
                 if self._alive[r] and self._keys[r] == key:
                     rows.append(r)
@@ -329,10 +366,9 @@ class MultiIndexHamming:
         return tuple(np.concatenate(p) for p in zip(*parts))
 
     def _distance(self, q: np.ndarray, qid: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        dist = np.zeros(len(rows), dtype=np.int64)
-        for w in range(self.words):
-            dist += np.bitwise_count(self._codes[rows, w] ^ q[qid, w])
-        return dist
+        x = self._codes.take(rows, axis=0)  # one gather of whole rows: the random reads dominate
+        x ^= q.take(qid, axis=0)
+        return popcount_rows(x)
 
     def _scan(self, q: np.ndarray, start: int, stop: int, max_distance: int) -> tuple[np.ndarray, ...]:
         parts = []

@@ -1,0 +1,142 @@
+"""MultiIndexHamming must return exactly what brute force returns: every live row within the distance."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.index import HammingIndex
+from workers.mih import MultiIndexHamming, chunk_radii, chunk_values, flip_masks, to_words
+
+
+def _near(rng: np.random.Generator, code: np.ndarray, flips: int) -> np.ndarray:
+    bits = np.unpackbits(code)
+    bits[rng.choice(len(bits), flips, replace=False)] ^= 1
+    return np.packbits(bits)
+
+
+def _bank(rng: np.random.Generator, n: int, nbytes: int) -> np.ndarray:
+    """Random codes plus clusters of near-duplicates (as frames of one video are)."""
+    codes = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
+    for i in range(0, n // 2, 7):
+        codes[i + 1] = _near(rng, codes[i], int(rng.integers(1, nbytes)))
+    return codes
+
+
+def _queries(rng: np.random.Generator, codes: np.ndarray, max_flips: int, k: int) -> list[bytes]:
+    picks = rng.integers(0, len(codes), k)
+    out = [_near(rng, codes[i], int(rng.integers(0, max_flips + 1))).tobytes() for i in picks]
+    return out + [rng.integers(0, 256, codes.shape[1], dtype=np.uint8).tobytes() for _ in range(5)]
+
+
+def _both(bits: int, keys, codes, frames, tail: int = 256) -> tuple[MultiIndexHamming, HammingIndex]:
+    mih, ref = MultiIndexHamming(bits), HammingIndex(bits)
+    mih.TAIL = tail  # small, so tails, segments and merges all occur at test sizes
+    for k, c, f in zip(keys, codes, frames):
+        ref.add(k, c.tobytes(), f)
+    return mih, ref
+
+
+def _same(mih: MultiIndexHamming, ref: HammingIndex, queries: list[bytes], d: int) -> None:
+    got, want = mih.search(queries, d), ref.search(queries, d)
+    for g, w in zip(got, want):
+        assert sorted(g, key=repr) == sorted(w, key=repr)
+
+
+@pytest.mark.parametrize("bits,distances", [(256, (0, 8, 31, 48, 80)), (64, (0, 4, 8, 12, 20))])
+def test_agrees_with_brute_force_bulk_and_incremental(bits: int, distances: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(bits)
+    n = 6000
+    codes = _bank(rng, n, bits // 8)
+    keys = [("bank", f"e{i // 2}") for i in range(n)]  # two rows (frames) per key
+    frames = [None if i % 3 == 0 else i * 40 for i in range(n)]
+    bulk, ref = _both(bits, keys, codes, frames)
+    bulk.add_many(keys, codes, frames)
+    incremental = MultiIndexHamming(bits)
+    incremental.TAIL = 256
+    for k, c, f in zip(keys, codes, frames):
+        incremental.add(k, c.tobytes(), f)
+    assert len(incremental._segments) >= 2  # growth built and merged segments
+    queries = _queries(rng, codes, max(distances), 60)
+    for d in distances:
+        _same(bulk, ref, queries, d)
+        _same(incremental, ref, queries, d)
+    assert bulk.rows == incremental.rows == ref.rows == n
+    assert len(bulk) == len(incremental) == len(ref) == n // 2
+
+
+def test_planted_near_duplicates_found_at_threshold_in_a_large_segment() -> None:
+    rng = np.random.default_rng(7)
+    n = 200_000
+    codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    idx = MultiIndexHamming(256)
+    idx.add_many(list(range(n)), codes)
+    assert idx._segments and idx._segments[0].rows == n
+    assert idx._segments[0].probe_cost(31) * idx.SCAN_ADVANTAGE < n  # really probed, not scanned
+    picks = rng.integers(0, n, 300)
+    queries = [_near(rng, codes[i], 31 if j % 2 else int(rng.integers(0, 32))).tobytes() for j, i in enumerate(picks)]
+    for row, hits in zip(picks, idx.search(queries, 31)):
+        assert int(row) in [k for k, _, _ in hits]
+        for _, frame, dist in hits:
+            assert frame is None and dist <= 31
+
+
+def test_removal_growth_and_compaction_match_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    bits = 256
+    mih, ref = MultiIndexHamming(bits), HammingIndex(bits)
+    mih.TAIL = 128
+    live: list[tuple[str, str]] = []
+    serial = 0
+    queries: list[bytes] = []
+    for step in range(12):
+        batch = _bank(rng, 700, bits // 8)
+        keys = [("b", f"k{serial + i}") for i in range(len(batch))]
+        serial += len(batch)
+        if step % 2:
+            mih.add_many(keys, batch, [step] * len(keys))
+        else:
+            for k, c in zip(keys, batch):
+                mih.add(k, c.tobytes(), step)
+        for k, c in zip(keys, batch):
+            ref.add(k, c.tobytes(), step)
+        live += keys
+        queries = _queries(rng, batch, 31, 10) + queries[:30]
+        for k in [live.pop(int(rng.integers(0, len(live)))) for _ in range(300)]:
+            mih.remove(k)
+            ref.remove(k)
+        mih.remove(("b", "never-added"))
+        _same(mih, ref, queries, 31)
+        assert mih.rows == ref.rows == len(live)
+        assert len(mih) == len(live)
+    assert mih._n < serial  # compaction dropped dead rows (a quarter dead triggers it) and kept the live ones
+
+
+def test_readding_a_removed_key_and_duplicate_codes() -> None:
+    idx = MultiIndexHamming(64)
+    code = bytes.fromhex("00ff00ff00ff00ff")
+    idx.add("a", code, 5)
+    idx.add("b", code, None)
+    idx.add("a", code, 9)  # a second row for the same key (another frame)
+    assert sorted(idx.search([code], 0)[0], key=repr) == [("a", 5, 0), ("a", 9, 0), ("b", None, 0)]
+    idx.remove("a")
+    assert idx.search([code], 3) == [[("b", None, 0)]]
+    idx.add("a", bytes.fromhex("00ff00ff00ff00fe"), 1)
+    assert sorted(idx.search([code], 1)[0], key=repr) == [("a", 1, 1), ("b", None, 0)]
+    assert idx.search([], 3) == [] and idx.search([code], -1) == [[]]
+    assert len(idx) == 2 and idx.rows == 2
+
+
+def test_chunk_helpers() -> None:
+    # the pigeonhole: some chunk within its radius whenever the whole code is within d
+    rng = np.random.default_rng(1)
+    for m in (3, 11, 16):
+        for d in (0, 5, 31, 40):
+            radii = chunk_radii(m, d)
+            for _ in range(200):
+                dist = rng.multinomial(d, np.ones(m) / m)  # some split of d differing bits
+                assert any(x <= r for x, r in zip(dist, radii))
+    assert len(flip_masks(16, 1)) == 17 and len(flip_masks(20, 2)) == 1 + 20 + 190
+    words = to_words(np.frombuffer(bytes(range(32)), dtype=np.uint8), 4)
+    whole = int.from_bytes(bytes(range(32)), "big")
+    for lo, w in ((0, 16), (60, 8), (120, 23), (233, 23)):  # inside a word and straddling two
+        assert int(chunk_values(words, lo, w)[0]) == (whole >> (256 - lo - w)) & ((1 << w) - 1)
