@@ -16,7 +16,7 @@ CODES: dict[str, str] = {
     "decode_failed": "the bytes are not a decodable image or video",
     "unsupported_media": "a media type vigil does not process yet (for example video before video support)",
     "truncated_media": "the file stops before its format's end marker (JPEG EOI, PNG IEND, WebP RIFF length, GIF trailer)",
-    "decode_too_costly": "the image's structure would cost far more to decode than its size suggests (JPEG with over 500 scans)",
+    "decode_too_costly": "the image's structure would cost far more to decode than its size suggests (JPEG with over 200 scans)",
     "internal_error": "an unexpected error in vigil itself; the event is not retried forever",
 }
 

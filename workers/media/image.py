@@ -1,11 +1,13 @@
 """Still images: bytes to one RGB frame, refusing hostile input before any pixel is decoded.
 
-The order matters. First the container structure is walked (JPEG markers, PNG chunks, the WebP
-RIFF length, GIF blocks) so a truncated file is refused as ``truncated_media`` rather than
-hashed from a half-grey decode; then the declared dimensions are checked against max_pixels, so
-a 50,000 x 50,000 PNG of a few KB is refused before a byte of it is inflated; only then is it
-decoded. An image whose dimensions cannot be read from its header (Pillow does not know the
-format) is not decoded at all: without dimensions there is no memory bound.
+The order matters. First the header: an image whose dimensions cannot be read from it (Pillow
+does not know the format, or the bytes are not an image) is not decoded at all, since without
+dimensions there is no memory bound, and declared dimensions over max_pixels are refused, so a
+50,000 x 50,000 PNG of a few KB is refused before a byte of it is inflated. Then the container
+structure is walked (JPEG markers, PNG chunks, the WebP RIFF length, GIF blocks) so a file with a
+readable header that stops before its end marker is refused as ``truncated_media`` rather than
+hashed from a half-grey decode (a file cut inside its header is ``decode_failed``: nothing says
+it was ever an image). Only then is it decoded.
 
 Polyglots (bytes appended after the image's end marker: a JPEG with a ZIP or HTML behind it, a
 GIFAR) are hashed as the image they display. A matcher must not let a known image evade it by
@@ -26,9 +28,9 @@ from workers.errors import MediaError
 # Magic numbers of the containers vigil treats as video (decoded by workers.media.video).
 _VIDEO_MAGIC = (b"\x1aE\xdf\xa3",)  # Matroska / WebM
 # A progressive JPEG has about 10 scans; every scan re-walks every coefficient block, so
-# thousands of tiny scans make a small file cost minutes of CPU. libjpeg-turbo's own scan limit
-# (TJPARAM_SCANLIMIT) is 500; OpenCV does not set one.
-MAX_JPEG_SCANS = 500
+# thousands of tiny scans make a small file cost minutes of CPU (3,000 scans: 27 s in OpenCV,
+# which sets no limit). Encoders write about 10; libjpeg-turbo's fuzz targets stop at 500.
+MAX_JPEG_SCANS = 200
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -186,12 +188,14 @@ def image_notes(data: bytes) -> list[str]:
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     """One RGB uint8 frame (the first, for animations); MediaError for anything else."""
-    image_structure(data)
     size = image_size(data)
     if size is None:
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            image_structure(data)  # libwebp will not parse a cut RIFF; its length says what happened
         raise MediaError("decode_failed", "not an image format vigil can read the dimensions of")
     if size[0] * size[1] > max_pixels:
         raise MediaError("image_too_large", f"image declares {size[0]}x{size[1]} pixels; the limit is {max_pixels}")
+    image_structure(data)
     try:
         bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)  # applies EXIF orientation
     except cv2.error:
