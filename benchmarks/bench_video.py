@@ -27,6 +27,7 @@ from workers.video_match import FrameHash, dedupe_frames, distances, frames_from
 
 OUT = Path(__file__).resolve().parent / "out"
 FPS = 25
+MAX_SIDE = 640  # the downscale the sampler is asked for; see downscale_cost() for why not 512
 SCENE_S = 4.0  # one photo per scene, panned and slowly zoomed
 STRATEGIES = {
     "keyframes": SamplingStrategy("keyframes"),
@@ -42,15 +43,16 @@ def _scenes() -> list[np.ndarray]:
     return sorted(pics, key=lambda p: -p.shape[0] * p.shape[1])
 
 
-def pan_frames(width: int, height: int, seconds: float, scenes: list[np.ndarray],
-               first_scene: int = 0) -> Iterator[tuple[np.ndarray, float]]:
-    """Scenes of SCENE_S seconds: a photo upscaled to 1.4x the frame and a window crossing it."""
+def pan_frames(width: int, height: int, seconds: float,
+               scenes: list[np.ndarray]) -> Iterator[tuple[np.ndarray, float]]:
+    """Scenes of SCENE_S seconds, cycling through `scenes`: each photo upscaled to 1.4x the frame
+    and a window crossing it while slowly zooming in."""
     frames = int(seconds * FPS)
     per_scene = int(SCENE_S * FPS)
     for i in range(frames):
         scene, k = divmod(i, per_scene)
         if k == 0:
-            photo = scenes[(first_scene + scene) % len(scenes)]
+            photo = scenes[scene % len(scenes)]
             scale = 1.4 * max(width / photo.shape[1], height / photo.shape[0])
             big = cv2.resize(photo, (math.ceil(photo.shape[1] * scale), math.ceil(photo.shape[0] * scale)),
                              interpolation=cv2.INTER_CUBIC)
@@ -64,12 +66,16 @@ def pan_frames(width: int, height: int, seconds: float, scenes: list[np.ndarray]
         yield cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA), i / FPS
 
 
-def make_video(name: str, width: int, height: int, seconds: float, first_scene: int = 0) -> Path:
-    path = OUT / f"{name}_{width}x{height}_{int(seconds)}s_s{first_scene}.mp4"
+def make_video(name: str, width: int, height: int, seconds: float, photos_from: int = 0,
+               photos_to: int | None = None) -> Path:
+    """A cached test video panning over photos [photos_from:photos_to] of _scenes()."""
+    to = "" if photos_to is None else photos_to
+    path = OUT / f"{name}_{width}x{height}_{int(seconds)}s_p{photos_from}-{to}.mp4"
     if not path.exists():
         OUT.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".part.mp4")
-        write_video(tmp, pan_frames(width, height, seconds, _scenes(), first_scene), rate=FPS, gop_s=2.0, crf=23)
+        scenes = _scenes()[photos_from:photos_to]
+        write_video(tmp, pan_frames(width, height, seconds, scenes), rate=FPS, gop_s=2.0, crf=23)
         os.replace(tmp, path)
     return path
 
@@ -136,9 +142,9 @@ def throughput(sizes: list[tuple[int, int]], seconds: float) -> list[str]:
         wall, cpu, (n, dec) = timed(lambda: opencv_run(path))
         lines.append(_row(f"{tag} cv2.VideoCapture, every frame (baseline)", seconds, wall, cpu, n, dec))
         for name, strategy in STRATEGIES.items():
-            for pdq, max_side in ((False, None), (True, None), (True, 512)):
+            for pdq, max_side in ((False, None), (True, None), (True, MAX_SIDE)):
                 if name == "every frame" and pdq and max_side is None and height > 720:
-                    continue  # minutes of reference PDQ at 1080p: the 512 px row says enough
+                    continue  # minutes of reference PDQ at 1080p: the downscaled row says enough
                 what = "decode + RGB" if not pdq else "+ PDQ (reference)"
                 if max_side:
                     what += f", downscaled to {max_side} px"
@@ -149,7 +155,58 @@ def throughput(sizes: list[tuple[int, int]], seconds: float) -> list[str]:
             lines.append(_row(f"{tag} vpdq.computeHash, 1 fps (decodes every frame)", seconds, wall, cpu, n, dec))
         print("\n".join(lines[-8:]), file=sys.stderr)
     lines += ["", f"vpdq: {vpdq_status()}", ""]
+    lines += vpdq_agreement(make_video("pan", *sizes[0], seconds))
+    lines += downscale_cost([make_video("pan", w, h, seconds) for w, h in sizes])
     return lines
+
+
+def downscale_cost(paths: list[Path]) -> list[str]:
+    """PDQ distance between a frame hashed at full size and downscaled while decoding, and cost."""
+    import av
+
+    lines = [
+        "### Downscaling while decoding: PDQ drift and cost (one frame per second)",
+        "",
+        "| video | long side | PDQ distance to full size: median / p90 / max | convert + PDQ ms per frame (CPU) |",
+        "|---|---|---|---|",
+    ]
+    for path in paths:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            frames = [f for i, f in enumerate(container.decode(stream)) if i % FPS == 0]
+        width, height = frames[0].width, frames[0].height
+        full = None
+        for side in (width, 960, 640, 512, 320):
+            h = round(height * side / width)
+            cpu = time.process_time()
+            rgbs = [f.to_ndarray(width=side, height=h, format="rgb24", interpolation="AREA") for f in frames]
+            hashes = pack(r[0].value for r in hash_frames(rgbs, ("pdq",), impl="reference"))
+            ms = (time.process_time() - cpu) / len(frames) * 1000
+            if full is None:
+                full = hashes
+            d = np.diag(distances(full, hashes))
+            lines.append(f"| {height}p | {side} | {np.median(d):g} / {np.percentile(d, 90):.0f} / {d.max()} | {ms:.1f} |")
+    return lines + [""]
+
+
+def vpdq_agreement(path: Path) -> list[str]:
+    """Do our 1 fps reference PDQ hashes agree with vpdq's on the same frames?"""
+    if vpdq_status() != "available":
+        return []
+    import vpdq  # type: ignore
+
+    theirs = {round(f.timestamp * 1000): f.hex for f in vpdq.computeHash(str(path), seconds_per_hash=1.0)}
+    ours = {f.frame_ms: f.pdq for f in _pdq_rows(path, STRATEGIES["1 fps"], None)}
+    small = {f.frame_ms: f.pdq for f in _pdq_rows(path, STRATEGIES["1 fps"], MAX_SIDE)}
+    common = sorted(set(theirs) & set(ours))
+    d = [int(distances(pack([ours[t]]), pack([theirs[t]]))[0, 0]) for t in common]
+    ds = [int(distances(pack([small[t]]), pack([theirs[t]]))[0, 0]) for t in common]
+    return [
+        f"vpdq agreement on {path.name}: {len(common)} common timestamps of {len(theirs)} vpdq / "
+        f"{len(ours)} ours; PDQ distance to vpdq's hash, full resolution: median {np.median(d):g}, "
+        f"max {max(d)}; downscaled to {MAX_SIDE} px: median {np.median(ds):g}, max {max(ds)} (match threshold 31).",
+        "",
+    ]
 
 
 def _pdq_rows(path: Path, strategy: SamplingStrategy, max_side: int | None) -> list[FrameHash]:
@@ -164,14 +221,15 @@ def time_to_first_match(width: int, height: int, lead_s: float, banked_s: float)
     The bank holds every frame (deduplicated) of `banked_s` seconds of content. Two uploads: one
     opening with that content, one where it begins after `lead_s` seconds of other content.
     """
-    banked = make_video("banked", width, height, banked_s, first_scene=0)
-    other_scene = math.ceil(banked_s / SCENE_S)  # different photos from the banked ones
-    lead = make_video("lead", width, height, lead_s, first_scene=other_scene)
-    opening = _concat(OUT / f"opening_{height}p.mp4", [banked, lead])
-    late = _concat(OUT / f"late_{height}p.mp4", [lead, banked])
-    bank = pack(f.pdq for f in dedupe_frames(_pdq_rows(banked, STRATEGIES["every frame"], 512)))
+    banked_photos = math.ceil(banked_s / SCENE_S)
+    banked = make_video("banked", width, height, banked_s, 0, banked_photos)
+    lead = make_video("lead", width, height, lead_s, banked_photos)  # none of the banked photos
+    opening = _concat(OUT / f"opening_{banked.stem}+{lead.stem}.mp4", [banked, lead])
+    late = _concat(OUT / f"late_{lead.stem}+{banked.stem}.mp4", [lead, banked])
+    bank = pack(f.pdq for f in dedupe_frames(_pdq_rows(banked, STRATEGIES["every frame"], MAX_SIDE)))
     lines = [
-        f"### Time to first match ({height}p; bank = every frame of {banked_s:g} s of content, deduped)",
+        f"### Time to first match ({height}p, frames downscaled to {MAX_SIDE} px; "
+        f"bank = every frame of {banked_s:g} s of content, deduped)",
         "",
         "| upload | strategy | first matching frame at | wall s to it | CPU s to it | frames hashed |",
         "|---|---|---|---|---|---|",
@@ -181,7 +239,7 @@ def time_to_first_match(width: int, height: int, lead_s: float, banked_s: float)
         for name in ("keyframes", "1 fps"):
             wall0, cpu0 = time.perf_counter(), time.process_time()
             found, hashed = None, 0
-            for frame in sample_frames(path, STRATEGIES[name], VideoLimits(max_frames=100_000), max_side=512):
+            for frame in sample_frames(path, STRATEGIES[name], VideoLimits(max_frames=100_000), max_side=MAX_SIDE):
                 row = hash_frames([frame.rgb], ("pdq",), impl="reference")[0][0]
                 hashed += 1
                 if row.quality >= 50 and distances(pack([row.value]), bank).min() <= 31:

@@ -81,7 +81,8 @@ def sample_frames(
     """Frames of the video at ``path``; iterate the result, then read its summary attributes.
 
     ``max_side`` downscales while converting (the long side at most this many pixels); perceptual
-    hashes do not need full resolution. ``threads`` is the decoder's thread count; the default of
+    hashes do not need full resolution, but PDQ drifts as frames shrink: 640 px costs a median 4
+    bits against full-size hashes, 512 px 9-10 bits, 320 px 12-15 (benchmarks/bench_video.py). ``threads`` is the decoder's thread count; the default of
     one leaves parallelism to the worker, which hashes several uploads at once.
     Raises MediaError on iteration: decode_failed (nothing decodable), unsupported_media (no video
     stream), image_too_large (frame dimensions over max_pixels).
