@@ -13,13 +13,17 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
+import redis
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 import topics
 from workers import metrics
 from workers.errors import MediaError
-from workers.hashing import hash_media
+from workers.hashing import hash_media, hash_video
+from workers.media.image import sniff_media_type
+from workers.signals import hash_bytes
 from workers.kafka import consumer_config, producer_config
 from workers.logs import now_ms
 from workers.media.fetch import read_media, resolve_uri
@@ -28,6 +32,7 @@ from workers.settings import Settings
 
 log = logging.getLogger("vigil.hasher")
 GROUP = "vigil-hasher"
+EARLY_BLOCK_KEY = "vigil:early-block:{event_id}"  # set by the matcher, read by hashers
 
 
 @dataclass(frozen=True)
@@ -37,46 +42,90 @@ class Output:
     value: bytes
 
 
-def process_upload(src: Source, settings: Settings, worker: str) -> Output:
-    """One upload event to one output message: its hashes, or a dead letter saying why not."""
+def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[[Output], None] | None = None,
+                   stop_early: Callable[[str], bool] | None = None) -> Output:
+    """One upload event to its output: hashes (the final part), or a dead letter saying why not.
+
+    A video's earlier parts go out through `emit` as they are hashed, so the matcher can block
+    before the end; `stop_early(event_id)` says the matcher already has, and decoding stops."""
     event = None
     started_ms = now_ms()
     try:
         event = parse_json(src.value, "upload", settings.max_message_bytes)
-        submitted = event.get("submitted_at_ms") or src.timestamp_ms or started_ms
+        submitted = int(event.get("submitted_at_ms") or src.timestamp_ms or started_ms)
         t0 = time.perf_counter()
-        data = read_media(resolve_uri(event["media_uri"], settings.media_roots), settings.max_media_bytes)
-        fetch_s = time.perf_counter() - t0
+        path = resolve_uri(event["media_uri"], settings.media_roots)
+        data = read_media(path, settings.max_media_bytes)
+        stages = {"queue": max(0.0, (started_ms - submitted) / 1000), "fetch": time.perf_counter() - t0}
+        if sniff_media_type(data) == "video":
+            digests = hash_bytes(data)
+            del data
+            return _video(src, event, submitted, path, digests, stages, settings, worker, emit, stop_early)
         result = hash_media(data, settings, event.get("media_type"))
         del data
-        stages = {"queue": max(0.0, (started_ms - submitted) / 1000), "fetch": fetch_s, **result.stage_seconds}
-        for stage, seconds in stages.items():
-            metrics.STAGE_DURATION.labels(stage).observe(seconds)
+        stages.update(result.stage_seconds)
         metrics.FRAMES_HASHED.labels(result.media_type).inc(result.frames)
-        out = {
-            "schema_version": topics.SCHEMA_VERSION,
-            "event_id": event["event_id"],
-            "content_id": event["content_id"],
-            "source": "upload",
-            "media_type": result.media_type,
-            "submitted_at_ms": int(submitted),
-            "part": 0,
-            "final": True,
-            "partial": result.partial,
-            "notes": result.notes,
-            "signals": [sv.to_json() for sv in result.signals],
-            "hasher": {"worker": worker, "latency_ms": {k: round(v * 1000, 3) for k, v in stages.items()}},
-        }
-        if "metadata" in event:
-            out["metadata"] = event["metadata"]
+        out = _hashes(event, submitted, worker, 0, True, result.signals, stages, result.media_type,
+                      result.partial, result.notes)
         log.info("hashed", extra={"event_id": event["event_id"], "content_id": event["content_id"],
                                   "signals": len(result.signals), "ms": round(sum(stages.values()) * 1000, 1)})
-        return Output(topics.HASHES, event["content_id"].encode(), encode(out))
+        return out
     except MediaError as exc:
         return _dead(src, exc.code, exc.message, worker, event)
     except Exception as exc:  # a bug must not stop the worker or lose the event
         log.exception("internal error", extra=_ids(event))
         return _dead(src, "internal_error", f"{type(exc).__name__}: {exc}", worker, event)
+
+
+def _video(src: Source, event: dict, submitted: int, path, digests: list, stages: dict, settings: Settings,
+           worker: str, emit: Callable[[Output], None] | None, stop_early: Callable[[str], bool] | None) -> Output:
+    parts, sampling = hash_video(path, settings)
+    index, pending, frames, notes = 0, list(digests), 0, []
+    for part in parts:
+        for stage, seconds in part.stage_seconds.items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
+        frames += part.frames
+        metrics.FRAMES_HASHED.labels("video").inc(part.frames)
+        if pending and emit is not None:
+            emit(_hashes(event, submitted, worker, index, False, pending, stages, "video", False, []))
+            index, pending = index + 1, []
+        pending += part.signals
+        if stop_early is not None and stop_early(event["event_id"]):
+            notes.append(f"decoding stopped after {frames} frames: already blocked")
+            break
+    partial = sampling.partial and not notes
+    if sampling.partial:
+        notes.append(f"partial: {sampling.partial_reason}")
+    notes.extend(sampling.notes)
+    if frames == 0:
+        notes.append("no frame could be sampled; decided on the file digests alone")
+    log.info("hashed video", extra={"event_id": event["event_id"], "content_id": event["content_id"],
+                                    "frames": frames, "parts": index + 1, "partial": sampling.partial})
+    return _hashes(event, submitted, worker, index, True, pending, stages, "video", partial, notes)
+
+
+def _hashes(event: dict, submitted: int, worker: str, part: int, final: bool, signals: list, stages: dict,
+            media_type: str, partial: bool, notes: list[str]) -> Output:
+    if final:
+        for stage, seconds in stages.items():
+            metrics.STAGE_DURATION.labels(stage).observe(seconds)
+    out = {
+        "schema_version": topics.SCHEMA_VERSION,
+        "event_id": event["event_id"],
+        "content_id": event["content_id"],
+        "source": "upload",
+        "media_type": media_type,
+        "submitted_at_ms": submitted,
+        "part": part,
+        "final": final,
+        "partial": partial,
+        "notes": notes,
+        "signals": [sv.to_json() for sv in signals],
+        "hasher": {"worker": worker, "latency_ms": {k: round(v * 1000, 3) for k, v in stages.items()}},
+    }
+    if "metadata" in event:
+        out["metadata"] = event["metadata"]
+    return Output(topics.HASHES, event["content_id"].encode(), encode(out))
 
 
 def _dead(src: Source, code: str, message: str, worker: str, event: dict | None) -> Output:
@@ -144,6 +193,7 @@ class Hasher:
         self.health = metrics.Health()
         self.health.checks["broker"] = lambda: self.broker_ok
         self._fatal: Exception | None = None
+        self.redis = redis.Redis.from_url(settings.redis, socket_timeout=1) if settings.redis else None
         from workers.live_hasher import LiveHasher  # the live loop reuses this module's pieces
 
         self.live = LiveHasher(settings, self.name)
@@ -203,7 +253,7 @@ class Hasher:
         ts_type, ts = msg.timestamp()
         src = Source(msg.topic(), msg.partition(), msg.offset(), ts if ts_type else None, msg.key(), msg.value())
         cell = self.tracker.started(src.topic, src.partition, src.offset)
-        fut = self.pool.submit(process_upload, src, self.settings, self.name)
+        fut = self.pool.submit(process_upload, src, self.settings, self.name, self._emit_part, self._blocked)
         self.work.append((fut, (src.topic, src.partition), cell))
         metrics.INFLIGHT.labels(self.name).set(len(self.work))
 
@@ -213,6 +263,25 @@ class Hasher:
             fut, tp, cell = self.work.popleft()
             self._produce(fut.result(), tp, cell, attempt=1)
         metrics.INFLIGHT.labels(self.name).set(len(self.work))
+
+    def _emit_part(self, out: Output) -> None:
+        """A video's earlier part, from a worker thread (produce is thread-safe). Its offset is
+        covered by the final part, which is tracked; a replay after a crash resends the parts."""
+        while True:
+            try:
+                self.producer.produce(out.topic, key=out.key, value=out.value)
+                return
+            except BufferError:
+                time.sleep(0.05)
+
+    def _blocked(self, event_id: str) -> bool:
+        """The matcher marks an upload it blocked early, so the rest need not be decoded."""
+        if self.redis is None:
+            return False
+        try:
+            return bool(self.redis.exists(EARLY_BLOCK_KEY.format(event_id=event_id)))
+        except Exception:
+            return False  # Redis trouble only costs decoding the rest
 
     def _produce(self, out: Output, tp: tuple[str, int], cell: list, attempt: int) -> None:
         started = time.perf_counter()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
@@ -11,6 +13,9 @@ from workers.errors import MediaError
 from workers.media.image import decode_image, sniff_media_type
 from workers.settings import Settings
 from workers.signals.borders import remove_borders
+
+if TYPE_CHECKING:
+    from workers.media.video import VideoSampling
 
 
 @dataclass
@@ -31,7 +36,7 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     """
     kind = sniff_media_type(data)
     if kind == "video":
-        raise MediaError("unsupported_media", "video uploads are not processed by this version")
+        raise MediaError("unsupported_media", "videos are hashed from their file with hash_video")
     t0 = time.perf_counter()
     rgb = decode_image(data, settings.max_image_pixels)
     t1 = time.perf_counter()
@@ -58,3 +63,44 @@ def hash_frame(rgb: np.ndarray, settings: Settings, frame_ms: int | None = None,
             name = sv.variant if variant is None else (f"{variant}+{sv.variant}" if sv.variant else variant)
             out.append(replace(sv, frame_ms=frame_ms, variant=name))
     return out
+
+
+@dataclass
+class VideoPart:
+    signals: list[sig.SignalValue]
+    frames: int
+    stage_seconds: dict[str, float]
+
+
+def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str | None = None,
+               part_frames: int | None = None) -> tuple[Iterator[VideoPart], "VideoSampling"]:
+    """Parts of a video's frame hashes, as they are decoded, so a matcher can block before the end.
+
+    Returns the parts iterator and the sampling object, whose summary (partial, notes, frames)
+    is complete once the iterator is exhausted."""
+    from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
+
+    sampling = sample_frames(
+        path, SamplingStrategy(strategy or settings.video_strategy, fps=settings.video_fps),
+        VideoLimits(max_bytes=settings.max_media_bytes, max_seconds=settings.video_max_seconds,
+                    max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels),
+        max_side=settings.video_max_side)
+    size = part_frames or settings.video_part_frames
+
+    def parts() -> Iterator[VideoPart]:
+        batch, t0 = [], time.perf_counter()
+        for frame in sampling:
+            batch.append(frame)
+            if len(batch) >= size:
+                yield _video_part(batch, settings, query, t0)
+                batch, t0 = [], time.perf_counter()
+        if batch:
+            yield _video_part(batch, settings, query, t0)
+
+    return parts(), sampling
+
+
+def _video_part(frames: list, settings: Settings, query: bool, t0: float) -> VideoPart:
+    t1 = time.perf_counter()
+    values = [sv for f in frames for sv in hash_frame(f.rgb, settings, frame_ms=f.frame_ms, dihedral=query)]
+    return VideoPart(values, len(frames), {"decode": t1 - t0, "hash": time.perf_counter() - t1})

@@ -42,6 +42,7 @@ def producer_config(settings: Settings) -> dict:
     conf = base_config(settings)
     conf.update({
         "acks": "all",
+        "enable.idempotence": True,  # no duplicates or reordering from retries: a video's parts stay in order
         "linger.ms": 2,
         "message.timeout.ms": 120000,  # after this a delivery fails loudly rather than buffering forever
         "queue.buffering.max.messages": 100000,

@@ -11,7 +11,8 @@ import faust
 import redis
 
 import topics
-from workers import live, metrics
+from workers import live, metrics, video_evidence
+from workers.hasher import EARLY_BLOCK_KEY
 from workers.bank.store import BankStore
 from workers.errors import MediaError
 from workers.logs import now_ms
@@ -27,11 +28,15 @@ MAX_EVIDENCE = 50  # matches listed in one decision; the strongest and closest a
 
 
 def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict[str, Any]:
-    """A hashes message to a decision message. Pure apart from the clock; the unit under test."""
+    """A single-part hashes message (a still image) to its decision."""
     t0 = time.perf_counter()
-    signals = [SignalValue.from_json(s) for s in event["signals"]]
-    decision, evidence = decide(index.search(signals))
-    match_s = time.perf_counter() - t0
+    decision, evidence = decide(index.search([SignalValue.from_json(s) for s in event["signals"]]))
+    return decision_message(event, decision, [m.to_json() for m in evidence], [], index, worker,
+                            time.perf_counter() - t0)
+
+
+def decision_message(event: dict[str, Any], decision: str, evidence: list[dict], notes: list[str],
+                     index: BankIndex, worker: str, match_s: float) -> dict[str, Any]:
     decided = now_ms()
     latency = dict(event["hasher"]["latency_ms"])
     latency["match"] = round(match_s * 1000, 3)
@@ -44,8 +49,8 @@ def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict
         "media_type": event.get("media_type", "image"),
         "decision": decision,
         "partial": bool(event.get("partial", False)),
-        "notes": list(event.get("notes", [])),
-        "matches": [m.to_json() for m in evidence[:MAX_EVIDENCE]],
+        "notes": list(event.get("notes", [])) + notes,
+        "matches": evidence[:MAX_EVIDENCE],
         "bank_version": index.version,
         "latency_ms": latency,
         "submitted_at_ms": event["submitted_at_ms"],
@@ -102,6 +107,9 @@ class Matcher:
         decisions = app.topic(topics.DECISIONS, key_serializer="raw", value_serializer="raw")
         dlq = app.topic(topics.DEAD_LETTER, key_serializer="raw", value_serializer="raw")
 
+        # A video's parts, folded per event until it is decided (changelog-backed, like live state).
+        video_parts = app.Table("video-parts", default=None, partitions=s.partitions)
+
         @app.agent(hashes, name="match")
         async def match(stream: faust.StreamT) -> None:
             await self.loaded.wait()
@@ -118,7 +126,12 @@ class Matcher:
                     await dlq.send(key=msg.key, value=encode(dead_letter(src, exc.code, exc.message, "matcher",
                                                                           self.name)))
                     continue
-                decision = build_decision(parsed, self.index, self.name)
+                if parsed["part"] == 0 and parsed["final"]:
+                    decision = build_decision(parsed, self.index, self.name)
+                else:
+                    decision = self.video_step(video_parts, parsed)
+                    if decision is None:
+                        continue
                 t0 = time.perf_counter()
                 await decisions.send(key=parsed["content_id"].encode(), value=encode(decision))
                 metrics.STAGE_DURATION.labels("produce").observe(time.perf_counter() - t0)
@@ -161,6 +174,35 @@ class Matcher:
             self._assigned = True
 
         return app
+
+    def video_step(self, parts: Any, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Fold one part of a video; the decision once it is certain (early block) or final."""
+        eid = event["event_id"]
+        state = parts.get(eid) or video_evidence.new_state()
+        if state["decided"]:  # blocked early: later parts only close the event
+            if event["final"]:
+                parts.pop(eid, None)
+            return None
+        t0 = time.perf_counter()
+        signals = [SignalValue.from_json(v) for v in event["signals"]]
+        video_evidence.fold(state, signals, self.index.search(signals), self.index)
+        decision, evidence, notes = video_evidence.verdict(state, self.index, event["final"])
+        match_s = time.perf_counter() - t0
+        if not event["final"] and decision != "block":
+            parts[eid] = state
+            return None
+        evidence_json = [{**m.to_json(), **video_evidence.percents(state, self.index, m)} for m in evidence]
+        if not event["final"]:
+            state["decided"] = decision
+            parts[eid] = state
+            notes.append(f"blocked after {len(state['frames'])} sampled frames, before the end of the video")
+            try:
+                self.store.r.set(EARLY_BLOCK_KEY.format(event_id=eid), "1", ex=3600)
+            except Exception as exc:  # the hasher then decodes the rest; the decision stands
+                log.warning("cannot mark early block in redis", extra={"event_id": eid, "error": str(exc)})
+        else:
+            parts.pop(eid, None)
+        return decision_message(event, decision, evidence_json, notes, self.index, self.name, match_s)
 
     def live_step(self, streams: Any, frame: dict[str, Any]) -> list[dict[str, Any]]:
         """Fold one live frame into its stream's state; the decisions to publish (0, 1 or 2)."""

@@ -32,9 +32,10 @@ class Match:
     quality: int | None = None
     frame_ms: int | None = None
     variant: str | None = None
+    entry_frame_ms: int | None = None  # for video entries: which banked frame matched
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None or k in ("label", "frame_ms")}
 
 
 class BankIndex:
@@ -50,6 +51,7 @@ class BankIndex:
         self._hamming = {s: HammingIndex(b) for s, b in PERCEPTUAL_BITS.items()}
         self._exact = {s: ExactIndex() for s in DIGEST_HEX_LEN}
         self._labels: dict[tuple[str, str], str | None] = {}
+        self.video_frames: dict[tuple[str, str], int] = {}  # video entry -> usable PDQ frames banked
 
     # -- keeping in step with the store ------------------------------------------------------
     def load(self, store: BankStore) -> None:
@@ -85,6 +87,9 @@ class BankIndex:
         if entry.disabled:
             return
         self._labels[key] = entry.label
+        if entry.media_type == "video":
+            self.video_frames[key] = len({sv.frame_ms for sv in entry.signals if sv.signal == "pdq"
+                                          and (sv.quality or 0) >= self.settings.pdq_min_quality})
         for sv in entry.signals:
             if sv.signal in self._hamming:
                 self._hamming[sv.signal].add(key, bytes.fromhex(sv.value), sv.frame_ms)
@@ -93,6 +98,7 @@ class BankIndex:
 
     def _drop(self, key: tuple[str, str]) -> None:
         self._labels.pop(key, None)
+        self.video_frames.pop(key, None)
         for idx in self._hamming.values():
             idx.remove(key)
         for idx in self._exact.values():
@@ -139,12 +145,12 @@ class BankIndex:
                 limit = max(self.threshold(b, signal) for b in active.values())
                 hits = self._hamming[signal].search([bytes.fromhex(sv.value) for sv in svs], limit)
                 for sv, row in zip(svs, hits):
-                    for key, _bank_frame_ms, dist in row:
-                        self._emit(matches, active, key, sv, dist)
+                    for key, bank_frame_ms, dist in row:
+                        self._emit(matches, active, key, sv, dist, bank_frame_ms)
         return matches
 
     def _emit(self, out: list[Match], active: dict[str, Bank], key: tuple[str, str], sv: SignalValue,
-              dist: int) -> None:
+              dist: int, bank_frame_ms: int | None = None) -> None:
         bank = active.get(key[0])
         if bank is None:
             return
@@ -154,4 +160,4 @@ class BankIndex:
         if dist > limit:
             return
         out.append(Match(bank.name, key[1], sv.signal, dist, limit, bank.action,
-                         self._labels.get(key) or bank.label, sv.quality, sv.frame_ms, sv.variant))
+                         self._labels.get(key) or bank.label, sv.quality, sv.frame_ms, sv.variant, bank_frame_ms))

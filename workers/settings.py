@@ -36,6 +36,14 @@ class Settings:
     phash_threshold: int = 8  # VIGIL_PHASH_THRESHOLD: default max Hamming distance for pHash (of 64)
     phash_min_quality: int = 10  # VIGIL_PHASH_MIN_QUALITY: pHash detail score (0-100) below this never matches
 
+    # Video: how frames are sampled, and the limits past which a video is decided as partial.
+    video_strategy: str = "keyframes"  # VIGIL_VIDEO_STRATEGY: keyframes | fixed | all
+    video_fps: float = 1.0  # VIGIL_VIDEO_FPS: fixed rate, and the fill rate where keyframes are sparse
+    video_max_seconds: float = 3600.0  # VIGIL_VIDEO_MAX_SECONDS of stream time sampled
+    video_max_frames: int = 1200  # VIGIL_VIDEO_MAX_FRAMES sampled per video
+    video_max_side: int = 512  # VIGIL_VIDEO_MAX_SIDE: frames are scaled down to this while decoding
+    video_part_frames: int = 16  # VIGIL_VIDEO_PART_FRAMES: frames per hashes message (early block)
+
     bank_poll_seconds: float = 0.5  # VIGIL_BANK_POLL_SECONDS: how long a change-stream read blocks
 
     metrics_port: int = 0  # VIGIL_METRICS_PORT: 0 picks a free port

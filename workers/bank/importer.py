@@ -12,9 +12,10 @@ from workers.bank import formats
 from workers.bank.model import Entry, entry_id_for_file
 from workers.bank.store import BankStore
 from workers.hashing import hash_media
+from workers.media.image import sniff_media_type
 from workers.logs import now_ms
 from workers.settings import Settings
-from workers.signals import SignalValue
+from workers.signals import SignalValue, hash_bytes
 
 BATCH = 2000  # entries per atomic write: one version bump and one change-stream record per batch
 
@@ -97,9 +98,28 @@ def export_records(store: BankStore, bank: str) -> Iterator[formats.HashRecord]:
 def add_media_file(store: BankStore, bank: str, path: Path, settings: Settings, label: str | None = None,
                    note: str | None = None) -> tuple[Entry, int]:
     """Hash a media file as it is (no query variants) and bank it; returns the entry and version.
-    Raises OSError or MediaError when the file cannot be read or decoded."""
-    result = hash_media(path.read_bytes(), settings, query=False)
-    sha = next(s.value for s in result.signals if s.signal == "sha256")
-    entry = Entry(entry_id_for_file(sha), bank, tuple(result.signals), label=label, source=path.name, note=note,
-                  added_at_ms=now_ms(), added_by=store.actor, media_type=result.media_type)
+    A video becomes one entry holding the hashes of all its frames, with runs
+    of near-identical consecutive frames collapsed. Raises OSError or MediaError."""
+    data = path.read_bytes()
+    if sniff_media_type(data) == "video":
+        digests = hash_bytes(data)
+        del data
+        signals, media_type = digests + video_entry_signals(path, settings), "video"
+    else:
+        result = hash_media(data, settings, query=False)
+        signals, media_type = result.signals, result.media_type
+    sha = next(s.value for s in signals if s.signal == "sha256")
+    entry = Entry(entry_id_for_file(sha), bank, tuple(signals), label=label, source=path.name, note=note,
+                  added_at_ms=now_ms(), added_by=store.actor, media_type=media_type)
     return entry, store.add_entries(bank, [entry])
+
+
+def video_entry_signals(path: Path, settings: Settings) -> list[SignalValue]:
+    from workers.hashing import hash_video
+    from workers.video_match import FrameHash, dedupe_frames
+
+    parts, _sampling = hash_video(path, settings, query=False, strategy="all")  # vPDQ banks every frame
+    signals = [sv for part in parts for sv in part.signals]
+    pdq = [FrameHash(sv.value, sv.quality or 0, sv.frame_ms) for sv in signals if sv.signal == "pdq" and not sv.variant]
+    kept = {f.frame_ms for f in dedupe_frames(pdq)}
+    return [sv for sv in signals if sv.frame_ms in kept]

@@ -206,7 +206,6 @@ class VideoSampling:
         self._dirty = False  # the decoder has been fed since its last flush
         self._skipping = False  # the decoder discards non-reference frames (AVDISCARD_NONREF)
         self._last_t = -math.inf
-        self._last_was_key = False
         self._pending: list[float] = []  # times of packets fed whose frames have not come out yet
         self._key_times: set[float] = set()
         self._errors_in_row = 0
@@ -364,7 +363,7 @@ class VideoSampling:
             raise _Stop
         self._check_pixels(frame.width, frame.height)
         rgb = self._to_rgb(frame)
-        self._last_t, self._last_was_key = t, key
+        self._last_t = t
         self._due = self._next_due(t, key)
         self.frames_yielded += 1
         return VideoFrame(rgb, int(round(t * 1000)), key)

@@ -1,0 +1,70 @@
+"""Video uploads end to end on the real broker and Redis: a banked clip's variants are blocked,
+unrelated clips are allowed, and a long upload is blocked before it is fully decoded."""
+from __future__ import annotations
+
+import pytest
+
+import topics
+from tests import media_variants as mv
+from tests.pipeline_helpers import submit_and_wait
+from workers.bank.importer import add_media_file
+from workers.bank.store import BankStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def video_bank(cluster, media_dir):
+    frames = mv.decode_rgb(mv.clip_path("bikes.mp4"), max_seconds=8)
+    original = mv.write_video(media_dir / "bank-bikes.mp4", frames)
+    store = BankStore.from_url(cluster.settings.redis, actor="pytest")
+    store.create_bank("videos", "block", label="terror", exist_ok=True)
+    entry, _ = add_media_file(store, "videos", original, cluster.settings)
+    assert entry.media_type == "video" and sum(s.signal == "pdq" for s in entry.signals) >= 3
+    return frames, entry
+
+
+def test_variants_of_a_banked_video_are_blocked(cluster, media_dir, video_bank):
+    frames, entry = video_bank
+    variants = {
+        "reencode-low-bitrate": dict(frames=frames, crf=None, bitrate=150_000),
+        "half-scale": dict(frames=mv.scaled(frames, 0.5)),
+        "letterbox": dict(frames=mv.letterboxed(frames)),
+        "clip-3s": dict(frames=mv.clipped(frames, 2.0, 3.0)),
+        "speed-1.25": dict(frames=mv.sped_up(frames, 1.25)),
+        "black-frames": dict(frames=mv.with_black(frames, 3.0, 1.0)),
+    }
+    paths = {}
+    for name, kw in variants.items():
+        paths[mv.write_video(media_dir / f"bikes-{name}.mp4", kw.pop("frames"), **kw)] = name
+    unrelated = mv.write_video(media_dir / "carphone.mp4", mv.decode_rgb(mv.clip_path("carphone_pristine.mp4"),
+                                                                         max_seconds=4))
+    outcomes = submit_and_wait(cluster.settings, [*paths, unrelated], timeout=120)
+    for path, (topic, msg) in outcomes.items():
+        assert topic == topics.DECISIONS, (path.name, msg)
+        topics.validate("decision", msg)
+        assert msg["media_type"] == "video"
+        if path == unrelated:
+            assert msg["decision"] == "allow" and msg["matches"] == [], msg
+            continue
+        assert msg["decision"] == "block", (paths[path], msg["notes"], msg["matches"][:2])
+        top = msg["matches"][0]
+        assert top["entry_id"] == entry.entry_id and top["frame_ms"] is not None
+        assert top.get("query_percent", 0) >= 80 or top.get("compared_percent", 0) >= 80, top
+
+
+def test_long_upload_is_blocked_before_the_end(cluster, media_dir, video_bank):
+    frames, entry = video_bank
+    filler = mv.decode_rgb(mv.clip_path("bigbuckbunny.mp4"))
+    span = frames[-1][1] + 0.04
+    # The banked clip first, then minutes of unrelated video (the filler, looped).
+    tail, t = [], span
+    while t < span + 100:
+        for rgb, ft in filler:
+            tail.append((rgb, t + ft))
+        t += filler[-1][1] + 0.04
+    long_video = mv.write_video(media_dir / "long.mp4", frames + tail, crf=32, rate=25)
+    topic, msg = submit_and_wait(cluster.settings, [long_video], timeout=120)[long_video]
+    assert topic == topics.DECISIONS and msg["decision"] == "block", msg
+    assert any("before the end" in n for n in msg["notes"]), msg["notes"]
+    assert max(m["frame_ms"] for m in msg["matches"]) < span * 1000 + 2000
