@@ -144,3 +144,29 @@ def test_cli_bank_and_submit(cluster, media_dir, tmp_path):
     unreachable = subprocess.run([sys.executable, "-m", "workers.cli", "bank", "list", "--redis",
                                   "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=30)
     assert unreachable.returncode == 3 and "cannot reach Redis" in unreachable.stderr
+
+
+def test_cli_bank_lifecycle_and_export_round_trip(cluster, tmp_path):
+    import json
+
+    assert _vigil(cluster, "bank", "create", "lifecycle", "--action", "review").returncode == 0
+    listing = tmp_path / "in.csv"
+    listing.write_text(f"signal,hash,label\npdq,{'3' * 64},ncii\nmd5,{'4' * 32},ncii\n")
+    assert _vigil(cluster, "bank", "import", "lifecycle", str(listing), "--json").returncode == 0
+    out = tmp_path / "out.txt"
+    assert _vigil(cluster, "bank", "export", "lifecycle", "--format", "local", "-o", str(out)).returncode == 0
+    assert sorted(out.read_text().split("\n")) == sorted(["", f"pdq {'3' * 64}", f"md5 {'4' * 32}"])
+    entry = next(e for e in BankStore.from_url(cluster.settings.redis).iter_entries("lifecycle")
+                 if e.signals[0].signal == "md5")
+    assert _vigil(cluster, "bank", "disable", "lifecycle", entry.entry_id).returncode == 0
+    assert out.read_text()  # export skips disabled entries:
+    assert _vigil(cluster, "bank", "export", "lifecycle", "-o", str(out)).returncode == 0
+    assert out.read_text().strip() == f"pdq {'3' * 64}"
+    upd = _vigil(cluster, "bank", "update", "lifecycle", "--action", "block", "--disable", "--threshold", "pdq=20",
+                 "--json")
+    assert upd.returncode == 0 and json.loads(upd.stdout)["thresholds"] == {"pdq": 20}
+    stats = json.loads(_vigil(cluster, "bank", "stats", "--json").stdout)
+    row = next(b for b in stats["banks"] if b["bank"] == "lifecycle")
+    assert row == {**row, "action": "block", "enabled": False, "entries": 2, "disabled": 1}
+    assert stats["last_change"]["op"] == "bank_put" and row["redis_bytes"] > 0
+    assert _vigil(cluster, "bank", "update", "lifecycle").returncode == 2

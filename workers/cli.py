@@ -9,7 +9,6 @@ import argparse
 import getpass
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -196,8 +195,13 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
     from workers.bank.importer import import_file
 
     store, _ = _store(args)
-    report = import_file(store, args.name, Path(args.file), fmt=args.format, skip_invalid=args.skip_invalid,
-                         progress=not args.json)
+    from workers.bank.formats import FormatError
+
+    try:
+        report = import_file(store, args.name, Path(args.file), fmt=args.format, skip_invalid=args.skip_invalid,
+                             label=args.label, progress=not args.json)
+    except FormatError as exc:
+        raise CliError(f"{args.file}: {exc}") from None
     if args.json:
         _print_json(report)
     else:
@@ -237,6 +241,85 @@ def cmd_bank_remove(args: argparse.Namespace) -> int:
     version = store.remove_entries(args.name, args.entry_ids)
     print(json.dumps({"removed": args.entry_ids, "version": version}) if args.json
           else f"removed {len(args.entry_ids)} entries from {args.name} (bank version {version})")
+    return EXIT_OK
+
+
+def cmd_bank_stats(args: argparse.Namespace) -> int:
+    from workers.bank.store import entries_key
+
+    store, _ = _store(args)
+    last = store.audit(count=1)
+    rows = []
+    for name, bank in sorted(store.banks().items()):
+        per_signal: dict[str, int] = {}
+        disabled = 0
+        for entry in store.iter_entries(name):
+            disabled += entry.disabled
+            for sv in entry.signals:
+                per_signal[sv.signal] = per_signal.get(sv.signal, 0) + 1
+        memory = store.r.memory_usage(entries_key(name)) or 0
+        rows.append({"bank": name, "action": bank.action, "enabled": bank.enabled, "label": bank.label,
+                     "entries": store.entry_count(name), "disabled": disabled, "hashes_per_signal": per_signal,
+                     "redis_bytes": memory, "thresholds": bank.thresholds, "dihedral": bank.dihedral})
+    info = store.r.info("memory")
+    out = {"version": store.version(), "last_change": last[0] if last else None, "banks": rows,
+           "redis_used_memory_bytes": info.get("used_memory")}
+    if args.json:
+        _print_json(out)
+        return EXIT_OK
+    lc = out["last_change"]
+    print(f"bank version {out['version']}; redis uses {out['redis_used_memory_bytes'] / 2**20:.1f} MiB"
+          + (f"; last change {lc['op']} on {lc['bank']} by {lc['actor']} at {lc['at_ms']}" if lc else ""))
+    for r in rows:
+        sig = ", ".join(f"{k} {v}" for k, v in sorted(r["hashes_per_signal"].items())) or "no hashes"
+        print(f"{r['bank']:<20} {r['action']:<7} {'enabled' if r['enabled'] else 'DISABLED':<9} "
+              f"{r['entries']:>9} entries ({r['disabled']} disabled)  {r['redis_bytes'] / 2**20:8.2f} MiB  {sig}")
+    return EXIT_OK
+
+
+def cmd_bank_export(args: argparse.Namespace) -> int:
+    from workers.bank import formats
+    from workers.bank.importer import export_records
+
+    store, _ = _store(args)
+    out = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        writer = formats.WRITERS[args.format]
+        count = writer(export_records(store, args.name), out)
+    finally:
+        if args.output:
+            out.close()
+    print(f"exported {count} hashes from {args.name}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_bank_entry_state(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    disable = args.verb == "disable"
+    versions = [store.set_entry_disabled(args.name, e, disable) for e in args.entry_ids]
+    print(json.dumps({"entries": args.entry_ids, "disabled": disable, "version": versions[-1]}) if args.json
+          else f"{'disabled' if disable else 'enabled'} {len(args.entry_ids)} entries in {args.name} "
+               f"(bank version {versions[-1]})")
+    return EXIT_OK
+
+
+def cmd_bank_update(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    changes: dict[str, Any] = {}
+    if args.action:
+        changes["action"] = args.action
+    if args.enable or args.disable:
+        changes["enabled"] = bool(args.enable)
+    if args.label is not None:
+        changes["label"] = args.label
+    if args.threshold:
+        changes["thresholds"] = {**store.require_bank(args.name).thresholds, **_signal_ints(args.threshold, "--threshold")}
+    if args.dihedral is not None:
+        changes["dihedral"] = args.dihedral == "on"
+    if not changes:
+        raise CliError("nothing to change: pass --action, --enable/--disable, --label, --threshold or --dihedral")
+    bank = store.update_bank(args.name, **changes)
+    _print_json(bank.to_json()) if args.json else print(f"bank {bank.name} updated: {', '.join(changes)}")
     return EXIT_OK
 
 
@@ -440,17 +523,39 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("files", nargs="+", metavar="FILE")
     b.add_argument("--label")
     b.add_argument("--note")
-    b = bank_cmd("import", "import a hash list (one `<signal> <hex>` per line: pdq, phash, md5, sha256)",
-                 cmd_bank_import)
+    b = bank_cmd("import", "import a hash list: ThreatExchange/HMA local file (`<signal> <hex>` lines), CSV, "
+                           "StopNCII JSON, NCMEC XML or Tech Against Terrorism JSON", cmd_bank_import)
     b.add_argument("name")
     b.add_argument("file")
-    b.add_argument("--format", default="auto", help="list format (default: detect)")
+    b.add_argument("--format", default="auto", choices=("auto", "local", "csv", "stopncii", "ncmec", "tat"),
+                   help="list format (default: detect from the extension and content)")
+    b.add_argument("--label", help="label for the imported entries (default: the list's own category)")
     b.add_argument("--skip-invalid", action="store_true",
                    help="load the valid lines and report the rest (default: all or nothing)")
     bank_cmd("list", "banks with their entries per signal", cmd_bank_list)
     b = bank_cmd("remove", "remove entries from a bank", cmd_bank_remove)
     b.add_argument("name")
     b.add_argument("entry_ids", nargs="+", metavar="ENTRY_ID")
+    for verb, text in (("disable", "stop entries matching at once, keeping them for audit (a tombstone)"),
+                       ("enable", "let disabled entries match again")):
+        b = bank_cmd(verb, text, cmd_bank_entry_state)
+        b.add_argument("name")
+        b.add_argument("entry_ids", nargs="+", metavar="ENTRY_ID")
+    b = bank_cmd("update", "change a bank: action, enabled, label, thresholds, dihedral", cmd_bank_update)
+    b.add_argument("name")
+    b.add_argument("--action", choices=("block", "review", "allow"))
+    g = b.add_mutually_exclusive_group()
+    g.add_argument("--enable", action="store_true", help="the bank matches again")
+    g.add_argument("--disable", action="store_true", help="the whole bank stops matching at once")
+    b.add_argument("--label")
+    b.add_argument("--threshold", action="append", metavar="SIGNAL=N", help="per-signal max distance, e.g. pdq=20")
+    b.add_argument("--dihedral", choices=("on", "off"))
+    bank_cmd("stats", "entries per signal, Redis memory, version and last change", cmd_bank_stats)
+    b = bank_cmd("export", "write a bank's hashes as a list", cmd_bank_export)
+    b.add_argument("name")
+    b.add_argument("--format", choices=("local", "csv"), default="local",
+                   help="local: `<signal> <hex>` lines (ThreatExchange/HMA); csv: signal,hash,label,source,note")
+    b.add_argument("--output", "-o", metavar="FILE", help="default: standard output")
 
     sub = nouns.add_parser("submit", help="submit local files as upload events",
                            description="Produces one moderation.uploads event per file (media_uri=file://...). "
