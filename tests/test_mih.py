@@ -140,3 +140,56 @@ def test_chunk_helpers() -> None:
     whole = int.from_bytes(bytes(range(32)), "big")
     for lo, w in ((0, 16), (60, 8), (120, 23), (233, 23)):  # inside a word and straddling two
         assert int(chunk_values(words, lo, w)[0]) == (whole >> (256 - lo - w)) & ((1 << w) - 1)
+
+
+def test_packed_codes_in_redis_follow_every_change_and_cold_start_agrees(tmp_path) -> None:
+    from workers.bank.model import Entry
+    from workers.bank.store import NO_FRAME, BankStore, codes_key, entries_key
+    from workers.signals import SignalValue
+    from workers.stack import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path).start()
+    try:
+        store = BankStore.from_url(server.url, actor="test")
+        store.create_bank("b", "block")
+        assert store.has_codes("b")
+        rng = np.random.default_rng(5)
+        hexes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(6)]
+        video = Entry("v1", "b", tuple(SignalValue("pdq", h, frame_ms=1000 * i) for i, h in enumerate(hexes[:3]))
+                      + (SignalValue("md5", "ab" * 16),))
+        photo = Entry("p1", "b", (SignalValue("pdq", hexes[3]), SignalValue("phash", "0123456789abcdef")))
+        other = Entry("p2", "b", (SignalValue("pdq", hexes[4]),))
+        store.add_entries("b", [video, photo, other])
+        store.set_entry_disabled("b", "p2", True)  # disabled: kept as JSON, gone from the codes
+        store.remove_entries("b", ["p1"])
+        store.add_entries("b", [Entry("v1", "b", (SignalValue("pdq", hexes[5], frame_ms=7),))])  # replaced
+
+        def rows(signal: str) -> list[tuple[str, str, int]]:
+            return sorted((i, c.tobytes().hex(), int(f)) for ids, codes, frames in store.iter_codes("b", signal)
+                          for i, c, f in zip(ids, codes, frames))
+
+        assert rows("pdq") == [("v1", hexes[5], 7)]
+        assert rows("phash") == [] and rows("md5") == []
+        store.add_entries("b", [video, photo])
+        assert rows("pdq") == sorted([("v1", h, 1000 * i) for i, h in enumerate(hexes[:3])] + [("p1", hexes[3], NO_FRAME)])
+        assert rows("md5") == [("v1", "ab" * 16, NO_FRAME)]
+
+        # cold start from the packed codes = index built from the JSON entries
+        idx = MultiIndexHamming(256)
+        for ids, codes, frames in store.iter_codes("b", "pdq"):
+            idx.add_many([("b", i) for i in ids], codes, frames)
+        ref = HammingIndex(256)
+        for e in store.iter_entries("b"):
+            for sv in e.signals:
+                if sv.signal == "pdq" and not e.disabled:
+                    ref.add(("b", e.entry_id), bytes.fromhex(sv.value), sv.frame_ms)
+        _same(idx, ref, [bytes.fromhex(h) for h in hexes], 40)
+
+        # a bank from before the packed layout: backfilled from its JSON
+        store.r.delete(codes_key("b", "pdq"), codes_key("b", "md5"), codes_key("b", "phash"))
+        store.r.hdel("vigil:layout", "b")
+        assert not store.has_codes("b") and rows("pdq") == []
+        assert store.backfill_codes("b") == store.r.hlen(entries_key("b")) == 3
+        assert store.has_codes("b") and len(rows("pdq")) == 4 and rows("phash") == [("p1", "0123456789abcdef", NO_FRAME)]
+    finally:
+        server.stop()

@@ -162,7 +162,7 @@ class BankStore:
         bank = Bank(name, action, label=label, thresholds=dict(thresholds or {}), dihedral=dihedral,
                     created_at_ms=int(time.time() * 1000), description=description,
                     live_strict=dict(live_strict or {}), live_frames=live_frames, live_window_s=live_window_s)
-        self._put_bank(bank)
+        self._put_bank(bank, [(LAYOUT, name, CODES_LAYOUT)])  # born with complete (empty) codes hashes
         return bank
 
     def update_bank(self, name: str, **changes: Any) -> Bank:
