@@ -170,3 +170,19 @@ def test_cli_bank_lifecycle_and_export_round_trip(cluster, tmp_path):
     assert row == {**row, "action": "block", "enabled": False, "entries": 2, "disabled": 1}
     assert stats["last_change"]["op"] == "bank_put" and row["redis_bytes"] > 0
     assert _vigil(cluster, "bank", "update", "lifecycle").returncode == 2
+
+
+def test_identical_reupload_is_decided_from_the_cache_until_the_bank_changes(cluster, media_dir, banked):
+    store, _ = banked
+    copy = write_photo(media_dir, "viral-rocket", "rocket", quality=55)
+    first = submit_and_wait(cluster.settings, [copy])[copy][1]
+    second = submit_and_wait(cluster.settings, [copy])[copy][1]
+    assert first["decision"] == second["decision"] == "block"
+    assert not any("cache" in n for n in first["notes"])
+    assert any("cache" in n for n in second["notes"]) and "decode" not in second["latency_ms"]
+    assert second["matches"] == first["matches"] and second["event_id"] != first["event_id"]
+    topics.validate("decision", second)
+    store.create_bank("cache-buster", "review", exist_ok=True)  # any bank change invalidates
+    store.update_bank("cache-buster", label="changed")
+    third = submit_and_wait(cluster.settings, [copy])[copy][1]
+    assert not any("cache" in n for n in third["notes"]) and "decode" in third["latency_ms"]

@@ -6,6 +6,7 @@ is in flight, and an offset is committed only after the output it covers has bee
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -20,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 import topics
 from workers import metrics
+from workers.decisions import DecisionCache
 from workers.errors import MediaError
 from workers.hashing import hash_media, hash_video
 from workers.media.image import sniff_media_type
@@ -43,7 +45,7 @@ class Output:
 
 
 def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[[Output], None] | None = None,
-                   stop_early: Callable[[str], bool] | None = None) -> Output:
+                   stop_early: Callable[[str], bool] | None = None, cache: DecisionCache | None = None) -> Output:
     """One upload event to its output: hashes (the final part), or a dead letter saying why not.
 
     A video's earlier parts go out through `emit` as they are hashed, so the matcher can block
@@ -57,6 +59,10 @@ def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[
         path = resolve_uri(event["media_uri"], settings.media_roots)
         data = read_media(path, settings.max_media_bytes)
         stages = {"queue": max(0.0, (started_ms - submitted) / 1000), "fetch": time.perf_counter() - t0}
+        if cache is not None:
+            cached = cache.get(hashlib.sha256(data).hexdigest())
+            if cached is not None:
+                return _from_cache(event, submitted, cached, stages, worker)
         if sniff_media_type(data) == "video":
             digests = hash_bytes(data)
             del data
@@ -75,6 +81,25 @@ def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[
     except Exception as exc:  # a bug must not stop the worker or lose the event
         log.exception("internal error", extra=_ids(event))
         return _dead(src, "internal_error", f"{type(exc).__name__}: {exc}", worker, event)
+
+
+def _from_cache(event: dict, submitted: int, cached: dict, stages: dict, worker: str) -> Output:
+    """The same bytes were decided under the current bank version: that decision stands."""
+    decided = now_ms()
+    out = {"schema_version": topics.SCHEMA_VERSION, "event_id": event["event_id"], "content_id": event["content_id"],
+           "source": "upload", "media_type": cached["media_type"], "decision": cached["decision"],
+           "partial": False, "matches": cached["matches"], "bank_version": cached["bank_version"],
+           "notes": [f"decided from the cache: these bytes were decided under bank version {cached['bank_version']}"],
+           "latency_ms": {**{k: round(v * 1000, 3) for k, v in stages.items()}, "total": max(0, decided - submitted)},
+           "submitted_at_ms": submitted, "decided_at_ms": decided, "worker": worker}
+    if "metadata" in event:
+        out["metadata"] = event["metadata"]
+    metrics.DECISIONS.labels("upload", out["decision"]).inc()
+    metrics.DECISION_LATENCY.labels("upload", out["decision"]).observe(out["latency_ms"]["total"] / 1000)
+    metrics.CACHE_HITS.inc()
+    log.info("decided from cache", extra={"event_id": event["event_id"], "content_id": event["content_id"],
+                                          "decision": out["decision"]})
+    return Output(topics.DECISIONS, event["content_id"].encode(), encode(out))
 
 
 def _video(src: Source, event: dict, submitted: int, path, digests: list, stages: dict, settings: Settings,
@@ -194,6 +219,8 @@ class Hasher:
         self.health.checks["broker"] = lambda: self.broker_ok
         self._fatal: Exception | None = None
         self.redis = redis.Redis.from_url(settings.redis, socket_timeout=1) if settings.redis else None
+        self.cache = DecisionCache(self.redis, settings.decision_cache_ttl_s) \
+            if self.redis is not None and settings.decision_cache_ttl_s > 0 else None
         from workers.live_hasher import LiveHasher  # the live loop reuses this module's pieces
 
         self.live = LiveHasher(settings, self.name)
@@ -253,7 +280,8 @@ class Hasher:
         ts_type, ts = msg.timestamp()
         src = Source(msg.topic(), msg.partition(), msg.offset(), ts if ts_type else None, msg.key(), msg.value())
         cell = self.tracker.started(src.topic, src.partition, src.offset)
-        fut = self.pool.submit(process_upload, src, self.settings, self.name, self._emit_part, self._blocked)
+        fut = self.pool.submit(process_upload, src, self.settings, self.name, self._emit_part, self._blocked,
+                               self.cache)
         self.work.append((fut, (src.topic, src.partition), cell))
         metrics.INFLIGHT.labels(self.name).set(len(self.work))
 

@@ -16,6 +16,7 @@ from workers.hasher import EARLY_BLOCK_KEY
 from workers.bank.store import BankStore
 from workers.errors import MediaError
 from workers.logs import now_ms
+from workers.decisions import DecisionCache, decision_message, sha256_of
 from workers.matching import BankIndex
 from workers.messages import Source, dead_letter, encode, parse_json
 from workers.policy import decide
@@ -24,7 +25,6 @@ from workers.signals import SignalValue
 
 log = logging.getLogger("vigil.matcher")
 GROUP = "vigil-matcher"
-MAX_EVIDENCE = 50  # matches listed in one decision; the strongest and closest are kept
 
 
 def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict[str, Any]:
@@ -33,36 +33,6 @@ def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict
     decision, evidence = decide(index.search([SignalValue.from_json(s) for s in event["signals"]]))
     return decision_message(event, decision, [m.to_json() for m in evidence], [], index, worker,
                             time.perf_counter() - t0)
-
-
-def decision_message(event: dict[str, Any], decision: str, evidence: list[dict], notes: list[str],
-                     index: BankIndex, worker: str, match_s: float) -> dict[str, Any]:
-    decided = now_ms()
-    latency = dict(event["hasher"]["latency_ms"])
-    latency["match"] = round(match_s * 1000, 3)
-    latency["total"] = max(0, decided - event["submitted_at_ms"])
-    out = {
-        "schema_version": topics.SCHEMA_VERSION,
-        "event_id": event["event_id"],
-        "content_id": event["content_id"],
-        "source": event.get("source", "upload"),
-        "media_type": event.get("media_type", "image"),
-        "decision": decision,
-        "partial": bool(event.get("partial", False)),
-        "notes": list(event.get("notes", [])) + notes,
-        "matches": evidence[:MAX_EVIDENCE],
-        "bank_version": index.version,
-        "latency_ms": latency,
-        "submitted_at_ms": event["submitted_at_ms"],
-        "decided_at_ms": decided,
-        "worker": worker,
-    }
-    if len(evidence) > MAX_EVIDENCE:
-        out["notes"].append(f"{len(evidence) - MAX_EVIDENCE} further matches omitted")
-    if "metadata" in event:
-        out["metadata"] = event["metadata"]
-    metrics.STAGE_DURATION.labels("match").observe(match_s)
-    return out
 
 
 class Matcher:
@@ -76,6 +46,8 @@ class Matcher:
                                         health_check_interval=10) if settings.redis else None
         if self.store is None:
             raise ValueError("no Redis URL: set VIGIL_REDIS or --redis, or use `vigil up`")
+        self.cache = DecisionCache(self.store.r, settings.decision_cache_ttl_s) \
+            if settings.decision_cache_ttl_s > 0 else None
         self.loaded = asyncio.Event()
         self.health = metrics.Health()
         self.health.checks["bank_loaded"] = lambda: self.index.loaded
@@ -128,6 +100,7 @@ class Matcher:
                     continue
                 if parsed["part"] == 0 and parsed["final"]:
                     decision = build_decision(parsed, self.index, self.name)
+                    self._cache(sha256_of(parsed), decision)
                 else:
                     decision = self.video_step(video_parts, parsed)
                     if decision is None:
@@ -179,6 +152,7 @@ class Matcher:
         """Fold one part of a video; the decision once it is certain (early block) or final."""
         eid = event["event_id"]
         state = parts.get(eid) or video_evidence.new_state()
+        state["sha256"] = state.get("sha256") or sha256_of(event)
         if state["decided"]:  # blocked early: later parts only close the event
             if event["final"]:
                 parts.pop(eid, None)
@@ -202,7 +176,14 @@ class Matcher:
                 log.warning("cannot mark early block in redis", extra={"event_id": eid, "error": str(exc)})
         else:
             parts.pop(eid, None)
-        return decision_message(event, decision, evidence_json, notes, self.index, self.name, match_s)
+        out = decision_message(event, decision, evidence_json, notes, self.index, self.name, match_s)
+        if event["final"]:
+            self._cache(state["sha256"], out)
+        return out
+
+    def _cache(self, sha256: str | None, decision: dict[str, Any]) -> None:
+        if sha256 and self.cache is not None:
+            self.cache.put(sha256, decision)
 
     def live_step(self, streams: Any, frame: dict[str, Any]) -> list[dict[str, Any]]:
         """Fold one live frame into its stream's state; the decisions to publish (0, 1 or 2)."""

@@ -26,6 +26,7 @@ EVENTS = Counter("vigil_events_total", "Input messages consumed.", ["worker", "t
 DECISIONS = Counter("vigil_decisions_total", "Decisions published.", ["source", "decision"])
 DEAD_LETTERS = Counter("vigil_dead_letters_total", "Inputs sent to the dead-letter topic.", ["stage", "code"])
 FRAMES_HASHED = Counter("vigil_frames_hashed_total", "Frames (or stills) hashed.", ["media_type"])
+CACHE_HITS = Counter("vigil_decision_cache_hits_total", "Uploads decided from the decision cache, without decoding.")
 INFLIGHT = Gauge("vigil_inflight_events", "Events being processed by this worker.", ["worker"])
 PAUSED = Gauge("vigil_paused_partitions", "Partitions paused for backpressure.", ["worker"])
 BANK_ENTRIES = Gauge("vigil_bank_entries", "Active bank entries in this matcher's index.", ["signal"])

@@ -44,6 +44,8 @@ class Settings:
     video_max_side: int = 512  # VIGIL_VIDEO_MAX_SIDE: frames are scaled down to this while decoding
     video_part_frames: int = 16  # VIGIL_VIDEO_PART_FRAMES: frames per hashes message (early block)
 
+    decision_cache_ttl_s: int = 3600  # VIGIL_DECISION_CACHE_TTL_S: identical files re-decided from cache; 0 = off
+
     bank_poll_seconds: float = 0.5  # VIGIL_BANK_POLL_SECONDS: how long a change-stream read blocks
 
     metrics_port: int = 0  # VIGIL_METRICS_PORT: 0 picks a free port
