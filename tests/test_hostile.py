@@ -22,15 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from confluent_kafka import Producer
 from PIL import Image
 
 import topics
-from tests.pipeline_helpers import event_bytes, produce_raw, submit_and_wait, write_photo
+from tests.pipeline_helpers import event_bytes, submit_and_wait, write_photo
 from workers import samples, transforms
 from workers.client import OutcomeWatcher
 from workers.errors import CODES, MediaError
 from workers.hasher import Output, process_upload
 from workers.hashing import hash_media
+from workers.kafka import producer_config
 from workers.media.image import MAX_JPEG_SCANS, image_notes
 from workers.media.video import sample_frames
 from workers.messages import Source
@@ -598,7 +600,12 @@ def test_pipeline_dead_letters_hostile_input_and_keeps_deciding(cluster, media_d
         ids[key] = code
         raw.append((key.encode(), value))
     watcher = OutcomeWatcher(cluster.settings)
-    produce_raw(cluster.settings, raw)
+    # librdkafka refuses locally to produce past its message.max.bytes (1,000,000 by default,
+    # the same as VIGIL_MAX_MESSAGE_BYTES): a hostile producer raises it, as this one does.
+    p = Producer({**producer_config(cluster.settings), "message.max.bytes": 4 * cluster.settings.max_message_bytes})
+    for key, value in raw:
+        p.produce(topics.UPLOADS, key=key, value=value)
+    assert p.flush(30) == 0
     good = write_photo(media_dir, "after-hostile", "rocket")
     topic, decision = submit_and_wait(cluster.settings, [good], timeout=90)[good]
     assert topic == topics.DECISIONS and decision["decision"] in ("allow", "block", "review"), decision
