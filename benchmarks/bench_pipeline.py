@@ -9,15 +9,19 @@ file; a quarter of the photos are banked so both allow and block paths run. Per 
   paced: uploads at half the burst rate for a fixed time -> decision latency p50/p99/max and the
          mean of each stage, from the decisions' own latency_ms (submit -> decision published).
 
+Each configuration runs twice: as shipped, and with the workers' BLAS/OpenMP pools pinned to one
+thread (the hasher parallelises with its own threads; see hash_cpu_ms for the in-process cost).
 Everything (broker, Redis, workers, this client) shares the machine's cores, so the figures
 are a floor for a deployment where each runs on its own.
 Run: python -m benchmarks.bench_pipeline [--quick]
 """
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +39,6 @@ from workers.runner import Cluster
 from workers.settings import Settings
 
 WIDTH, HEIGHT = 1280, 720
-CONFIGS = ((1, 1), (2, 1))  # (hashers, matchers)
 STAGES = ("queue", "fetch", "decode", "hash", "match")
 
 
@@ -82,6 +85,7 @@ class Phase:
     latencies_ms: list[float]
     decisions: dict[str, int]
     stage_ms: dict[str, float] = field(default_factory=dict)
+    bytes_mean: float = 0.0  # mean size of the uploaded files
     cpu_s: dict[str, float] = field(default_factory=dict)  # process kind -> CPU seconds
     load: float = 0.0  # 1-minute load average when the phase ended: other work on the machine shows here
 
@@ -145,7 +149,8 @@ def _submit(settings: Settings, files: list[Path], pace_s: float = 0.0, timeout:
         counts[m["decision"]] = counts.get(m["decision"], 0) + 1
     stages = {s: statistics.fmean(m["latency_ms"].get(s, 0.0) for m in decided) for s in STAGES}
     return Phase(len(files), (last_decision - first_submit) / 1000, [m["latency_ms"]["total"] for m in decided],
-                 counts, stages, load=psutil.getloadavg()[0])
+                 counts, stages, bytes_mean=statistics.fmean(f.stat().st_size for f in files),
+                 load=psutil.getloadavg()[0])
 
 
 def measure(hashers: int, matchers: int, burst: int, paced_seconds: float, folder: Path) -> tuple[Phase, Phase]:
@@ -173,47 +178,104 @@ def measure(hashers: int, matchers: int, burst: int, paced_seconds: float, folde
     return burst_phase, paced
 
 
+def hash_cpu_ms(uploads: int = 24) -> dict[str, float]:
+    """CPU ms per 720p JPEG of hash_media in this process, with the BLAS/OpenMP and OpenCV thread
+    pools as they come and pinned to one thread. The hasher already runs VIGIL_HASHER_THREADS
+    in parallel; small matrix products spread over more BLAS threads only spin."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    settings = Settings()
+    datas = [transforms.encode(to_720p(p), ".jpg", 90) for p in list(media.photos().values())[:8]]
+
+    def cost() -> float:
+        for d in datas:
+            hash_media(d, settings)
+        c0 = time.process_time()
+        for i in range(uploads):
+            hash_media(datas[i % len(datas)], settings)
+        return (time.process_time() - c0) * 1000 / uploads
+
+    out = {"thread pools as they come": cost()}
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        with threadpool_limits(1):
+            out["BLAS/OpenMP and OpenCV pinned to 1 thread"] = cost()
+    finally:
+        cv2.setNumThreads(before)
+    return out
+
+
+@contextmanager
+def child_env(**values: str):
+    """Environment for the worker processes a Cluster spawns (it passes ours on). Only used to
+    measure a library setting's effect; vigil's own configuration is Settings."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+PINNED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def run(quick: bool = False) -> str:
     burst, paced_s = (120, 8.0) if quick else (400, 25.0)
     cores = len(psutil.Process().cpu_affinity() or []) or psutil.cpu_count()
-    results = {}
-    for hashers, matchers in CONFIGS:
-        with tempfile.TemporaryDirectory(prefix="vigil-bench-pipeline-") as d:
-            results[(hashers, matchers)] = measure(hashers, matchers, burst, paced_s, Path(d))
+    configs = [(1, 1, False), (1, 1, True)] if quick else [(1, 1, False), (2, 1, False), (1, 1, True), (2, 1, True)]
+    results: dict[str, tuple[Phase, Phase]] = {}
+    for hashers, matchers, pinned in configs:
+        label = f"{hashers} x {matchers}" + (", BLAS 1 thread" if pinned else "")
+        with tempfile.TemporaryDirectory(prefix="vigil-bench-pipeline-") as d, child_env(**(PINNED if pinned else {})):
+            results[label] = measure(hashers, matchers, burst, paced_s, Path(d))
+    hash_cpu = hash_cpu_ms()
 
     lines = ["## Pipeline end to end (bench_pipeline)", "",
              f"Embedded tansu broker + redis-server + workers on this machine ({cores} cores, shared by all of "
              f"them and the client). 1280x720 JPEG uploads of real photos, each a distinct file; "
              f"burst = {burst} uploads submitted at once; paced = half the burst rate for {paced_s:.0f} s. "
-             "Latency is submit -> decision published, from each decision's latency_ms.", "",
-             "| hashers x matchers | burst uploads/s | burst p50 / p99 / max ms | paced uploads/s "
+             "Latency is submit -> decision published, from each decision's latency_ms. Configurations are "
+             "hashers x matchers (each hasher runs VIGIL_HASHER_THREADS=2 threads); \"BLAS 1 thread\" starts "
+             f"the workers with {' '.join(f'{k}={v}' for k, v in PINNED.items())}.", "",
+             "| config | burst uploads/s | burst p50 / p99 / max ms | paced uploads/s "
              "| paced p50 / p99 / max ms | decisions (burst) |",
              "|---|---|---|---|---|---|"]
-    for (h, m), (b, p) in results.items():
-        lines.append(f"| {h} x {m} | {b.rate:.1f} | {b.q(0.5):.0f} / {b.q(0.99):.0f} / {max(b.latencies_ms):.0f} "
+    for label, (b, p) in results.items():
+        lines.append(f"| {label} | {b.rate:.1f} | {b.q(0.5):.0f} / {b.q(0.99):.0f} / {max(b.latencies_ms):.0f} "
                      f"| {p.rate:.1f} | {p.q(0.5):.0f} / {p.q(0.99):.0f} / {max(p.latencies_ms):.0f} "
                      f"| {', '.join(f'{k} {v}' for k, v in sorted(b.decisions.items()))} |")
     lines += ["", "Mean time per stage in the paced run (ms). queue = submit -> a hasher thread starts it; "
               "hops = the rest of the total: hasher produce -> Kafka -> matcher consume -> decision produced.", "",
-              "| hashers x matchers | " + " | ".join(STAGES) + " | hops | total mean | load avg (1 min) |",
+              "| config | " + " | ".join(STAGES) + " | hops | total mean | load avg (1 min) |",
               "|---|" + "---|" * (len(STAGES) + 3)]
-    for (h, m), (_, p) in results.items():
+    for label, (_, p) in results.items():
         total = statistics.fmean(p.latencies_ms)
-        lines.append(f"| {h} x {m} | " + " | ".join(f"{p.stage_ms[s]:.1f}" for s in STAGES)
+        lines.append(f"| {label} | " + " | ".join(f"{p.stage_ms[s]:.1f}" for s in STAGES)
                      + f" | {total - sum(p.stage_ms.values()):.1f} | {total:.1f} | {p.load:.1f} |")
     lines += ["", "CPU per upload in the burst (ms of CPU time per upload, by process; psutil user+system):", ""]
     kinds = list(next(iter(results.values()))[0].cpu_s)
-    lines += ["| hashers x matchers | " + " | ".join(kinds) + " | all |", "|---|" + "---|" * (len(kinds) + 1)]
-    for (h, m), (b, _) in results.items():
+    lines += ["| config | " + " | ".join(kinds) + " | all |", "|---|" + "---|" * (len(kinds) + 1)]
+    for label, (b, _) in results.items():
         per = {k: b.cpu_s.get(k, 0.0) * 1000 / b.uploads for k in kinds}
-        lines.append(f"| {h} x {m} | " + " | ".join(f"{per[k]:.1f}" for k in kinds) + f" | {sum(per.values()):.1f} |")
-    one = results[CONFIGS[0]][0]
-    hasher_ms = one.cpu_s.get("hasher", 0.0) * 1000 / one.uploads
-    matcher_ms = one.cpu_s.get("matcher", 0.0) * 1000 / one.uploads
-    lines += ["", f"Capacity-model inputs (1 x 1 burst): hasher {hasher_ms:.1f} CPU-ms per 720p JPEG upload "
-              f"(fetch + decode + hash + produce), matcher {matcher_ms:.2f} CPU-ms per decision; "
-              f"one core therefore hashes about {1000 / hasher_ms:.0f} uploads/s and matches about "
-              f"{1000 / matcher_ms:.0f} decisions/s at this bank size ({len(media.photos()) // 4} entries)."]
+        lines.append(f"| {label} | " + " | ".join(f"{per[k]:.1f}" for k in kinds) + f" | {sum(per.values()):.1f} |")
+    lines += ["", "hash_media alone, in this process (decode + all signals of one 720p JPEG upload), CPU ms per upload:",
+              "", "| thread pools | CPU ms / upload |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in hash_cpu.items()]
+    for label, (b, _) in results.items():
+        if label.startswith("1 x 1"):
+            hasher_ms = b.cpu_s.get("hasher", 0.0) * 1000 / b.uploads
+            matcher_ms = b.cpu_s.get("matcher", 0.0) * 1000 / b.uploads
+            lines += ["", f"Capacity-model inputs ({label}, burst): hasher {hasher_ms:.1f} CPU-ms per 720p JPEG upload "
+                      f"(fetch + decode + hash + produce), matcher {matcher_ms:.2f} CPU-ms per decision: one core "
+                      f"hashes about {1000 / hasher_ms:.0f} uploads/s and matches about {1000 / matcher_ms:.0f} "
+                      f"decisions/s at this bank size ({len(media.photos()) // 4} entries)."]
     return "\n".join(lines)
 
 
