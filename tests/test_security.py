@@ -84,9 +84,9 @@ def render_acl(template: str, passwords: dict[str, str]) -> str:
 
 
 class Server:
-    def __init__(self, tmp: Path, *args: str):
+    def __init__(self, tmp: Path, *args: str, binary: str | None = None):
         self.port, self.tls_port = free_port(), 0
-        argv = [_redis7(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(tmp), "--save", "",
+        argv = [binary or _redis7(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(tmp), "--save", "",
                 "--appendonly", "no", "--daemonize", "no", *args]
         self.proc = spawn(argv, log_path=tmp / "redis.log")
         try:
@@ -306,7 +306,7 @@ def test_rediss_url_carries_user_ca_and_client_cert(acl_server: Server, bank: Ba
 
 
 def test_requirepass_refuses_a_url_without_the_password(tmp_path: Path):
-    server = Server(tmp_path, "--requirepass", "s3cret/with:odd@chars")
+    server = Server(tmp_path, "--requirepass", "s3cret/with:odd@chars", binary=redis_server_binary())
     try:
         with pytest.raises(redis.AuthenticationError):
             redis.Redis.from_url(server.url()).ping()
