@@ -43,6 +43,13 @@ def cluster(media_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_native_thread():
+    from workers.signals import limit_native_threads
+
+    limit_native_threads()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _no_vigil_env():
     """Tests describe their own settings; a developer's VIGIL_* must not leak in."""
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VIGIL_")}

@@ -601,6 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     args = build_parser().parse_args(argv)
+    from workers.signals import limit_native_threads
+
+    limit_native_threads()
     try:
         return args.func(args)
     except CliError as exc:

@@ -29,6 +29,8 @@ def consumer_config(settings: Settings, group: str) -> dict:
         "auto.offset.reset": "earliest",  # an event produced before the group first joins is still processed
         "enable.partition.eof": False,
         "statistics.interval.ms": 5000,
+        # librdkafka prefetches up to this much per consumer; bounded so an overload cannot grow memory
+        "queued.max.messages.kbytes": 16384,
     })
     if settings.embedded:
         # tansu completes a group join only after max.poll.interval.ms, so keep it short.

@@ -39,6 +39,13 @@ def parse_json(raw: bytes | None, schema: str, max_bytes: int) -> dict[str, Any]
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MediaError("not_json", f"value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise MediaError("not_json", "value nests deeper than the JSON parser allows") from None
+    if "\\u" in text:  # valid UTF-8 can still spell a lone surrogate as an escape
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise MediaError("invalid_utf8", "a \\u escape spells a lone surrogate, not a character") from None
     try:
         validate(schema, obj)
     except SchemaError as exc:

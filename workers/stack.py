@@ -44,7 +44,10 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
 
 
 def spawn(argv: list[str], *, env: dict[str, str] | None = None, log_path: Path | None = None) -> subprocess.Popen:
-    """Start a child that dies with us; its output goes to log_path (or is discarded)."""
+    """Start a child that dies with us; its output goes to log_path (or is discarded).
+
+    PR_SET_PDEATHSIG follows the *thread* that forks: call this from a thread that lives as long
+    as the child should (the main thread), or the child is stopped when that thread ends."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -1,0 +1,98 @@
+"""Chaos on real processes: 2 hashers and 2 matchers, 2,000 uploads of real photos, workers
+SIGKILLed at random moments and restarted. Every event must end with exactly one distinct
+decision, and every banked copy must be blocked."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+import topics
+from tests.pipeline_helpers import write_photo
+from workers import transforms
+from workers.bank.importer import add_media_file
+from workers.bank.store import BankStore
+from workers.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.runner import Cluster
+from workers.settings import Settings
+
+pytestmark = pytest.mark.integration
+EVENTS = 2000
+BANKED = ("astronaut", "chelsea", "rocket", "coffee")
+UNRELATED = ("china.jpg", "flower.jpg", "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle", "retina")
+
+
+def test_no_event_lost_or_decided_twice_differently_under_sigkill(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    settings = Settings(media_roots=(str(media),), data_dir=str(tmp_path / "cluster"), partitions=6,
+                        decision_cache_ttl_s=0)  # every event goes through a matcher
+    rng = random.Random(7)
+    with Cluster(settings, hashers=2, matchers=2) as cluster:
+        store = BankStore.from_url(cluster.settings.redis, actor="chaos")
+        store.create_bank("chaos", "block")
+        files: list[tuple[object, str]] = []
+        for name in BANKED:
+            add_media_file(store, "chaos", write_photo(media, f"bank-{name}", name, ext=".png"), cluster.settings)
+            for q in (60, 75, 90):
+                files.append((write_photo(media, f"{name}-q{q}", name, quality=q), "block"))
+            files.append((write_photo(media, f"{name}-half", name, edit=lambda im: transforms.resize(im, 0.5)), "block"))
+        for name in UNRELATED:
+            for q in (60, 85):
+                files.append((write_photo(media, f"{name.split('.')[0]}-q{q}", name, quality=q), "allow"))
+        cluster.wait_ready(timeout=120)
+        watcher = OutcomeWatcher(cluster.settings, from_beginning=True)
+        producer = UploadProducer(cluster.settings)
+        expected: dict[str, str] = {}
+        kills: list[str] = []
+
+        def submit() -> None:
+            for i in range(EVENTS):
+                path, want = files[i % len(files)]
+                event = upload_event(path)
+                expected[event["event_id"]] = want
+                producer.submit(event)
+                if i % 50 == 49:
+                    time.sleep(0.25)  # about 200 uploads a second, for ~10 s
+            producer.flush()
+
+        submitter = threading.Thread(target=submit)
+        submitter.start()
+        # Kill and restart from the main thread: a child's PR_SET_PDEATHSIG follows the thread
+        # that spawned it, so workers started from a short-lived thread would die with it.
+        for kind in ("hasher", "matcher", "hasher", "matcher"):
+            time.sleep(rng.uniform(2.0, 6.0))
+            victim = rng.choice([w for w in cluster.workers if w.kind == kind])
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
+            cluster.workers.remove(victim)
+            kills.append(victim.name)
+            cluster.start_worker(kind)
+        submitter.join()
+        outcomes: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(outcomes) < len(expected):
+            for topic, msg in watcher.messages(2.0):
+                eid = msg.get("event_id")
+                if eid in expected:
+                    outcomes[eid].append((topic, msg.get("decision") or msg.get("code")))
+        watcher.close()
+        alive = [w.name for w in cluster.workers if w.proc.poll() is None]
+
+    missing = [e for e in expected if e not in outcomes]
+    dead = [e for e, outs in outcomes.items() if any(t == topics.DEAD_LETTER for t, _ in outs)]
+    conflicting = [e for e, outs in outcomes.items() if len({d for _, d in outs}) > 1]
+    wrong = [e for e, outs in outcomes.items() if outs[0][1] != expected[e]]
+    duplicates = sum(len(o) - 1 for o in outcomes.values())
+    report = {"events": len(expected), "decided": len(outcomes), "missing": len(missing), "dead_letters": len(dead),
+              "duplicate_decisions": duplicates, "conflicting": len(conflicting), "wrong": len(wrong),
+              "blocked": sum(1 for e in outcomes if outcomes[e][0][1] == "block"), "killed": kills,
+              "workers_alive_at_end": alive}
+    print("chaos report:", json.dumps(report))
+    assert len(expected) == EVENTS and len(kills) == 4
+    assert not missing and not dead and not conflicting and not wrong, report
