@@ -9,19 +9,16 @@ file; a quarter of the photos are banked so both allow and block paths run. Per 
   paced: uploads at half the burst rate for a fixed time -> decision latency p50/p99/max and the
          mean of each stage, from the decisions' own latency_ms (submit -> decision published).
 
-Each configuration runs twice: as shipped, and with the workers' BLAS/OpenMP pools pinned to one
-thread (the hasher parallelises with its own threads; see hash_cpu_ms for the in-process cost).
+hash_cpu_ms shows why workers pin BLAS/OpenMP and OpenCV to one thread each.
 Everything (broker, Redis, workers, this client) shares the machine's cores, so the figures
 are a floor for a deployment where each runs on its own.
 Run: python -m benchmarks.bench_pipeline [--quick]
 """
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,10 +177,9 @@ def measure(hashers: int, matchers: int, burst: int, paced_seconds: float, folde
 
 def hash_cpu_ms(uploads: int = 24) -> dict[str, float]:
     """CPU ms per 720p JPEG of hash_media in this process, with the BLAS/OpenMP and OpenCV thread
-    pools as they come and pinned to one thread. The hasher already runs VIGIL_HASHER_THREADS
-    in parallel; small matrix products spread over more BLAS threads only spin."""
-    import cv2
-    from threadpoolctl import threadpool_limits
+    pools as they come, then after workers.signals.limit_native_threads() (what every worker
+    calls at start). Run last: the limit cannot be undone in this process."""
+    from workers.signals import limit_native_threads
 
     settings = Settings()
     datas = [transforms.encode(to_720p(p), ".jpg", 90) for p in list(media.photos().values())[:8]]
@@ -197,44 +193,19 @@ def hash_cpu_ms(uploads: int = 24) -> dict[str, float]:
         return (time.process_time() - c0) * 1000 / uploads
 
     out = {"thread pools as they come": cost()}
-    before = cv2.getNumThreads()
-    try:
-        cv2.setNumThreads(1)
-        with threadpool_limits(1):
-            out["BLAS/OpenMP and OpenCV pinned to 1 thread"] = cost()
-    finally:
-        cv2.setNumThreads(before)
+    limit_native_threads()
+    out["after limit_native_threads() (as workers run)"] = cost()
     return out
-
-
-@contextmanager
-def child_env(**values: str):
-    """Environment for the worker processes a Cluster spawns (it passes ours on). Only used to
-    measure a library setting's effect; vigil's own configuration is Settings."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-PINNED = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run(quick: bool = False) -> str:
     burst, paced_s = (120, 8.0) if quick else (400, 25.0)
     cores = len(psutil.Process().cpu_affinity() or []) or psutil.cpu_count()
-    configs = [(1, 1, False), (1, 1, True)] if quick else [(1, 1, False), (2, 1, False), (1, 1, True), (2, 1, True)]
+    configs = [(1, 1)] if quick else [(1, 1), (2, 1)]
     results: dict[str, tuple[Phase, Phase]] = {}
-    for hashers, matchers, pinned in configs:
-        label = f"{hashers} x {matchers}" + (", BLAS 1 thread" if pinned else "")
-        with tempfile.TemporaryDirectory(prefix="vigil-bench-pipeline-") as d, child_env(**(PINNED if pinned else {})):
-            results[label] = measure(hashers, matchers, burst, paced_s, Path(d))
+    for hashers, matchers in configs:
+        with tempfile.TemporaryDirectory(prefix="vigil-bench-pipeline-") as d:
+            results[f"{hashers} x {matchers}"] = measure(hashers, matchers, burst, paced_s, Path(d))
     hash_cpu = hash_cpu_ms()
 
     lines = ["## Pipeline end to end (bench_pipeline)", "",
@@ -242,8 +213,7 @@ def run(quick: bool = False) -> str:
              f"them and the client). 1280x720 JPEG uploads of real photos, each a distinct file; "
              f"burst = {burst} uploads submitted at once; paced = half the burst rate for {paced_s:.0f} s. "
              "Latency is submit -> decision published, from each decision's latency_ms. Configurations are "
-             "hashers x matchers (each hasher runs VIGIL_HASHER_THREADS=2 threads); \"BLAS 1 thread\" starts "
-             f"the workers with {' '.join(f'{k}={v}' for k, v in PINNED.items())}.", "",
+             "hashers x matchers (each hasher runs VIGIL_HASHER_THREADS=2 threads).", "",
              "| config | burst uploads/s | burst p50 / p99 / max ms | paced uploads/s "
              "| paced p50 / p99 / max ms | decisions (burst) |",
              "|---|---|---|---|---|---|"]
@@ -269,7 +239,7 @@ def run(quick: bool = False) -> str:
               "", "| thread pools | CPU ms / upload |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in hash_cpu.items()]
     for label, (b, _) in results.items():
-        if label.startswith("1 x 1"):
+        if label == "1 x 1":
             hasher_ms = b.cpu_s.get("hasher", 0.0) * 1000 / b.uploads
             matcher_ms = b.cpu_s.get("matcher", 0.0) * 1000 / b.uploads
             lines += ["", f"Capacity-model inputs ({label}, burst): hasher {hasher_ms:.1f} CPU-ms per 720p JPEG upload "
