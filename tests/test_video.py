@@ -231,7 +231,7 @@ def test_audio_only_files_are_refused(workdir, name, codec):
     path = audio_only(workdir / name, 1.0, codec)
     with pytest.raises(MediaError) as err:
         list(sample_frames(path))
-    assert err.value.code == "unsupported_media" and "no video stream" in err.value.message
+    assert err.value.code == "no_video_stream" and "no video stream" in err.value.message
 
 
 def test_a_video_with_audio_samples_its_video(tmp_path):

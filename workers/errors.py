@@ -14,6 +14,7 @@ CODES: dict[str, str] = {
     "empty_media": "the file is zero bytes",
     "image_too_large": "the image's declared dimensions exceed VIGIL_MAX_IMAGE_PIXELS (decompression bomb guard)",
     "decode_failed": "the bytes are not a decodable image or video",
+    "no_video_stream": "a video container without a video stream (audio only): dead-lettered, not allowed, since nothing was checked",
     "unsupported_media": "a media type vigil does not process yet (for example video before video support)",
     "truncated_media": "the file stops before its format's end marker (JPEG EOI, PNG IEND, WebP RIFF length, GIF trailer)",
     "decode_too_costly": "the image's structure would cost far more to decode than its size suggests (JPEG with over 200 scans)",

@@ -10,7 +10,7 @@ import numpy as np
 
 from workers import signals as sig
 from workers.errors import MediaError
-from workers.media.image import decode_image, sniff_media_type
+from workers.media.image import decode_image, image_notes, sniff_media_type
 from workers.settings import Settings
 from workers.signals.borders import remove_borders
 
@@ -43,6 +43,7 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     values = hash_frame(rgb, settings, dihedral=query) + sig.hash_bytes(data)
     t2 = time.perf_counter()
     notes = [] if media_type in (None, kind) else [f"media_type hint {media_type!r} but the bytes are {kind}"]
+    notes += image_notes(data)  # e.g. bytes appended after the image (a polyglot): hashed, but said
     return HashResult(kind, values, frames=1, notes=notes, stage_seconds={"decode": t1 - t0, "hash": t2 - t1})
 
 

@@ -11,7 +11,7 @@ import faust
 import redis
 
 import topics
-from workers import live, metrics, video_evidence
+from workers import live, logs, metrics, video_evidence
 from workers.hasher import EARLY_BLOCK_KEY
 from workers.bank.store import BankStore
 from workers.errors import MediaError
@@ -20,6 +20,7 @@ from workers.decisions import DecisionCache, decision_message, sha256_of
 from workers.matching import BankIndex
 from workers.messages import Source, dead_letter, encode, parse_json
 from workers.policy import decide
+from workers.security import faust_broker_options
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -51,7 +52,7 @@ class Matcher:
         self.loaded = asyncio.Event()
         self.health = metrics.Health()
         self.health.checks["bank_loaded"] = lambda: self.index.loaded
-        self.health.checks["bank_fresh"] = lambda: time.time() - self.index.synced_at < 30
+        self.health.checks["bank_fresh"] = lambda: time.time() - self.index.synced_at < settings.bank_stale_seconds
         self.health.checks["broker"] = lambda: self._assigned
         self._assigned = False
         self.app = self._build_app()
@@ -73,6 +74,7 @@ class Matcher:
             producer_acks=-1,
             datadir=f"{s.data_dir or '/tmp'}/vigil-matcher-{self.name}",
             **extra,
+            **faust_broker_options(s.kafka_config),
         )
         hashes = app.topic(topics.HASHES, key_type=bytes, value_type=bytes, key_serializer="raw",
                            value_serializer="raw", partitions=s.partitions)
@@ -234,6 +236,7 @@ class Matcher:
 
     async def _sync_forever(self) -> None:
         """Load the snapshot, then tail the change stream; reconnect with backoff if Redis goes away."""
+        logs.setup(self.settings.log_level)  # faust set up its own logging when the worker started
         loop = asyncio.get_running_loop()
         backoff = 0.2
         block_ms = int(self.settings.bank_poll_seconds * 1000)
@@ -259,7 +262,7 @@ class Matcher:
                 log.warning("redis unavailable; matching continues from memory", extra={"error": str(exc),
                                                                                        "retry_s": backoff})
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, 5.0)
 
     def _publish_bank_metrics(self) -> None:
         metrics.BANK_VERSION.set(self.index.version)

@@ -41,12 +41,14 @@ class Settings:
     video_fps: float = 1.0  # VIGIL_VIDEO_FPS: fixed rate, and the fill rate where keyframes are sparse
     video_max_seconds: float = 3600.0  # VIGIL_VIDEO_MAX_SECONDS of stream time sampled
     video_max_frames: int = 1200  # VIGIL_VIDEO_MAX_FRAMES sampled per video
-    video_max_side: int = 512  # VIGIL_VIDEO_MAX_SIDE: frames are scaled down to this while decoding
+    video_max_side: int = 640  # VIGIL_VIDEO_MAX_SIDE: frames are scaled down to this while decoding (PDQ drift
+    # from full size: median 4 bits at 640 px, 9-10 at 512; benchmarks/bench_video.py)
     video_part_frames: int = 16  # VIGIL_VIDEO_PART_FRAMES: frames per hashes message (early block)
 
     decision_cache_ttl_s: int = 3600  # VIGIL_DECISION_CACHE_TTL_S: identical files re-decided from cache; 0 = off
 
     bank_poll_seconds: float = 0.5  # VIGIL_BANK_POLL_SECONDS: how long a change-stream read blocks
+    bank_stale_seconds: float = 30.0  # VIGIL_BANK_STALE_SECONDS: unsynced this long -> matcher not ready
 
     metrics_port: int = 0  # VIGIL_METRICS_PORT: 0 picks a free port
     metrics_host: str = "127.0.0.1"  # VIGIL_METRICS_HOST

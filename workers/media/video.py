@@ -84,8 +84,8 @@ def sample_frames(
     hashes do not need full resolution, but PDQ drifts as frames shrink: 640 px costs a median 4
     bits against full-size hashes, 512 px 9-10 bits, 320 px 12-15 (benchmarks/bench_video.py). ``threads`` is the decoder's thread count; the default of
     one leaves parallelism to the worker, which hashes several uploads at once.
-    Raises MediaError on iteration: decode_failed (nothing decodable), unsupported_media (no video
-    stream), image_too_large (frame dimensions over max_pixels).
+    Raises MediaError on iteration: decode_failed (nothing decodable), no_video_stream (audio
+    only: dead-lettered rather than allowed, since nothing was checked), image_too_large (frame dimensions over max_pixels).
     """
     return VideoSampling(os.fspath(path), strategy, limits, max_side, threads)
 
@@ -181,7 +181,7 @@ class VideoSampling:
         videos = [s for s in container.streams.video]
         if not videos:
             kinds = sorted({s.type for s in container.streams}) or ["nothing"]
-            raise MediaError("unsupported_media", f"no video stream (the file holds {', '.join(kinds)})")
+            raise MediaError("no_video_stream", f"no video stream (the file holds {', '.join(kinds)})")
         moving = [s for s in videos if not (s.disposition & av.stream.Disposition.attached_pic)]
         if not moving:
             self._note("only an attached picture (cover art); sampling it as a one-frame video")
