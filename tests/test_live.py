@@ -69,7 +69,10 @@ def live_bank(cluster, media_dir):
     path.write_bytes(transforms.encode(samples.photo("astronaut"), ".png"))
     entry, _ = add_media_file(store, "live-bad", path, cluster.settings)
     time.sleep(1.0)  # the matcher applies the change stream in well under a second
-    return store, entry
+    yield store, entry
+    for bank in ("live-bad", "live-window"):  # other modules share the cluster: leave no bank behind
+        if store.get_bank(bank):
+            store.update_bank(bank, enabled=False)
 
 
 def _collect(watcher: OutcomeWatcher, stream_id: str, until_summary: bool, timeout: float = 60) -> list[dict]:

@@ -27,7 +27,9 @@ def banked(cluster, media_dir):
     for name in BANKED:
         path = write_photo(media_dir, f"bank-{name}", name, ext=".png")
         entries[name], _ = add_media_file(store, "known-bad", path, cluster.settings)
-    return store, entries
+    yield store, entries
+    for bank in store.banks():  # other modules share the cluster: leave no bank enabled behind
+        store.update_bank(bank, enabled=False)
 
 
 def test_edited_copies_of_banked_photos_are_blocked_with_evidence(cluster, media_dir, banked):

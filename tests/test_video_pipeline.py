@@ -21,7 +21,8 @@ def video_bank(cluster, media_dir):
     store.create_bank("videos", "block", label="terror", exist_ok=True)
     entry, _ = add_media_file(store, "videos", original, cluster.settings)
     assert entry.media_type == "video" and sum(s.signal == "pdq" for s in entry.signals) >= 3
-    return frames, entry
+    yield frames, entry
+    store.update_bank("videos", enabled=False)  # the cluster is shared with other modules
 
 
 def test_variants_of_a_banked_video_are_blocked(cluster, media_dir, video_bank):

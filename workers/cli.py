@@ -592,6 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
     lw.add_argument("--json", action="store_true", help="one JSON decision per line")
     lw.set_defaults(func=cmd_live_watch)
 
+    from workers import status
+
+    status.add_parser(nouns)
+
     demo = nouns.add_parser("demo", help="run the whole pipeline on the embedded stack with sample photos")
     demo.add_argument("--keep", action="store_true", help="keep going after a wrong decision (exit 1 at the end)")
     demo.set_defaults(func=cmd_demo)

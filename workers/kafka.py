@@ -28,6 +28,7 @@ def consumer_config(settings: Settings, group: str) -> dict:
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",  # an event produced before the group first joins is still processed
         "enable.partition.eof": False,
+        "fetch.wait.max.ms": settings.fetch_wait(),
         "statistics.interval.ms": 5000,
         # librdkafka prefetches up to this much per consumer; bounded so an overload cannot grow memory
         "queued.max.messages.kbytes": 16384,

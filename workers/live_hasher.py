@@ -72,7 +72,7 @@ class LiveHasher:
         self.settings = settings
         self.name = name
         self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP),
-                                  "fetch.wait.max.ms": 10})
+                                  "fetch.wait.max.ms": min(10, settings.fetch_wait())})
         self.producer = Producer({**producer_config(settings), "linger.ms": 0})
         self.tracker = OffsetTracker()
         self.skipped_since: dict[str, int] = {}  # stream -> frames skipped since the last one sent

@@ -11,7 +11,7 @@ import faust
 import redis
 
 import topics
-from workers import live, logs, metrics, video_evidence
+from workers import faust_transport, live, logs, metrics, video_evidence
 from workers.hasher import EARLY_BLOCK_KEY
 from workers.bank.store import BankStore
 from workers.errors import MediaError
@@ -59,13 +59,14 @@ class Matcher:
 
     def _build_app(self) -> faust.App:
         s = self.settings
+        faust_transport.set_fetch_wait_ms(s.fetch_wait())
         extra: dict[str, Any] = {}
         if s.embedded:
             extra.update(broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
                          broker_max_poll_interval=6.0, broker_rebalance_timeout=6.0)
         app = faust.App(
             GROUP,
-            broker=[f"kafka://{h}" for h in s.kafka.split(",")] if s.kafka else None,
+            broker=[f"{faust_transport.SCHEME}://{h}" for h in s.kafka.split(",")] if s.kafka else None,
             store="memory://",
             web_enabled=False,
             topic_partitions=s.partitions,

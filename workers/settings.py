@@ -20,6 +20,9 @@ class Settings:
     kafka_config: dict[str, str] = field(default_factory=dict)  # VIGIL_KAFKA_CONFIG
     # Embedded brokers only complete a group join after max.poll.interval.ms, so it is kept short there.
     embedded: bool = False  # VIGIL_EMBEDDED
+    # How long a consumer's fetch may wait for data. Apache Kafka answers as soon as data arrives;
+    # the embedded broker waits it out, so embedded mode polls often. 0 = auto (embedded 20, else 500).
+    fetch_wait_ms: int = 0  # VIGIL_FETCH_WAIT_MS
     partitions: int = 6  # VIGIL_PARTITIONS: partitions of uploads/hashes/decisions when vigil creates them
 
     media_roots: tuple[str, ...] = ()  # VIGIL_MEDIA_ROOTS, os.pathsep-separated
@@ -71,6 +74,9 @@ class Settings:
     def with_overrides(self, **overrides: Any) -> "Settings":
         """Apply CLI flags; None means 'flag not given'."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def fetch_wait(self) -> int:
+        return self.fetch_wait_ms or (20 if self.embedded else 500)
 
     def worker_name(self, kind: str) -> str:
         return self.worker_id or f"{kind}-{socket.gethostname()}-{os.getpid()}"
