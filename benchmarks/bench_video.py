@@ -87,11 +87,19 @@ def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def sampler_run(path: Path, strategy: SamplingStrategy, pdq: bool, max_side: int | None) -> tuple[int, int]:
+def sampler_run(path: Path, strategy: SamplingStrategy, pdq: bool | str, max_side: int | None) -> tuple[int, int]:
+    """pdq: False (decode only), True (reference PDQ), or "vigil" (what the hasher computes per
+    frame: fast PDQ + pHash, the unbordered frame, and the dihedral query variants)."""
+    from workers.hashing import hash_frame
+    from workers.settings import Settings
+
+    settings = Settings()
     sampling = sample_frames(path, strategy, VideoLimits(max_frames=100_000), max_side=max_side)
     n = 0
     for frame in sampling:
-        if pdq:
+        if pdq == "vigil":
+            hash_frame(frame.rgb, settings, frame_ms=frame.frame_ms, dihedral=True)
+        elif pdq:
             hash_frames([frame.rgb], ("pdq",), impl="reference")
         n += 1
     return n, sampling.frames_decoded
@@ -142,10 +150,11 @@ def throughput(sizes: list[tuple[int, int]], seconds: float) -> list[str]:
         wall, cpu, (n, dec) = timed(lambda: opencv_run(path))
         lines.append(_row(f"{tag} cv2.VideoCapture, every frame (baseline)", seconds, wall, cpu, n, dec))
         for name, strategy in STRATEGIES.items():
-            for pdq, max_side in ((False, None), (True, None), (True, MAX_SIDE)):
-                if name == "every frame" and pdq and max_side is None and height > 720:
+            for pdq, max_side in ((False, None), (True, None), (True, MAX_SIDE), ("vigil", MAX_SIDE)):
+                if name == "every frame" and pdq is True and max_side is None and height > 720:
                     continue  # minutes of reference PDQ at 1080p: the downscaled row says enough
-                what = "decode + RGB" if not pdq else "+ PDQ (reference)"
+                what = ("decode + RGB" if not pdq else "+ PDQ (reference)" if pdq is True
+                        else "+ vigil's hashes (fast PDQ + pHash, unbordered, dihedral)")
                 if max_side:
                     what += f", downscaled to {max_side} px"
                 wall, cpu, (n, dec) = timed(lambda: sampler_run(path, strategy, pdq, max_side))
