@@ -144,6 +144,7 @@ def test_flood_of_one_stream_does_not_delay_another(cluster, live_bank):
     assert blocks, "the victim stream's banked frame was not decided"
     # The goal is p99 < 300 ms at 100 streams (benchmarks/bench_live.py measures it); behind a
     # 400-frame flood the victim must still be decided within a second, not after the flood.
+    print("victim latency", blocks[0]["latency_ms"], "flood summary", summary)
     assert blocks[0]["latency_ms"]["total"] < 1000, blocks[0]["latency_ms"]
     assert summary["skipped_frames"] > 0 and summary["frames"] + summary["skipped_frames"] == 400
 

@@ -59,7 +59,7 @@ def test_matcher_rides_out_a_redis_outage_and_catches_up(tmp_path):
             redis_server.stop()
             during = submit_and_wait(cluster.settings, [copy], timeout=60)[copy][1]
             assert during["decision"] == "block"  # matched from the in-memory index
-            state = _wait(lambda: (r := _ready(matcher.metrics_url)) if not r["ready"] else None, 15,
+            state = _wait(lambda: (lambda r: None if r["ready"] else r)(_ready(matcher.metrics_url)), 15,
                           "matcher reports not ready while Redis is away")
             assert state["checks"]["bank_fresh"] is False and state["checks"]["bank_loaded"] is True
 

@@ -45,7 +45,11 @@ def producer_config(settings: Settings) -> dict:
     conf = base_config(settings)
     conf.update({
         "acks": "all",
-        "enable.idempotence": True,  # no duplicates or reordering from retries: a video's parts stay in order
+        # No duplicates or reordering from retries, so a video's parts stay in order. The embedded
+        # broker is memory-only: a restart forgets producer ids, which an idempotent producer treats
+        # as fatal, so there one request in flight keeps the order instead.
+        "enable.idempotence": not settings.embedded,
+        "max.in.flight.requests.per.connection": 1 if settings.embedded else 5,
         "linger.ms": 2,
         "message.timeout.ms": 120000,  # after this a delivery fails loudly rather than buffering forever
         "queue.buffering.max.messages": 100000,

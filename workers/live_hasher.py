@@ -71,8 +71,13 @@ class LiveHasher:
     def __init__(self, settings: Settings, name: str):
         self.settings = settings
         self.name = name
+        # Large fetches: a flooding stream's frames sit in the same partition as other streams',
+        # and Kafka cannot skip bytes unread; reading them in a few big fetches (then skipping
+        # all but the newest) is what keeps the other streams current. Still bounded in memory.
         self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP),
-                                  "fetch.wait.max.ms": min(10, settings.fetch_wait())})
+                                  "fetch.wait.max.ms": min(10, settings.fetch_wait()),
+                                  "max.partition.fetch.bytes": 16 * 2**20, "fetch.max.bytes": 64 * 2**20,
+                                  "queued.max.messages.kbytes": 65536})
         self.producer = Producer({**producer_config(settings), "linger.ms": 0})
         self.tracker = OffsetTracker()
         self.skipped_since: dict[str, int] = {}  # stream -> frames skipped since the last one sent
@@ -120,7 +125,7 @@ class LiveHasher:
             if headers.media_uri and not data:
                 data = read_media(resolve_uri(headers.media_uri, self.settings.media_roots),
                                   self.settings.max_media_bytes)
-            stages = {"fetch": time.perf_counter() - t0}
+            stages = {"queue": max(0.0, time.time() - headers.captured_at_ms / 1000), "fetch": time.perf_counter() - t0}
             if data:
                 t1 = time.perf_counter()
                 rgb = decode_frame(data, headers.content_type, self.settings.max_image_pixels)
