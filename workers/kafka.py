@@ -16,7 +16,8 @@ log = logging.getLogger("vigil.kafka")
 def base_config(settings: Settings) -> dict[str, str | int | bool]:
     if not settings.kafka:
         raise ValueError("no Kafka bootstrap servers: set VIGIL_KAFKA or --kafka, or use `vigil up`")
-    conf: dict = {"bootstrap.servers": settings.kafka, "client.id": settings.worker_name("vigil")}
+    # log_level 4: librdkafka's warnings and errors, not its info chatter (disconnect notices)
+    conf: dict = {"bootstrap.servers": settings.kafka, "client.id": settings.worker_name("vigil"), "log_level": 4}
     conf.update(settings.kafka_config)  # SASL/SSL pass-through wins
     return conf
 
