@@ -213,18 +213,31 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
     return EXIT_OK if report["loaded"] else EXIT_USAGE
 
 
-def cmd_bank_list(args: argparse.Namespace) -> int:
-    store, _ = _store(args)
+def _bank_rows(store) -> list[dict[str, Any]]:
+    """Per bank: entries, disabled, and per signal both entries carrying it and hashes (frames)."""
+    from workers.bank.store import entries_key
+
     rows = []
     for name, bank in sorted(store.banks().items()):
-        per_signal: dict[str, int] = {}
+        entries_per_signal: dict[str, int] = {}
+        hashes_per_signal: dict[str, int] = {}
         disabled = 0
         for entry in store.iter_entries(name):
             disabled += entry.disabled
-            for s in {sv.signal for sv in entry.signals}:
-                per_signal[s] = per_signal.get(s, 0) + 1
+            for sv in entry.signals:
+                hashes_per_signal[sv.signal] = hashes_per_signal.get(sv.signal, 0) + 1
+            for signal_name in {sv.signal for sv in entry.signals}:
+                entries_per_signal[signal_name] = entries_per_signal.get(signal_name, 0) + 1
         rows.append({"bank": name, "action": bank.action, "enabled": bank.enabled, "label": bank.label,
-                     "entries": store.entry_count(name), "disabled": disabled, "per_signal": per_signal})
+                     "entries": store.entry_count(name), "disabled": disabled, "per_signal": entries_per_signal,
+                     "hashes_per_signal": hashes_per_signal, "redis_bytes": store.r.memory_usage(entries_key(name)) or 0,
+                     "thresholds": bank.thresholds, "dihedral": bank.dihedral})
+    return rows
+
+
+def cmd_bank_list(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    rows = _bank_rows(store)
     if args.json:
         _print_json({"version": store.version(), "banks": rows})
     else:
@@ -245,22 +258,9 @@ def cmd_bank_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_bank_stats(args: argparse.Namespace) -> int:
-    from workers.bank.store import entries_key
-
     store, _ = _store(args)
     last = store.audit(count=1)
-    rows = []
-    for name, bank in sorted(store.banks().items()):
-        per_signal: dict[str, int] = {}
-        disabled = 0
-        for entry in store.iter_entries(name):
-            disabled += entry.disabled
-            for sv in entry.signals:
-                per_signal[sv.signal] = per_signal.get(sv.signal, 0) + 1
-        memory = store.r.memory_usage(entries_key(name)) or 0
-        rows.append({"bank": name, "action": bank.action, "enabled": bank.enabled, "label": bank.label,
-                     "entries": store.entry_count(name), "disabled": disabled, "hashes_per_signal": per_signal,
-                     "redis_bytes": memory, "thresholds": bank.thresholds, "dihedral": bank.dihedral})
+    rows = _bank_rows(store)
     info = store.r.info("memory")
     out = {"version": store.version(), "last_change": last[0] if last else None, "banks": rows,
            "redis_used_memory_bytes": info.get("used_memory")}

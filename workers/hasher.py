@@ -192,6 +192,15 @@ class OffsetTracker:
         self._dirty.clear()
         return out
 
+    def commit(self, consumer: Consumer, asynchronous: bool) -> None:
+        """Commit what is done; a failed commit only means work is replayed, never skipped."""
+        offsets = self.take_commits()
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            except Exception as exc:
+                log.warning("commit failed; work will be replayed, never skipped", extra={"error": str(exc)})
+
     def forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._pending.pop((tp.topic, tp.partition), None)
@@ -343,12 +352,7 @@ class Hasher:
         metrics.PAUSED.labels(self.name).set(len(self.assigned) if self.paused else 0)
 
     def _commit(self, asynchronous: bool) -> None:
-        offsets = self.tracker.take_commits()
-        if offsets:
-            try:
-                self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
-            except Exception as exc:
-                log.warning("commit failed; work will be replayed, never skipped", extra={"error": str(exc)})
+        self.tracker.commit(self.consumer, asynchronous)
 
     # -- group membership -------------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -161,12 +161,7 @@ class LiveHasher:
         return topics.DEAD_LETTER, m.key(), encode(dl)
 
     def _commit(self, asynchronous: bool) -> None:
-        offsets = self.tracker.take_commits()
-        if offsets:
-            try:
-                self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
-            except Exception as exc:
-                log.warning("live commit failed", extra={"error": str(exc)})
+        self.tracker.commit(self.consumer, asynchronous)
 
     def _on_revoke(self, consumer: Consumer, partitions) -> None:
         self.producer.flush(10)
