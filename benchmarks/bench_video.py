@@ -300,6 +300,9 @@ def _concat(dst: Path, parts: list[Path]) -> Path:
 
 
 def run(quick: bool = False) -> str:
+    from workers.signals import limit_native_threads
+
+    limit_native_threads()  # as the workers run: one BLAS/OpenCV thread (see its docstring)
     seconds = 10.0 if quick else 24.0
     sizes = [(1280, 720)] if quick else [(1280, 720), (1920, 1080)]
     lines = ["## Video sampling (workers/media/video.py)", ""]
