@@ -25,10 +25,10 @@ from workers.decisions import DecisionCache
 from workers.errors import MediaError
 from workers.hashing import hash_media, hash_video
 from workers.media.image import sniff_media_type
-from workers.signals import hash_bytes
+from workers.signals import file_digests
 from workers.kafka import consumer_config, producer_config
 from workers.logs import now_ms
-from workers.media.fetch import read_media, resolve_uri
+from workers.media.fetch import iter_media, read_media, resolve_uri
 from workers.messages import Source, dead_letter, encode, parse_json
 from workers.settings import Settings
 
@@ -57,16 +57,20 @@ def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[
         submitted = int(event.get("submitted_at_ms") or src.timestamp_ms or started_ms)
         t0 = time.perf_counter()
         path = resolve_uri(event["media_uri"], settings.media_roots)
+        head = next(iter_media(path, settings.max_video_bytes, chunk=64), b"")
+        if sniff_media_type(head) == "video":  # streamed: a video is never held in memory whole
+            digests = file_digests(path, settings.max_video_bytes)
+            stages = {"queue": max(0.0, (started_ms - submitted) / 1000), "fetch": time.perf_counter() - t0}
+            cached = cache.get(next(d.value for d in digests if d.signal == "sha256")) if cache else None
+            if cached is not None:
+                return _from_cache(event, submitted, cached, stages, worker)
+            return _video(src, event, submitted, path, digests, stages, settings, worker, emit, stop_early)
         data = read_media(path, settings.max_media_bytes)
         stages = {"queue": max(0.0, (started_ms - submitted) / 1000), "fetch": time.perf_counter() - t0}
         if cache is not None:
             cached = cache.get(hashlib.sha256(data).hexdigest())
             if cached is not None:
                 return _from_cache(event, submitted, cached, stages, worker)
-        if sniff_media_type(data) == "video":
-            digests = hash_bytes(data)
-            del data
-            return _video(src, event, submitted, path, digests, stages, settings, worker, emit, stop_early)
         result = hash_media(data, settings, event.get("media_type"))
         del data
         stages.update(result.stage_seconds)

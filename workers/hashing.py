@@ -83,7 +83,7 @@ def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str
 
     sampling = sample_frames(
         path, SamplingStrategy(strategy or settings.video_strategy, fps=settings.video_fps),
-        VideoLimits(max_bytes=settings.max_media_bytes, max_seconds=settings.video_max_seconds,
+        VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.video_max_seconds,
                     max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels),
         max_side=settings.video_max_side)
     size = part_frames or settings.video_part_frames

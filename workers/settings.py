@@ -26,7 +26,8 @@ class Settings:
     partitions: int = 6  # VIGIL_PARTITIONS: partitions of uploads/hashes/decisions when vigil creates them
 
     media_roots: tuple[str, ...] = ()  # VIGIL_MEDIA_ROOTS, os.pathsep-separated
-    max_media_bytes: int = 64 * 1024 * 1024  # VIGIL_MAX_MEDIA_BYTES
+    max_media_bytes: int = 64 * 1024 * 1024  # VIGIL_MAX_MEDIA_BYTES: images (read into memory)
+    max_video_bytes: int = 4 * 1024**3  # VIGIL_MAX_VIDEO_BYTES: videos (streamed, never held whole)
     max_image_pixels: int = 64_000_000  # VIGIL_MAX_IMAGE_PIXELS (decompression-bomb guard)
     max_message_bytes: int = 1_000_000  # VIGIL_MAX_MESSAGE_BYTES
 

@@ -15,7 +15,7 @@ from workers.hashing import hash_media
 from workers.media.image import sniff_media_type
 from workers.logs import now_ms
 from workers.settings import Settings
-from workers.signals import SignalValue, hash_bytes
+from workers.signals import SignalValue, file_digests
 
 BATCH = 2000  # entries per atomic write: one version bump and one change-stream record per batch
 
@@ -100,13 +100,13 @@ def add_media_file(store: BankStore, bank: str, path: Path, settings: Settings, 
     """Hash a media file as it is (no query variants) and bank it; returns the entry and version.
     A video becomes one entry holding the hashes of all its frames, with runs
     of near-identical consecutive frames collapsed. Raises OSError or MediaError."""
-    data = path.read_bytes()
-    if sniff_media_type(data) == "video":
-        digests = hash_bytes(data)
-        del data
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if sniff_media_type(head) == "video":
+        digests = file_digests(path, settings.max_video_bytes)
         signals, media_type = digests + video_entry_signals(path, settings), "video"
     else:
-        result = hash_media(data, settings, query=False)
+        result = hash_media(path.read_bytes(), settings, query=False)
         signals, media_type = result.signals, result.media_type
     sha = next(s.value for s in signals if s.signal == "sha256")
     entry = Entry(entry_id_for_file(sha), bank, tuple(signals), label=label, source=path.name, note=note,

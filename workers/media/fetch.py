@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote_to_bytes, urlparse
 
 from workers.errors import MediaError
@@ -50,6 +51,11 @@ def resolve_uri(uri: str, roots: tuple[str, ...]) -> Path:
 
 def read_media(path: Path, max_bytes: int) -> bytes:
     """Read a regular file of bounded size without ever blocking on FIFOs or devices."""
+    return b"".join(iter_media(path, max_bytes))
+
+
+def iter_media(path: Path, max_bytes: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes in chunks, with read_media's checks; for files too large to hold (videos)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
@@ -64,15 +70,14 @@ def read_media(path: Path, max_bytes: int) -> bytes:
             raise MediaError("empty_media", f"{path} is empty")
         if st.st_size > max_bytes:
             raise MediaError("media_too_large", f"{path} is {st.st_size} bytes; the limit is {max_bytes}")
-        chunks, total = [], 0
+        total = 0
         while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
+            data = os.read(fd, chunk)
+            if not data:
                 break
-            total += len(chunk)
+            total += len(data)
             if total > max_bytes:  # grew while we read it
                 raise MediaError("media_too_large", f"{path} exceeds {max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            yield data
     finally:
         os.close(fd)

@@ -91,6 +91,17 @@ def hash_bytes(data: bytes) -> list[SignalValue]:
     ]
 
 
+def file_digests(path, max_bytes: int) -> list[SignalValue]:
+    """hash_bytes for a file too large to hold in memory (a video), read in chunks."""
+    from workers.media.fetch import iter_media
+
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
+    for chunk in iter_media(path, max_bytes):
+        md5.update(chunk)
+        sha256.update(chunk)
+    return [SignalValue("md5", md5.hexdigest()), SignalValue("sha256", sha256.hexdigest())]
+
+
 def hash_frames(
     frames: Sequence[np.ndarray],
     signals: Iterable[str] = DEFAULT_PERCEPTUAL,
