@@ -16,7 +16,6 @@ Run: python -m benchmarks.bench_accuracy
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -26,7 +25,7 @@ import pdqhash
 from PIL import Image
 
 from benchmarks import media
-from workers.signals import bits_to_hex, borders, fast
+from workers.signals import borders, fast
 
 SIGNALS = ("pdq", "phash", "dhash")
 MIN_QUALITY = {"pdq": 50, "phash": 20, "dhash": 20}

@@ -8,7 +8,6 @@ this machine holds with p99 under 1 s.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import threading

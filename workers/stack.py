@@ -3,7 +3,6 @@ redis-server, each on a free loopback port, owned by this process and never outl
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import signal
 import socket
