@@ -114,12 +114,28 @@ def add_media_file(store: BankStore, bank: str, path: Path, settings: Settings, 
     return entry, store.add_entries(bank, [entry])
 
 
+BANK_VIDEO_MAX_FRAMES = 500_000  # a bank entry holds the whole video, not the upload sampling cap
+
+
 def video_entry_signals(path: Path, settings: Settings) -> list[SignalValue]:
+    """Every frame's hashes (vPDQ banks every frame), consecutive near-duplicates collapsed.
+    Banking is offline work, so the upload path's frame cap does not apply; if a limit still
+    stops the sampler (duration, bytes, a damaged file), the entry is refused rather than
+    banked incomplete without a word."""
+    from dataclasses import replace
+
+    from workers.errors import MediaError
     from workers.hashing import hash_video
     from workers.video_match import FrameHash, dedupe_frames
 
-    parts, _sampling = hash_video(path, settings, query=False, strategy="all")  # vPDQ banks every frame
+    parts, sampling = hash_video(path, replace(settings, video_max_frames=BANK_VIDEO_MAX_FRAMES),
+                                 query=False, strategy="all")
     signals = [sv for part in parts for sv in part.signals]
+    if sampling.partial:
+        code = "media_too_large" if sampling.partial_reason in ("max_seconds", "max_frames", "max_bytes") \
+            else "truncated_media"
+        raise MediaError(code, f"{path.name}: only part of the video could be hashed "
+                               f"({sampling.partial_reason}); not banked")
     pdq = [FrameHash(sv.value, sv.quality or 0, sv.frame_ms) for sv in signals if sv.signal == "pdq" and not sv.variant]
     kept = {f.frame_ms for f in dedupe_frames(pdq)}
     return [sv for sv in signals if sv.frame_ms in kept]
