@@ -6,7 +6,6 @@ is in flight, and an offset is committed only after the output it covers has bee
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -25,7 +24,7 @@ from workers.decisions import DecisionCache
 from workers.errors import MediaError
 from workers.hashing import hash_media, hash_video
 from workers.media.image import sniff_media_type
-from workers.signals import file_digests
+from workers.signals import file_digests, hash_bytes
 from workers.kafka import consumer_config, producer_config
 from workers.logs import now_ms
 from workers.media.fetch import iter_media, read_media, resolve_uri
@@ -58,20 +57,20 @@ def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[
         t0 = time.perf_counter()
         path = resolve_uri(event["media_uri"], settings.media_roots)
         head = next(iter_media(path, settings.max_video_bytes, chunk=64), b"")
-        if sniff_media_type(head) == "video":  # streamed: a video is never held in memory whole
-            digests = file_digests(path, settings.max_video_bytes)
-            stages = {"queue": max(0.0, (started_ms - submitted) / 1000), "fetch": time.perf_counter() - t0}
-            cached = cache.get(next(d.value for d in digests if d.signal == "sha256")) if cache else None
-            if cached is not None:
-                return _from_cache(event, submitted, cached, stages, worker)
-            return _video(src, event, submitted, path, digests, stages, settings, worker, emit, stop_early)
-        data = read_media(path, settings.max_media_bytes)
+        video = sniff_media_type(head) == "video"
+        if video:  # streamed: a video is never held in memory whole
+            data, digests = b"", file_digests(path, settings.max_video_bytes)
+        else:
+            data = read_media(path, settings.max_media_bytes)
+            digests = hash_bytes(data)
         stages = {"queue": max(0.0, (started_ms - submitted) / 1000), "fetch": time.perf_counter() - t0}
         if cache is not None:
-            cached = cache.get(hashlib.sha256(data).hexdigest())
+            cached = cache.get(next(d.value for d in digests if d.signal == "sha256"))
             if cached is not None:
                 return _from_cache(event, submitted, cached, stages, worker)
-        result = hash_media(data, settings, event.get("media_type"))
+        if video:
+            return _video(src, event, submitted, path, digests, stages, settings, worker, emit, stop_early)
+        result = hash_media(data, settings, event.get("media_type"), digests=digests)
         del data
         stages.update(result.stage_seconds)
         metrics.FRAMES_HASHED.labels(result.media_type).inc(result.frames)

@@ -28,11 +28,13 @@ class HashResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def hash_media(data: bytes, settings: Settings, media_type: str | None = None, query: bool = True) -> HashResult:
+def hash_media(data: bytes, settings: Settings, media_type: str | None = None, query: bool = True,
+               digests: list[sig.SignalValue] | None = None) -> HashResult:
     """Digests of the bytes plus perceptual signals of the decoded frame(s).
 
     The uploader's media_type is a hint; the bytes decide, so a video named .jpg is still a video.
     query=False is for banking: a bank entry stores the media as it is, without query variants.
+    digests: the bytes' MD5/SHA-256 when the caller already has them (the hasher's cache lookup).
     """
     kind = sniff_media_type(data)
     if kind == "video":
@@ -40,7 +42,7 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     t0 = time.perf_counter()
     rgb = decode_image(data, settings.max_image_pixels)
     t1 = time.perf_counter()
-    values = hash_frame(rgb, settings, dihedral=query) + sig.hash_bytes(data)
+    values = hash_frame(rgb, settings, dihedral=query) + (digests or sig.hash_bytes(data))
     t2 = time.perf_counter()
     notes = [] if media_type in (None, kind) else [f"media_type hint {media_type!r} but the bytes are {kind}"]
     notes += image_notes(data)  # e.g. bytes appended after the image (a polyglot): hashed, but said
