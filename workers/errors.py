@@ -18,6 +18,7 @@ CODES: dict[str, str] = {
     "unsupported_media": "a media type vigil does not process yet (for example video before video support)",
     "truncated_media": "the file stops before its format's end marker (JPEG EOI, PNG IEND, WebP RIFF length, GIF trailer)",
     "decode_too_costly": "the image's structure would cost far more to decode than its size suggests (JPEG with over 200 scans)",
+    "incomplete_video": "a video's hashes stopped arriving before its final part (VIGIL_VIDEO_PART_TIMEOUT_S); nothing was decided",
     "internal_error": "an unexpected error in vigil itself; the event is not retried forever",
 }
 

@@ -6,7 +6,6 @@ is in flight, and an offset is committed only after the output it covers has bee
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from workers.media.image import sniff_media_type
 from workers.signals import file_digests, hash_bytes
 from workers.kafka import consumer_config, producer_config
 from workers.logs import now_ms
+from workers.offsets import Delivery, OffsetTracker, lag_stats_callback
 from workers.media.fetch import iter_media, read_media, resolve_uri
 from workers.messages import Source, dead_letter, encode, parse_json
 from workers.settings import Settings
@@ -169,51 +169,6 @@ def _ids(event: dict | None) -> dict:
     return {"event_id": event.get("event_id"), "content_id": event.get("content_id")}
 
 
-class OffsetTracker:
-    """Per partition, the offsets handed out and which are done; the commit point is the first
-    offset not yet done, so a crash replays (never skips) unfinished work."""
-
-    def __init__(self) -> None:
-        self._pending: dict[tuple[str, int], deque[list]] = {}
-        self._commit: dict[tuple[str, int], int] = {}
-        self._dirty: set[tuple[str, int]] = set()
-
-    def started(self, topic: str, partition: int, offset: int) -> list:
-        cell = [offset, False]
-        self._pending.setdefault((topic, partition), deque()).append(cell)
-        return cell
-
-    def done(self, tp: tuple[str, int], cell: list) -> None:
-        cell[1] = True
-        queue = self._pending.get(tp)
-        while queue and queue[0][1]:
-            self._commit[tp] = queue.popleft()[0] + 1
-            self._dirty.add(tp)
-
-    def take_commits(self) -> list[TopicPartition]:
-        out = [TopicPartition(t, p, self._commit[(t, p)]) for t, p in self._dirty if (t, p) in self._commit]
-        self._dirty.clear()
-        return out
-
-    def commit(self, consumer: Consumer, asynchronous: bool) -> None:
-        """Commit what is done; a failed commit only means work is replayed, never skipped."""
-        offsets = self.take_commits()
-        if offsets:
-            try:
-                consumer.commit(offsets=offsets, asynchronous=asynchronous)
-            except Exception as exc:
-                log.warning("commit failed; work will be replayed, never skipped", extra={"error": str(exc)})
-
-    def forget(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._pending.pop((tp.topic, tp.partition), None)
-            self._commit.pop((tp.topic, tp.partition), None)
-            self._dirty.discard((tp.topic, tp.partition))
-
-    def in_flight(self) -> int:
-        return sum(len(q) for q in self._pending.values())
-
-
 class Hasher:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -222,6 +177,7 @@ class Hasher:
         self.producer = Producer(producer_config(settings))
         self.pool = ThreadPoolExecutor(max(1, settings.hasher_threads), thread_name_prefix="hash")
         self.tracker = OffsetTracker()
+        self.delivery = Delivery(self.producer, self.tracker)
         self.work: deque[tuple[Future, tuple[str, int], list]] = deque()
         self.paused = False
         self.assigned: list[TopicPartition] = []
@@ -229,7 +185,6 @@ class Hasher:
         self.broker_ok = False
         self.health = metrics.Health()
         self.health.checks["broker"] = lambda: self.broker_ok
-        self._fatal: Exception | None = None
         self.redis = redis.Redis.from_url(settings.redis, socket_timeout=1) if settings.redis else None
         self.cache = DecisionCache(self.redis, settings.decision_cache_ttl_s) \
             if self.redis is not None and settings.decision_cache_ttl_s > 0 else None
@@ -255,8 +210,8 @@ class Hasher:
                 self._drain(block=False)
                 self.producer.poll(0)
                 self._backpressure()
-                if self._fatal:
-                    raise self._fatal
+                if self.delivery.fatal:
+                    raise self.delivery.fatal
                 if time.monotonic() - last_commit > 0.5:
                     self._commit(asynchronous=True)
                     last_commit = time.monotonic()
@@ -301,7 +256,8 @@ class Hasher:
         """Produce outputs in arrival order as their work completes."""
         while self.work and (block or self.work[0][0].done()):
             fut, tp, cell = self.work.popleft()
-            self._produce(fut.result(), tp, cell, attempt=1)
+            out = fut.result()
+            self.delivery.send(out.topic, out.key, out.value, [(tp, cell)])
         metrics.INFLIGHT.labels(self.name).set(len(self.work))
 
     def _emit_part(self, out: Output) -> None:
@@ -322,26 +278,6 @@ class Hasher:
             return bool(self.redis.exists(EARLY_BLOCK_KEY.format(event_id=event_id)))
         except Exception:
             return False  # Redis trouble only costs decoding the rest
-
-    def _produce(self, out: Output, tp: tuple[str, int], cell: list, attempt: int) -> None:
-        started = time.perf_counter()
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is None:
-                metrics.STAGE_DURATION.labels("produce").observe(time.perf_counter() - started)
-                self.tracker.done(tp, cell)
-            elif attempt < 5:
-                log.warning("delivery failed, retrying", extra={"error": str(err), "attempt": attempt})
-                self._produce(out, tp, cell, attempt + 1)
-            else:
-                self._fatal = RuntimeError(f"cannot deliver to {out.topic} after {attempt} attempts: {err}")
-
-        while True:
-            try:
-                self.producer.produce(out.topic, key=out.key, value=out.value, on_delivery=delivered)
-                return
-            except BufferError:  # local queue full: serve callbacks, then retry
-                self.producer.poll(0.1)
 
     def _backpressure(self) -> None:
         limit = self.settings.hasher_inflight
@@ -372,20 +308,3 @@ class Hasher:
         self.tracker.forget(partitions)
         self.assigned = []
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
-
-
-def lag_stats_callback(group: str):
-    """Consumer lag per partition from librdkafka's statistics, as a Prometheus gauge."""
-
-    def on_stats(raw: str) -> None:
-        try:
-            stats = json.loads(raw)
-        except ValueError:
-            return
-        for topic, tstats in stats.get("topics", {}).items():
-            for pid, pstats in tstats.get("partitions", {}).items():
-                lag = pstats.get("consumer_lag", -1)
-                if pid != "-1" and lag is not None and lag >= 0:
-                    metrics.CONSUMER_LAG.labels(group, topic, pid).set(lag)
-
-    return on_stats

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Message, Producer
 import topics
 from workers import metrics
 from workers.errors import MediaError
-from workers.hasher import OffsetTracker, lag_stats_callback
+from workers.offsets import OffsetTracker, lag_stats_callback
 from workers.hashing import hash_frame
 from workers.kafka import consumer_config, producer_config
 from workers.live import FrameHeaders, parse_headers

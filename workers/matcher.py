@@ -1,9 +1,15 @@
-"""The matcher (faust-streaming): keeps an index of the Redis bank in memory, in step with the
-bank's change stream, and turns each content's signals into a decision with its evidence."""
+"""The matcher: keeps an index of the Redis bank in memory, in step with the bank's change stream,
+and turns signals into decisions with their evidence.
+
+Two consumers share the index: uploads (`workers/upload_matcher.py`, confluent-kafka with its own
+offset tracking) and live frames (faust-streaming, whose changelog-backed table keeps each
+stream's window across restarts). Separate consumers also keep an upload backlog from delaying
+live decisions."""
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -11,33 +17,24 @@ import faust
 import redis
 
 import topics
-from workers import faust_transport, live, logs, metrics, video_evidence
-from workers.hasher import EARLY_BLOCK_KEY
+from workers import faust_transport, live, logs, metrics
 from workers.bank.store import BankStore
 from workers.errors import MediaError
 from workers.logs import now_ms
-from workers.decisions import DecisionCache, decision_message, sha256_of
+from workers.decisions import DecisionCache
 from workers.matching import BankIndex
 from workers.messages import Source, dead_letter, encode, parse_json
-from workers.policy import decide
+from workers.upload_matcher import UploadMatcher
 from workers.security import faust_broker_options
 from workers.settings import Settings
 from workers.signals import SignalValue
 
 log = logging.getLogger("vigil.matcher")
-GROUP = "vigil-matcher"
-
-
-def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict[str, Any]:
-    """A single-part hashes message (a still image) to its decision."""
-    t0 = time.perf_counter()
-    decision, evidence = decide(index.search([SignalValue.from_json(s) for s in event["signals"]]))
-    return decision_message(event, decision, [m.to_json() for m in evidence], [], index, worker,
-                            time.perf_counter() - t0)
+LIVE_GROUP = "vigil-matcher-live"  # faust app id: changelog vigil-matcher-live-streams-changelog
 
 
 class Matcher:
-    """Owns the faust app, the bank index and the bank-sync task."""
+    """Owns the bank index and its sync task, the faust app (live) and the upload consumer thread."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -50,10 +47,13 @@ class Matcher:
         self.cache = DecisionCache(self.store.r, settings.decision_cache_ttl_s) \
             if settings.decision_cache_ttl_s > 0 else None
         self.loaded = asyncio.Event()
+        self.index_lock = threading.Lock()  # the upload thread searches while the loop applies changes
+        self.uploads = UploadMatcher(settings, self.name, self.index, self.index_lock, self.cache, self.store.r)
+        self.stop_uploads = threading.Event()
         self.health = metrics.Health()
         self.health.checks["bank_loaded"] = lambda: self.index.loaded
         self.health.checks["bank_fresh"] = lambda: time.time() - self.index.synced_at < settings.bank_stale_seconds
-        self.health.checks["broker"] = lambda: self._assigned
+        self.health.checks["broker"] = lambda: self._assigned or self.uploads.assigned
         self._assigned = False
         self.app = self._build_app()
 
@@ -65,7 +65,7 @@ class Matcher:
             extra.update(broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
                          broker_max_poll_interval=6.0, broker_rebalance_timeout=6.0)
         app = faust.App(
-            GROUP,
+            LIVE_GROUP,
             broker=[f"{faust_transport.SCHEME}://{h}" for h in s.kafka.split(",")] if s.kafka else None,
             store="memory://",
             web_enabled=False,
@@ -77,50 +77,14 @@ class Matcher:
             **extra,
             **faust_broker_options(s.kafka_config),
         )
-        hashes = app.topic(topics.HASHES, key_type=bytes, value_type=bytes, key_serializer="raw",
-                           value_serializer="raw", partitions=s.partitions)
         decisions = app.topic(topics.DECISIONS, key_serializer="raw", value_serializer="raw")
         dlq = app.topic(topics.DEAD_LETTER, key_serializer="raw", value_serializer="raw")
-
-        # A video's parts, folded per event until it is decided (changelog-backed, like live state).
-        video_parts = app.Table("video-parts", default=None, partitions=s.partitions)
-
-        @app.agent(hashes, name="match")
-        async def match(stream: faust.StreamT) -> None:
-            await self.loaded.wait()
-            async for event in stream.events():
-                self._assigned = True
-                metrics.EVENTS.labels("matcher", topics.HASHES).inc()
-                msg = event.message
-                src = Source(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000) if msg.timestamp else None,
-                             msg.key, msg.value)
-                try:
-                    parsed = parse_json(msg.value, "hashes", s.max_message_bytes)
-                except MediaError as exc:
-                    metrics.DEAD_LETTERS.labels("matcher", exc.code).inc()
-                    await dlq.send(key=msg.key, value=encode(dead_letter(src, exc.code, exc.message, "matcher",
-                                                                          self.name)))
-                    continue
-                if parsed["part"] == 0 and parsed["final"]:
-                    decision = build_decision(parsed, self.index, self.name)
-                    self._cache(sha256_of(parsed), decision)
-                else:
-                    decision = self.video_step(video_parts, parsed)
-                    if decision is None:
-                        continue
-                t0 = time.perf_counter()
-                await decisions.send(key=parsed["content_id"].encode(), value=encode(decision))
-                metrics.STAGE_DURATION.labels("produce").observe(time.perf_counter() - t0)
-                self._observe(decision)
-                log.info("decided", extra={"event_id": parsed["event_id"], "content_id": parsed["content_id"],
-                                           "decision": decision["decision"], "matches": len(decision["matches"]),
-                                           "latency_ms": decision["latency_ms"]["total"]})
 
         live_hashes = app.topic(topics.LIVE_HASHES, key_type=bytes, value_type=bytes, key_serializer="raw",
                                 value_serializer="raw", partitions=s.partitions)
         # Per-stream state, changelog-backed: a restarted matcher recovers every stream's window
         # and status, so it never publishes a second block for the same stream.
-        streams = app.Table("live-streams", default=None, partitions=s.partitions)
+        streams = app.Table("streams", default=None, partitions=s.partitions)
 
         @app.agent(live_hashes, name="live")
         async def live_frames(stream: faust.StreamT) -> None:
@@ -151,43 +115,6 @@ class Matcher:
 
         return app
 
-    def video_step(self, parts: Any, event: dict[str, Any]) -> dict[str, Any] | None:
-        """Fold one part of a video; the decision once it is certain (early block) or final."""
-        eid = event["event_id"]
-        state = parts.get(eid) or video_evidence.new_state()
-        state["sha256"] = state.get("sha256") or sha256_of(event)
-        if state["decided"]:  # blocked early: later parts only close the event
-            if event["final"]:
-                parts.pop(eid, None)
-            return None
-        t0 = time.perf_counter()
-        signals = [SignalValue.from_json(v) for v in event["signals"]]
-        video_evidence.fold(state, signals, self.index.search(signals), self.index)
-        decision, evidence, notes = video_evidence.verdict(state, self.index, event["final"])
-        match_s = time.perf_counter() - t0
-        if not event["final"] and decision != "block":
-            parts[eid] = state
-            return None
-        evidence_json = [{**m.to_json(), **video_evidence.percents(state, self.index, m)} for m in evidence]
-        if not event["final"]:
-            state["decided"] = decision
-            parts[eid] = state
-            notes.append(f"blocked after {len(state['frames'])} sampled frames, before the end of the video")
-            try:
-                self.store.r.set(EARLY_BLOCK_KEY.format(event_id=eid), "1", ex=3600)
-            except Exception as exc:  # the hasher then decodes the rest; the decision stands
-                log.warning("cannot mark early block in redis", extra={"event_id": eid, "error": str(exc)})
-        else:
-            parts.pop(eid, None)
-        out = decision_message(event, decision, evidence_json, notes, self.index, self.name, match_s)
-        if event["final"]:
-            self._cache(state["sha256"], out)
-        return out
-
-    def _cache(self, sha256: str | None, decision: dict[str, Any]) -> None:
-        if sha256 and self.cache is not None:
-            self.cache.put(sha256, decision)
-
     def live_step(self, streams: Any, frame: dict[str, Any]) -> list[dict[str, Any]]:
         """Fold one live frame into its stream's state; the decisions to publish (0, 1 or 2)."""
         sid = frame["stream_id"]
@@ -195,7 +122,8 @@ class Matcher:
         out = []
         if frame["signals"]:
             t0 = time.perf_counter()
-            matches = self.index.search([SignalValue.from_json(v) for v in frame["signals"]])
+            with self.index_lock:
+                matches = self.index.search([SignalValue.from_json(v) for v in frame["signals"]])
             metrics.STAGE_DURATION.labels("match").observe(time.perf_counter() - t0)
             status, evidence = live.step(state, sid, frame["seq"], frame["captured_at_ms"], frame.get("skipped", 0),
                                          matches, self.index.banks)
@@ -244,7 +172,7 @@ class Matcher:
         while True:
             try:
                 if not self.index.loaded:
-                    await loop.run_in_executor(None, self.index.load, self.store)
+                    await loop.run_in_executor(None, self._locked, self.index.load, self.store)
                     self._publish_bank_metrics()
                     log.info("bank loaded", extra={"version": self.index.version, "entries": self.index.counts()})
                     self.loaded.set()
@@ -254,7 +182,7 @@ class Matcher:
                     log.warning("change stream trimmed past our version; reloading the snapshot")
                     self.index.loaded = False
                     continue
-                self.index.apply(changes)
+                self._locked(self.index.apply, changes)
                 if changes:
                     log.info("bank changed", extra={"version": self.index.version, "changes": len(changes)})
                 self._publish_bank_metrics()
@@ -264,6 +192,10 @@ class Matcher:
                                                                                        "retry_s": backoff})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _locked(self, fn: Any, *args: Any) -> Any:
+        with self.index_lock:
+            return fn(*args)
 
     def _publish_bank_metrics(self) -> None:
         metrics.BANK_VERSION.set(self.index.version)
@@ -275,8 +207,12 @@ class Matcher:
         server = metrics.serve(self.settings.metrics_host, self.settings.metrics_port, self.health)
         log.info("matcher started", extra={"worker": self.name, "metrics": f"http://{self.settings.metrics_host}:"
                                            f"{server.server_address[1]}/metrics", "kafka": self.settings.kafka})
+        uploads = threading.Thread(target=self.uploads.run, args=(self.stop_uploads,), name="uploads")
+        uploads.start()
         worker = faust.Worker(self.app, loglevel="WARN", quiet=True, redirect_stdouts=False)
         try:
             worker.execute_from_commandline()
         finally:
+            self.stop_uploads.set()  # finish, deliver and commit the upload path, then leave its group
+            uploads.join(45)
             server.shutdown()

@@ -48,6 +48,9 @@ class Settings:
     video_max_side: int = 640  # VIGIL_VIDEO_MAX_SIDE: frames are scaled down to this while decoding (PDQ drift
     # from full size: median 4 bits at 640 px, 9-10 at 512; benchmarks/bench_video.py)
     video_part_frames: int = 16  # VIGIL_VIDEO_PART_FRAMES: frames per hashes message (early block)
+    # A video whose next part has not come for this long is dead-lettered (incomplete_video) so
+    # its partition's offsets can move on; the matcher holds them until the video is decided.
+    video_part_timeout_s: float = 600.0  # VIGIL_VIDEO_PART_TIMEOUT_S
 
     decision_cache_ttl_s: int = 3600  # VIGIL_DECISION_CACHE_TTL_S: identical files re-decided from cache; 0 = off
 

@@ -1,0 +1,118 @@
+"""Offsets and delivery shared by every confluent-kafka worker: commit only what is done, so a
+crash or a rebalance replays work and never skips it."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from workers import metrics
+
+log = logging.getLogger("vigil.offsets")
+
+
+class OffsetTracker:
+    """Per partition, the offsets handed out and which are done; the commit point is the first
+    offset not yet done, so a crash replays (never skips) unfinished work."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int], deque[list]] = {}
+        self._commit: dict[tuple[str, int], int] = {}
+        self._dirty: set[tuple[str, int]] = set()
+
+    def started(self, topic: str, partition: int, offset: int) -> list:
+        cell = [offset, False]
+        self._pending.setdefault((topic, partition), deque()).append(cell)
+        return cell
+
+    def done(self, tp: tuple[str, int], cell: list) -> None:
+        cell[1] = True
+        queue = self._pending.get(tp)
+        while queue and queue[0][1]:
+            self._commit[tp] = queue.popleft()[0] + 1
+            self._dirty.add(tp)
+
+    def take_commits(self) -> list[TopicPartition]:
+        out = [TopicPartition(t, p, self._commit[(t, p)]) for t, p in self._dirty if (t, p) in self._commit]
+        self._dirty.clear()
+        return out
+
+    def commit(self, consumer: Consumer, asynchronous: bool) -> None:
+        """Commit what is done; a failed commit only means work is replayed, never skipped."""
+        offsets = self.take_commits()
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            except Exception as exc:
+                log.warning("commit failed; work will be replayed, never skipped", extra={"error": str(exc)})
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._pending.pop((tp.topic, tp.partition), None)
+            self._commit.pop((tp.topic, tp.partition), None)
+            self._dirty.discard((tp.topic, tp.partition))
+
+    def in_flight(self) -> int:
+        return sum(len(q) for q in self._pending.values())
+
+
+Cell = tuple[tuple[str, int], list]  # (topic, partition) and the tracker's cell for one offset
+
+
+class Delivery:
+    """Produces an output whose delivery completes the offsets it covers. A failed delivery is
+    retried; after the last attempt `fatal` is set and the worker stops loudly (its offsets stay
+    uncommitted, so the work is replayed elsewhere)."""
+
+    ATTEMPTS = 5
+
+    def __init__(self, producer: Producer, tracker: OffsetTracker):
+        self.producer = producer
+        self.tracker = tracker
+        self.fatal: Exception | None = None
+
+    def send(self, topic: str, key: bytes | None, value: bytes, covers: list[Cell],
+             then: Callable[[], None] | None = None, attempt: int = 1) -> None:
+        """`covers` are done once delivered; `then` runs after that (on the producer's poll thread)."""
+        started = time.perf_counter()
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                metrics.STAGE_DURATION.labels("produce").observe(time.perf_counter() - started)
+                for tp, cell in covers:
+                    self.tracker.done(tp, cell)
+                if then is not None:
+                    then()
+            elif attempt < self.ATTEMPTS:
+                log.warning("delivery failed, retrying", extra={"error": str(err), "attempt": attempt})
+                self.send(topic, key, value, covers, then, attempt + 1)
+            else:
+                self.fatal = RuntimeError(f"cannot deliver to {topic} after {attempt} attempts: {err}")
+
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                return
+            except BufferError:  # local queue full: serve callbacks, then retry
+                self.producer.poll(0.1)
+
+
+def lag_stats_callback(group: str):
+    """Consumer lag per partition from librdkafka's statistics, as a Prometheus gauge."""
+
+    def on_stats(raw: str) -> None:
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        for topic, tstats in stats.get("topics", {}).items():
+            for pid, pstats in tstats.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if pid != "-1" and lag is not None and lag >= 0:
+                    metrics.CONSUMER_LAG.labels(group, topic, pid).set(lag)
+
+    return on_stats

@@ -1,0 +1,252 @@
+"""The matcher's upload path, on confluent-kafka: hashes messages in, decisions out, and an offset
+committed only once the decision covering it is delivered.
+
+faust's consumer lost events across rebalances (tests/test_chaos.py saw 1 to 17 of 2,000 never
+decided while their hashes sat on the topic), so uploads track their own offsets, as the hasher
+does. A video's parts are folded in memory and their offsets stay uncommitted until the video's
+decision is delivered: a crash or a rebalance replays the whole video from its first part, never
+decides on its tail alone.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+import topics
+from workers import metrics, video_evidence
+from workers.decisions import DecisionCache, decision_message, sha256_of
+from workers.errors import MediaError
+from workers.hasher import EARLY_BLOCK_KEY
+from workers.kafka import consumer_config, producer_config
+from workers.matching import BankIndex
+from workers.messages import Source, dead_letter, encode, parse_json
+from workers.offsets import Cell, Delivery, OffsetTracker, lag_stats_callback
+from workers.policy import decide
+from workers.settings import Settings
+from workers.signals import SignalValue
+
+log = logging.getLogger("vigil.matcher")
+GROUP = "vigil-matcher"
+FINISHED_MEMORY = 10_000  # videos recently decided: late parts from a second hasher are ignored
+
+
+def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict[str, Any]:
+    """A single-part hashes message (a still image) to its decision."""
+    t0 = time.perf_counter()
+    decision, evidence = decide(index.search([SignalValue.from_json(s) for s in event["signals"]]))
+    return decision_message(event, decision, [m.to_json() for m in evidence], [], index, worker,
+                            time.perf_counter() - t0)
+
+
+@dataclass
+class OpenVideo:
+    """A video being decided: its evidence so far and every offset that carried a part of it."""
+
+    tp: tuple[str, int]
+    state: dict[str, Any] = field(default_factory=video_evidence.new_state)
+    covers: list[Cell] = field(default_factory=list)
+    parts: set[int] = field(default_factory=set)
+    last_seen: float = field(default_factory=time.monotonic)
+    early_delivered: bool = False  # the early block is on the decisions topic
+    closed: bool = False  # the final part has come
+
+
+class UploadMatcher:
+    """One consumer of moderation.hashes in the matcher process. The bank index is shared with the
+    faust side (live frames, bank sync): every read or change of it holds `lock`."""
+
+    def __init__(self, settings: Settings, name: str, index: BankIndex, lock: threading.Lock,
+                 cache: DecisionCache | None, redis_client: Any):
+        self.settings = settings
+        self.name = name
+        self.index = index
+        self.lock = lock
+        self.cache = cache
+        self.redis = redis_client
+        self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP)})
+        self.producer = Producer(producer_config(settings))
+        self.tracker = OffsetTracker()
+        self.delivery = Delivery(self.producer, self.tracker)
+        self.videos: dict[str, OpenVideo] = {}
+        self.finished: OrderedDict[str, None] = OrderedDict()
+        self.assigned = False
+
+    def run(self, stop: threading.Event) -> None:
+        """Wait for the bank, then serve until `stop`; deliver and commit what is done on the way out."""
+        while not self.index.loaded and not stop.wait(0.1):
+            pass
+        if stop.is_set():
+            self.consumer.close()
+            return
+        self.consumer.subscribe([topics.HASHES], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        last_commit = time.monotonic()
+        try:
+            while not stop.is_set():
+                for msg in self.consumer.consume(num_messages=200, timeout=0.05):
+                    self._handle(msg)
+                self.producer.poll(0)
+                if self.delivery.fatal:
+                    raise self.delivery.fatal
+                if time.monotonic() - last_commit > 0.5:
+                    self._expire()
+                    self.tracker.commit(self.consumer, asynchronous=True)
+                    last_commit = time.monotonic()
+        finally:
+            remaining = self.producer.flush(30)
+            if remaining:
+                log.error("undelivered decisions at shutdown; their offsets stay uncommitted",
+                          extra={"count": remaining})
+            self.tracker.commit(self.consumer, asynchronous=False)
+            self.consumer.close()
+
+    # -- one message ------------------------------------------------------------------------------
+    def _handle(self, msg: Message) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", extra={"error": str(msg.error())})
+            return
+        self.assigned = True
+        metrics.EVENTS.labels("matcher", topics.HASHES).inc()
+        tp = (msg.topic(), msg.partition())
+        cell = self.tracker.started(tp[0], tp[1], msg.offset())
+        ts_type, ts = msg.timestamp()
+        src = Source(tp[0], tp[1], msg.offset(), ts if ts_type else None, msg.key(), msg.value())
+        event = None
+        try:
+            event = parse_json(msg.value(), "hashes", self.settings.max_message_bytes)
+            if event["part"] == 0 and event["final"]:
+                with self.lock:
+                    decision = build_decision(event, self.index, self.name)
+                self._cache(sha256_of(event), decision)
+                self._send(decision, [(tp, cell)])
+            else:
+                self._video_part(event, tp, cell)
+        except MediaError as exc:
+            self._dead(src, exc.code, exc.message, event, [(tp, cell)])
+        except Exception as exc:  # a bug must not stop the worker or lose the event
+            log.exception("internal error", extra={"event_id": (event or {}).get("event_id")})
+            run = self.videos.pop(event["event_id"], None) if isinstance(event, dict) else None
+            self._dead(src, "internal_error", f"{type(exc).__name__}: {exc}", event,
+                       (run.covers if run else []) + [(tp, cell)])
+
+    def _video_part(self, event: dict[str, Any], tp: tuple[str, int], cell: Cell) -> None:
+        eid = event["event_id"]
+        if eid in self.finished:  # a second hasher's late copy of a video already decided
+            self.tracker.done(tp, cell)
+            return
+        run = self.videos.get(eid)
+        if run is None:
+            run = self.videos[eid] = OpenVideo(tp)
+            run.state["sha256"] = sha256_of(event)
+        run.covers.append((tp, cell))
+        run.last_seen = time.monotonic()
+        if event["part"] in run.parts and not event["final"]:
+            return  # a hasher's replay resends parts already folded
+        run.parts.add(event["part"])
+        if event["final"]:
+            run.closed = True
+        if run.state["decided"]:  # blocked early: the final part only closes the video
+            self._close_if_done(eid, run)
+            return
+        with self.lock:
+            t0 = time.perf_counter()
+            signals = [SignalValue.from_json(v) for v in event["signals"]]
+            video_evidence.fold(run.state, signals, self.index.search(signals), self.index)
+            decision, evidence, notes = video_evidence.verdict(run.state, self.index, event["final"])
+            match_s = time.perf_counter() - t0
+            if not event["final"] and decision != "block":
+                return
+            evidence_json = [{**m.to_json(), **video_evidence.percents(run.state, self.index, m)} for m in evidence]
+            out = decision_message(event, decision, evidence_json, notes, self.index, self.name, match_s)
+        if event["final"]:
+            self._cache(run.state["sha256"], out)
+            self._finish(eid)
+            self._send(out, run.covers)
+            return
+        run.state["decided"] = decision
+        out["notes"].append(f"blocked after {len(run.state['frames'])} sampled frames, before the end of the video")
+        self._mark_early_block(eid)
+        self._send(out, [], then=lambda: self._early_delivered(eid, run))
+
+    def _early_delivered(self, eid: str, run: OpenVideo) -> None:
+        run.early_delivered = True
+        self._close_if_done(eid, run)
+
+    def _close_if_done(self, eid: str, run: OpenVideo) -> None:
+        """An early-blocked video's offsets complete once both its block is delivered and its
+        final part has come (a replay before then re-decides it from the first part)."""
+        if run.closed and run.early_delivered and self.videos.get(eid) is run:
+            self._finish(eid)
+            for tp, cell in run.covers:
+                self.tracker.done(tp, cell)
+
+    def _finish(self, eid: str) -> None:
+        self.videos.pop(eid, None)
+        self.finished[eid] = None
+        while len(self.finished) > FINISHED_MEMORY:
+            self.finished.popitem(last=False)
+
+    def _expire(self) -> None:
+        """Videos whose parts stopped coming: dead-lettered, so the partition's offsets move on."""
+        cutoff = time.monotonic() - self.settings.video_part_timeout_s
+        for eid, run in [(e, r) for e, r in self.videos.items() if r.last_seen < cutoff]:
+            if run.state["decided"]:  # its block is out; only the tail is missing
+                run.closed = True
+                self._close_if_done(eid, run)
+                continue
+            self._finish(eid)
+            src = Source(run.tp[0], run.tp[1], run.covers[-1][1][0], None, None, None)
+            self._dead(src, "incomplete_video", f"{len(run.parts)} parts came, then none for "
+                       f"{self.settings.video_part_timeout_s:.0f} s and no final part",
+                       {"event_id": eid, "content_id": None}, run.covers)
+
+    # -- outputs ----------------------------------------------------------------------------------
+    def _send(self, decision: dict[str, Any], covers: list[Cell], then: Any = None) -> None:
+        self.delivery.send(topics.DECISIONS, decision["content_id"].encode(), encode(decision), covers, then)
+        if "summary" not in decision:
+            metrics.DECISIONS.labels(decision["source"], decision["decision"]).inc()
+            metrics.DECISION_LATENCY.labels(decision["source"], decision["decision"]).observe(
+                decision["latency_ms"]["total"] / 1000)
+        log.info("decided", extra={"event_id": decision["event_id"], "content_id": decision["content_id"],
+                                   "decision": decision["decision"], "matches": len(decision["matches"]),
+                                   "latency_ms": decision["latency_ms"]["total"]})
+
+    def _dead(self, src: Source, code: str, message: str, event: dict | None, covers: list[Cell]) -> None:
+        metrics.DEAD_LETTERS.labels("matcher", code).inc()
+        log.warning("dead letter", extra={"code": code, "reason": message, "partition": src.partition,
+                                          "offset": src.offset, **({"event_id": event.get("event_id")}
+                                                                   if isinstance(event, dict) else {})})
+        dl = dead_letter(src, code, message, "matcher", self.name, event if isinstance(event, dict) else None)
+        self.delivery.send(topics.DEAD_LETTER, src.key, encode(dl), covers)
+
+    def _cache(self, sha256: str | None, decision: dict[str, Any]) -> None:
+        if sha256 and self.cache is not None:
+            self.cache.put(sha256, decision)
+
+    def _mark_early_block(self, event_id: str) -> None:
+        """Tells the hasher it may stop decoding this video."""
+        try:
+            self.redis.set(EARLY_BLOCK_KEY.format(event_id=event_id), "1", ex=3600)
+        except Exception as exc:  # the hasher then decodes the rest; the decision stands
+            log.warning("cannot mark early block in redis", extra={"event_id": event_id, "error": str(exc)})
+
+    # -- group membership -------------------------------------------------------------------------
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = True
+        log.info("partitions assigned", extra={"topic": topics.HASHES, "partitions": [p.partition for p in partitions]})
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Deliver and commit what is done; forget open videos, which the next owner replays whole."""
+        self.producer.flush(10)
+        self.tracker.commit(self.consumer, asynchronous=False)
+        self.tracker.forget(partitions)
+        gone = {(p.topic, p.partition) for p in partitions}
+        for eid in [e for e, r in self.videos.items() if r.tp in gone]:
+            del self.videos[eid]
+        log.info("partitions revoked", extra={"topic": topics.HASHES, "partitions": [p.partition for p in partitions]})
