@@ -727,12 +727,12 @@ def test_keda_objects_match_documented_fields():
 
 
 def test_keda_scales_hashers_on_upload_lag_consistently_with_the_code():
-    from workers import hasher, matcher
+    from workers import hasher, upload_matcher
 
     config = one("ConfigMap", "vigil-config")["data"]
     secret = one("Secret", "vigil-secrets")["stringData"]
     topics = {t.name: t for t in topic_names.all_topics(int(config["VIGIL_PARTITIONS"]))}
-    groups = {"vigil-hasher": (hasher.GROUP, topic_names.UPLOADS), "vigil-matcher": (matcher.GROUP, topic_names.HASHES)}
+    groups = {"vigil-hasher": (hasher.GROUP, topic_names.UPLOADS), "vigil-matcher": (upload_matcher.GROUP, topic_names.HASHES)}
     so = one("ScaledObject", "vigil-hasher")
     assert so["spec"]["triggers"][0]["metadata"]["consumerGroup"] == "vigil-hasher"
     assert so["spec"]["triggers"][0]["metadata"]["topic"] == "moderation.uploads"
