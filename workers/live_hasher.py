@@ -4,12 +4,15 @@ never starves uploads and an upload backlog never delays a live decision.
 To stay current it takes what is waiting in a batch and hashes only the newest frame of each
 stream; the older ones are counted as skipped (vigil_live_frames_skipped_total), never lost
 silently. JPEGs are decoded at reduced size (libjpeg scales by 1/2, 1/4 or 1/8 while decoding)
-when the frame is large enough for the signals to lose nothing."""
+when the frame is large enough for the signals to lose nothing. Frames are decoded and hashed
+on a small thread pool (OpenCV and numpy release the GIL), and their outputs produced in order."""
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -18,7 +21,7 @@ from confluent_kafka import Consumer, Message, Producer
 import topics
 from workers import metrics
 from workers.errors import MediaError
-from workers.offsets import OffsetTracker, lag_stats_callback
+from workers.offsets import Delivery, OffsetTracker, lag_stats_callback
 from workers.hashing import hash_frame
 from workers.kafka import consumer_config, producer_config
 from workers.live import FrameHeaders, parse_headers
@@ -80,6 +83,10 @@ class LiveHasher:
                                   "queued.max.messages.kbytes": 65536})
         self.producer = Producer({**producer_config(settings), "linger.ms": 0})
         self.tracker = OffsetTracker()
+        self.delivery = Delivery(self.producer, self.tracker)
+        self.threads = max(1, settings.hasher_threads)
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="live")
+        self.work: deque[tuple[Future, tuple[str, int], list]] = deque()
         self.skipped_since: dict[str, int] = {}  # stream -> frames skipped since the last one sent
 
     def run(self, stop: threading.Event) -> None:
@@ -87,16 +94,22 @@ class LiveHasher:
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
-                msgs = [m for m in self.consumer.consume(num_messages=500, timeout=0.05) if not m.error()]
+                wait = 0.005 if self.work else 0.05
+                msgs = [m for m in self.consumer.consume(num_messages=500, timeout=wait) if not m.error()]
                 if msgs:
                     self._batch(msgs)
+                self._drain(block=False)
                 self.producer.poll(0)
+                if self.delivery.fatal:
+                    raise self.delivery.fatal
                 if time.monotonic() - last_commit > 0.5:
                     self._commit(asynchronous=True)
                     last_commit = time.monotonic()
         finally:
+            self._drain(block=True)
             self.producer.flush(10)
             self._commit(asynchronous=False)
+            self.pool.shutdown(wait=True)
             self.consumer.close()
 
     def _batch(self, msgs: list[Message]) -> None:
@@ -108,13 +121,23 @@ class LiveHasher:
             metrics.LIVE_SKIPPED.inc()
             self.tracker.done((m.topic(), m.partition()), self.tracker.started(m.topic(), m.partition(), m.offset()))
         for m in sorted(todo, key=lambda m: (m.partition(), m.offset())):
+            while len(self.work) >= 2 * self.threads:  # bounded: the next batch skips to the newest
+                self._drain(block=True, one=True)
             cell = self.tracker.started(m.topic(), m.partition(), m.offset())
-            topic, key, value = self._process(m)
-            tp = (m.topic(), m.partition())
-            self.producer.produce(topic, key=key, value=value,
-                                  on_delivery=lambda err, _m, tp=tp, cell=cell: err is None and self.tracker.done(tp, cell))
+            # skipped counts are kept by key, on this thread only; the frame's message carries them
+            skipped = self.skipped_since.pop((m.key() or b"").decode("utf-8", "replace"), 0)
+            self.work.append((self.pool.submit(self._process, m, skipped), (m.topic(), m.partition()), cell))
 
-    def _process(self, m: Message) -> tuple[str, bytes | None, bytes]:
+    def _drain(self, block: bool, one: bool = False) -> None:
+        """Produce finished frames' outputs in the order they were consumed."""
+        while self.work and (block or self.work[0][0].done()):
+            fut, tp, cell = self.work.popleft()
+            topic, key, value = fut.result()
+            self.delivery.send(topic, key, value, [(tp, cell)])
+            if one:
+                return
+
+    def _process(self, m: Message, skipped: int = 0) -> tuple[str, bytes | None, bytes]:
         started = time.perf_counter()
         headers: FrameHeaders | None = None
         try:
@@ -139,7 +162,7 @@ class LiveHasher:
                 metrics.STAGE_DURATION.labels(stage).observe(seconds)
             out = {"schema_version": topics.SCHEMA_VERSION, "stream_id": headers.stream_id, "seq": headers.seq,
                    "captured_at_ms": headers.captured_at_ms, "end_of_stream": headers.end_of_stream,
-                   "skipped": self.skipped_since.pop(headers.stream_id, 0),
+                   "skipped": skipped,
                    "signals": [sv.to_json() for sv in signals],
                    "hasher": {"worker": self.name,
                               "latency_ms": {k: round(v * 1000, 3) for k, v in stages.items()}}}
@@ -164,6 +187,7 @@ class LiveHasher:
         self.tracker.commit(self.consumer, asynchronous)
 
     def _on_revoke(self, consumer: Consumer, partitions) -> None:
+        self._drain(block=True)
         self.producer.flush(10)
         self._commit(asynchronous=False)
         self.tracker.forget(partitions)
