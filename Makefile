@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench install system clean
+.PHONY: demo test bench audit install system clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,11 @@ test: $(STAMP) system
 bench: $(STAMP) system
 	$(BIN)/python -m benchmarks
 
+# Known-vulnerable pins: pip-audit from its own venv, --strict so a package it cannot look up
+# fails the run instead of passing silently. Needs PyPI's JSON API or OSV (docs/security.md).
+audit: $(STAMP)
+	[ -x $(VENV)-audit/bin/pip-audit ] || ( $(PYTHON) -m venv $(VENV)-audit && $(VENV)-audit/bin/pip install -q pip-audit )
+	$(VENV)-audit/bin/pip-audit --strict --progress-spinner off --path $$(echo $(VENV)/lib/python3*/site-packages)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV)-audit build *.egg-info

@@ -67,7 +67,8 @@ class LiveFrameProducer:
     """What an ingest sampler calls: one frame per call, bytes as they are."""
 
     def __init__(self, settings: Settings):
-        self.producer = Producer({**producer_config(settings), "linger.ms": 0})
+        # Frames are JPEG/PNG/WebP, already compressed: lz4 would only cost CPU at both ends.
+        self.producer = Producer({**producer_config(settings), "linger.ms": 0, "compression.type": "none"})
 
     def send_frame(self, stream_id: str, seq: int, data: bytes | None, content_type: str = "image/jpeg",
                    captured_at_ms: int | None = None, end_of_stream: bool = False,
