@@ -15,10 +15,11 @@ import pytest
 
 import topics
 from tests.pipeline_helpers import write_photo
-from workers import transforms
+from workers import samples, transforms
 from workers.bank.importer import add_media_file
 from workers.bank.store import BankStore
 from workers.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.live import LiveFrameProducer
 from workers.runner import Cluster
 from workers.settings import Settings
 
@@ -111,3 +112,80 @@ def _on_topic(settings: Settings, topic: str, event_ids: set[str]) -> set[str]:
     found = {msg.get("event_id") for _t, msg in watcher.messages(10.0)} & event_ids
     watcher.close()
     return found
+
+
+LIVE_STREAMS = 40
+LIVE_FRAMES = 24
+
+
+def test_live_streams_keep_their_blocks_and_summaries_under_sigkill(tmp_path):
+    """Live frames through 2 hashers and 2 matchers while a hasher and a matcher are SIGKILLed
+    and restarted. Half the streams turn to banked content part-way and stay on it, as abuse on a
+    stream does: every one of them is blocked (one block event, however often it is replayed),
+    no other stream is, every stream ends with its summary, and every frame sent is counted in
+    it as hashed or skipped (behind a backlog the hasher skips to each stream's newest frame)."""
+    media = tmp_path / "media"
+    media.mkdir()
+    settings = Settings(media_roots=(str(media),), data_dir=str(tmp_path / "cluster"), partitions=6)
+    rng = random.Random(11)
+    frames = [transforms.encode(samples.photo(n), ".jpg", 85) for n in UNRELATED]
+    banked = transforms.encode(samples.photo("astronaut"), ".jpg", 75)
+    with Cluster(settings, hashers=2, matchers=2) as cluster:
+        store = BankStore.from_url(cluster.settings.redis, actor="chaos")
+        store.create_bank("live-chaos", "block")
+        add_media_file(store, "live-chaos", write_photo(media, "bank-astronaut", "astronaut", ext=".png"),
+                       cluster.settings)
+        cluster.wait_ready(timeout=120)
+        watcher = OutcomeWatcher(cluster.settings, watch=(topics.DECISIONS,), from_beginning=True)
+        producer = LiveFrameProducer(cluster.settings)
+        run = time.time_ns()
+        probes = {f"live-{run}-{i}": rng.randrange(2, LIVE_FRAMES - 8) for i in range(0, LIVE_STREAMS, 2)}
+        streams = [f"live-{run}-{i}" for i in range(LIVE_STREAMS)]
+
+        def push() -> None:
+            for seq in range(LIVE_FRAMES):  # 4 frames a second per stream, for about 6 s
+                for sid in streams:
+                    data = banked if seq >= probes.get(sid, LIVE_FRAMES) else frames[(seq + len(sid)) % len(frames)]
+                    producer.send_frame(sid, seq, data)
+                producer.producer.poll(0)
+                time.sleep(0.25)
+            for sid in streams:
+                producer.end_stream(sid, LIVE_FRAMES)
+            producer.flush()
+
+        pusher = threading.Thread(target=push)
+        pusher.start()
+        kills = []
+        for kind in ("matcher", "hasher"):
+            time.sleep(rng.uniform(1.0, 2.5))
+            victim = rng.choice([w for w in cluster.workers if w.kind == kind])
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(10)
+            cluster.workers.remove(victim)
+            kills.append(victim.name)
+            cluster.start_worker(kind)
+        pusher.join()
+        got: dict[str, list[dict]] = defaultdict(list)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sum(1 for s in streams if any("summary" in d for d in got[s])) < len(streams):
+            for _t, msg in watcher.messages(2.0):
+                if msg.get("stream_id") in probes or msg.get("stream_id") in streams:
+                    got[msg["stream_id"]].append(msg)
+        watcher.close()
+
+    blocked = {s for s in streams if any(d["decision"] == "block" and "summary" not in d for d in got[s])}
+    block_ids = {s: {d["event_id"] for d in got[s] if d["decision"] == "block" and "summary" not in d} for s in blocked}
+    summaries = {s: next(d["summary"] for d in got[s] if "summary" in d) for s in streams
+                 if any("summary" in d for d in got[s])}
+    uncounted = {s: v for s, v in summaries.items() if v["frames"] + v["skipped_frames"] < LIVE_FRAMES}
+    report = {"streams": len(streams), "banked_streams": len(probes), "blocked": len(blocked & set(probes)),
+              "blocked_unbanked": len(blocked - set(probes)), "summaries": len(summaries), "killed": kills,
+              "frames_hashed": sum(v["frames"] for v in summaries.values()),
+              "frames_skipped": sum(v["skipped_frames"] for v in summaries.values()),
+              "frames_sent": LIVE_STREAMS * LIVE_FRAMES, "uncounted_streams": len(uncounted),
+              "uncounted_frames": sum(LIVE_FRAMES - v["frames"] - v["skipped_frames"] for v in uncounted.values()),
+              "decision_messages": sum(len(v) for v in got.values())}
+    print("live chaos report:", json.dumps(report))
+    assert blocked == set(probes), report
+    assert all(len(ids) == 1 for ids in block_ids.values()), block_ids
+    assert set(summaries) == set(streams) and not uncounted, (report, uncounted)

@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Message, Producer
 import topics
 from workers import metrics
 from workers.errors import MediaError
-from workers.offsets import Delivery, OffsetTracker, lag_stats_callback
+from workers.offsets import Cell, Delivery, OffsetTracker, lag_stats_callback
 from workers.hashing import hash_frame
 from workers.kafka import consumer_config, producer_config
 from workers.live import FrameHeaders, parse_headers
@@ -86,8 +86,7 @@ class LiveHasher:
         self.delivery = Delivery(self.producer, self.tracker)
         self.threads = max(1, settings.hasher_threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="live")
-        self.work: deque[tuple[Future, tuple[str, int], list]] = deque()
-        self.skipped_since: dict[str, int] = {}  # stream -> frames skipped since the last one sent
+        self.work: deque[tuple[Future, list[Cell]]] = deque()
 
     def run(self, stop: threading.Event) -> None:
         self.consumer.subscribe([topics.LIVE_FRAMES], on_revoke=self._on_revoke)
@@ -113,27 +112,30 @@ class LiveHasher:
             self.consumer.close()
 
     def _batch(self, msgs: list[Message]) -> None:
+        """Offsets are tracked in offset order, and a skipped frame's offset completes only with
+        the delivery of its stream's newer frame, which carries the skip count: a crash replays
+        both, so no frame goes uncounted."""
         metrics.EVENTS.labels("hasher", topics.LIVE_FRAMES).inc(len(msgs))
         todo, skip = newest_per_stream(msgs)
-        for m in skip:
-            stream = (m.key() or b"").decode("utf-8", "replace")
-            self.skipped_since[stream] = self.skipped_since.get(stream, 0) + 1
-            metrics.LIVE_SKIPPED.inc()
-            self.tracker.done((m.topic(), m.partition()), self.tracker.started(m.topic(), m.partition(), m.offset()))
-        for m in sorted(todo, key=lambda m: (m.partition(), m.offset())):
+        skipped = {id(m) for m in skip}
+        carry: dict[bytes | None, list[Cell]] = {}
+        for m in sorted(todo + skip, key=lambda m: (m.partition(), m.offset())):
+            tp = (m.topic(), m.partition())
+            if id(m) in skipped:
+                carry.setdefault(m.key(), []).append((tp, self.tracker.started(tp[0], tp[1], m.offset())))
+                metrics.LIVE_SKIPPED.inc()
+                continue
             while len(self.work) >= 2 * self.threads:  # bounded: the next batch skips to the newest
                 self._drain(block=True, one=True)
-            cell = self.tracker.started(m.topic(), m.partition(), m.offset())
-            # skipped counts are kept by key, on this thread only; the frame's message carries them
-            skipped = self.skipped_since.pop((m.key() or b"").decode("utf-8", "replace"), 0)
-            self.work.append((self.pool.submit(self._process, m, skipped), (m.topic(), m.partition()), cell))
+            covers = [(tp, self.tracker.started(tp[0], tp[1], m.offset()))] + carry.pop(m.key(), [])
+            self.work.append((self.pool.submit(self._process, m, len(covers) - 1), covers))
 
     def _drain(self, block: bool, one: bool = False) -> None:
         """Produce finished frames' outputs in the order they were consumed."""
         while self.work and (block or self.work[0][0].done()):
-            fut, tp, cell = self.work.popleft()
+            fut, covers = self.work.popleft()
             topic, key, value = fut.result()
-            self.delivery.send(topic, key, value, [(tp, cell)])
+            self.delivery.send(topic, key, value, covers)
             if one:
                 return
 
