@@ -49,13 +49,13 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     return HashResult(kind, values, frames=1, notes=notes, stage_seconds={"decode": t1 - t0, "hash": t2 - t1})
 
 
-def hash_frame(rgb: np.ndarray, settings: Settings, frame_ms: int | None = None,
+def hash_frame(pixels: np.ndarray, settings: Settings, frame_ms: int | None = None,
                dihedral: bool = False) -> list[sig.SignalValue]:
-    """The frame as it is, plus (when it has uniform borders: letterbox, padding) the frame
-    without them, so a padded copy still matches. Queries also carry the rotated/flipped
-    variants, which only banks that ask for them (dihedral) match."""
-    frames, variants = [rgb], [None]
-    inner = remove_borders(rgb)
+    """The frame (RGB, or luma for the fast signals) as it is, plus (when it has uniform borders:
+    letterbox, padding) the frame without them, so a padded copy still matches. Queries also
+    carry the rotated/flipped variants, which only banks that ask for them (dihedral) match."""
+    frames, variants = [pixels], [None]
+    inner = remove_borders(pixels)
     if inner is not None:
         frames.append(inner)
         variants.append("unbordered")
@@ -80,14 +80,15 @@ def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str
     """Parts of a video's frame hashes, as they are decoded, so a matcher can block before the end.
 
     Returns the parts iterator and the sampling object, whose summary (partial, notes, frames)
-    is complete once the iterator is exhausted."""
+    is complete once the iterator is exhausted. The fast signals only read luma, so frames are
+    decoded grey for them (under half the conversion cost of RGB)."""
     from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
 
     sampling = sample_frames(
         path, SamplingStrategy(strategy or settings.video_strategy, fps=settings.video_fps),
         VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.video_max_seconds,
                     max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels),
-        max_side=settings.video_max_side)
+        max_side=settings.video_max_side, grey=settings.signal_impl == "fast")
     size = part_frames or settings.video_part_frames
 
     def parts() -> Iterator[VideoPart]:
@@ -105,5 +106,5 @@ def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str
 
 def _video_part(frames: list, settings: Settings, query: bool, t0: float) -> VideoPart:
     t1 = time.perf_counter()
-    values = [sv for f in frames for sv in hash_frame(f.rgb, settings, frame_ms=f.frame_ms, dihedral=query)]
+    values = [sv for f in frames for sv in hash_frame(f.pixels, settings, frame_ms=f.frame_ms, dihedral=query)]
     return VideoPart(values, len(frames), {"decode": t1 - t0, "hash": time.perf_counter() - t1})

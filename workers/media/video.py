@@ -29,6 +29,7 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from workers.errors import MediaError
 
@@ -65,9 +66,16 @@ class VideoLimits:
 
 @dataclass(frozen=True)
 class VideoFrame:
-    rgb: np.ndarray  # (H, W, 3) uint8, upright
+    pixels: np.ndarray  # uint8, upright: (H, W, 3) RGB, or (H, W) luma when sampled with grey=True
     frame_ms: int  # presentation time from the stream start
     keyframe: bool
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The RGB pixels; a grey sampling has none (ValueError)."""
+        if self.pixels.ndim != 3:
+            raise ValueError("this frame was sampled grey (luma only): no RGB")
+        return self.pixels
 
 
 def sample_frames(
@@ -77,17 +85,20 @@ def sample_frames(
     *,
     max_side: int | None = None,
     threads: int = 1,
+    grey: bool = False,
 ) -> "VideoSampling":
     """Frames of the video at ``path``; iterate the result, then read its summary attributes.
 
     ``max_side`` downscales while converting (the long side at most this many pixels); perceptual
     hashes do not need full resolution, but PDQ drifts as frames shrink: 640 px costs a median 4
     bits against full-size hashes, 512 px 9-10 bits, 320 px 12-15 (benchmarks/bench_video.py). ``threads`` is the decoder's thread count; the default of
-    one leaves parallelism to the worker, which hashes several uploads at once.
+    one leaves parallelism to the worker, which hashes several uploads at once. ``grey``
+    converts to full-range luma instead of RGB: the fast hashes only use luma, and converting
+    and scaling one plane costs under half of RGB (PDQ moves a median 0-2 bits, pHash 0).
     Raises MediaError on iteration: decode_failed (nothing decodable), no_video_stream (audio
     only: dead-lettered rather than allowed, since nothing was checked), image_too_large (frame dimensions over max_pixels).
     """
-    return VideoSampling(os.fspath(path), strategy, limits, max_side, threads)
+    return VideoSampling(os.fspath(path), strategy, limits, max_side, threads, grey)
 
 
 class _Stop(Exception):
@@ -106,12 +117,16 @@ class VideoSampling:
     """One pass over one video. Iterate once; the attributes summarise what the pass saw."""
 
     def __init__(self, path: str, strategy: SamplingStrategy, limits: VideoLimits,
-                 max_side: int | None, threads: int):
+                 max_side: int | None, threads: int, grey: bool = False):
         self.path = path
         self.strategy = strategy
         self.limits = limits
         self.max_side = max_side
         self.threads = threads
+        self.grey = grey
+        # One scaler for the pass: a frame's own reformatter rebuilds swscale's context per frame,
+        # and swscale's default of a thread per core costs CPU time for no gain on 1 frame.
+        self._scaler = VideoReformatter()
         # Summary, filled in while iterating.
         self.frames_decoded = 0
         self.frames_yielded = 0
@@ -368,11 +383,11 @@ class VideoSampling:
             self._mark_partial("max_frames", f"stopped after {self.limits.max_frames} frames")
             raise _Stop
         self._check_pixels(frame.width, frame.height)
-        rgb = self._to_rgb(frame)
+        pixels = self._to_pixels(frame)
         self._last_t = t
         self._due = self._next_due(t, key)
         self.frames_yielded += 1
-        return VideoFrame(rgb, int(round(t * 1000)), key)
+        return VideoFrame(pixels, int(round(t * 1000)), key)
 
     def _takes(self, t: float, key: bool) -> bool:
         if self._last_t > -math.inf and round(t * 1000) <= round(self._last_t * 1000):
@@ -392,23 +407,22 @@ class VideoSampling:
             return t + (self.strategy.max_keyframe_gap_s if key else step)
         return -math.inf
 
-    def _to_rgb(self, frame) -> np.ndarray:
+    def _to_pixels(self, frame) -> np.ndarray:
         width, height = frame.width, frame.height
         out_w, out_h = width * self._sar, float(height)
         if self.max_side and max(out_w, out_h) > self.max_side:
             scale = self.max_side / max(out_w, out_h)
             out_w, out_h = out_w * scale, out_h * scale
         out_w, out_h = max(2, int(round(out_w))), max(2, int(round(out_h)))
-        if (out_w, out_h) == (width, height):
-            rgb = frame.to_ndarray(format="rgb24")
-        else:
-            rgb = frame.to_ndarray(width=out_w, height=out_h, format="rgb24", interpolation="AREA")
+        fmt = "gray" if self.grey else "rgb24"
+        scale = {} if (out_w, out_h) == (width, height) else {"interpolation": "AREA"}
+        pixels = self._scaler.reformat(frame, out_w, out_h, fmt, threads=self.threads, **scale).to_ndarray()
         rotation = int(getattr(frame, "rotation", 0) or 0)
         if rotation % 360:
             self.rotation = rotation
             # The display matrix rotates counter-clockwise by `rotation`; np.rot90 does the same.
-            rgb = np.rot90(rgb, k=round(rotation / 90) % 4)
-        return np.ascontiguousarray(rgb)  # PyAV pads odd widths' rows; hashers want plain arrays
+            pixels = np.rot90(pixels, k=round(rotation / 90) % 4)
+        return np.ascontiguousarray(pixels)  # PyAV pads odd widths' rows; hashers want plain arrays
 
     # -- summary -------------------------------------------------------------------------------
     def _mark_partial(self, reason: str, note: str) -> None:
