@@ -23,7 +23,7 @@ from media_variants import (
     write_video,
 )
 from workers.errors import MediaError
-from workers.hashing import hash_frame, hash_video
+from workers.hashing import hash_frame, hash_frames_at, hash_video
 from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
 from workers.signals import hash_frames
 from workers.settings import Settings
@@ -163,6 +163,16 @@ def test_hash_video_hashes_grey_frames_like_their_rgb(workdir):
         d = bin(int(a.value, 16) ^ int(b.value, 16)).count("1")
         assert d <= (12 if a.signal == "pdq" else 3), (a, b)
         assert abs(a.quality - b.quality) <= 2
+
+
+def test_a_part_hashed_in_one_batch_equals_its_frames_hashed_one_by_one(bikes_rgb):
+    frames = [rgb for rgb, _ in bikes_rgb[::60]] + [letterboxed(bikes_rgb[:1])[0][0]]
+    greys = [cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) for rgb in frames]
+    for images in (frames, greys):
+        times = [40 * i for i in range(len(images))]
+        one_by_one = [sv for img, t in zip(images, times) for sv in hash_frame(img, Settings(), t, dihedral=True)]
+        assert hash_frames_at(images, Settings(), times, dihedral=True) == one_by_one
+        assert any(sv.variant == "unbordered" for sv in one_by_one)
 
 
 # -- awkward files ----------------------------------------------------------------------------------

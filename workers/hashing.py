@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -54,17 +54,29 @@ def hash_frame(pixels: np.ndarray, settings: Settings, frame_ms: int | None = No
     """The frame (RGB, or luma for the fast signals) as it is, plus (when it has uniform borders:
     letterbox, padding) the frame without them, so a padded copy still matches. Queries also
     carry the rotated/flipped variants, which only banks that ask for them (dihedral) match."""
-    frames, variants = [pixels], [None]
-    inner = remove_borders(pixels)
-    if inner is not None:
-        frames.append(inner)
-        variants.append("unbordered")
-    rows = sig.hash_frames(frames, sig.DEFAULT_PERCEPTUAL, impl=settings.signal_impl, dihedral=dihedral)
+    return hash_frames_at([pixels], settings, [frame_ms], dihedral)
+
+
+def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: Sequence[int | None],
+                   dihedral: bool = False) -> list[sig.SignalValue]:
+    """hash_frame of several frames, in order, with one batched transform per frame shape: a
+    video part's frames share a shape, and per-frame numpy calls cost more than the arithmetic."""
+    images, owners, variants = [], [], []
+    for i, pixels in enumerate(frames):
+        images.append(pixels)
+        owners.append(i)
+        variants.append(None)
+        inner = remove_borders(pixels)
+        if inner is not None:
+            images.append(inner)
+            owners.append(i)
+            variants.append("unbordered")
+    rows = sig.hash_frames(images, sig.DEFAULT_PERCEPTUAL, impl=settings.signal_impl, dihedral=dihedral)
     out = []
-    for row, variant in zip(rows, variants):
+    for row, owner, variant in zip(rows, owners, variants):
         for sv in row:
             name = sv.variant if variant is None else (f"{variant}+{sv.variant}" if sv.variant else variant)
-            out.append(replace(sv, frame_ms=frame_ms, variant=name))
+            out.append(sig.SignalValue(sv.signal, sv.value, sv.quality, frame_ms[owner], name))
     return out
 
 
@@ -106,5 +118,5 @@ def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str
 
 def _video_part(frames: list, settings: Settings, query: bool, t0: float) -> VideoPart:
     t1 = time.perf_counter()
-    values = [sv for f in frames for sv in hash_frame(f.pixels, settings, frame_ms=f.frame_ms, dihedral=query)]
+    values = hash_frames_at([f.pixels for f in frames], settings, [f.frame_ms for f in frames], dihedral=query)
     return VideoPart(values, len(frames), {"decode": t1 - t0, "hash": time.perf_counter() - t1})
