@@ -149,7 +149,11 @@ class VideoSampling:
             raise RuntimeError("a VideoSampling is iterated once; call sample_frames again")
         self._started = True
         try:
-            container = av.open(self.path, metadata_errors="ignore")
+            # Probing (find_stream_info) would decode the first frame only to learn its pixel
+            # format, and the pass decodes it again: skip that decode (a keyframe, 6-12 ms). The
+            # option reaches only the probe's decoders, and only for formats that list streams
+            # in their header; the pass's own decoder context is created without it.
+            container = av.open(self.path, metadata_errors="ignore", options={"skip_frame": "all"})
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
             raise MediaError("decode_failed", f"not a readable container: {exc}") from None
         try:
