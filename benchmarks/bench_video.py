@@ -162,7 +162,7 @@ def throughput(sizes: list[tuple[int, int]], seconds: float) -> list[str]:
                 if name == "every frame" and pdq is True and max_side is None and height > 720:
                     continue  # minutes of reference PDQ at 1080p: the downscaled row says enough
                 what = ("decode + RGB" if not pdq else "+ PDQ (reference)" if pdq is True
-                        else "+ vigil's hashes (fast PDQ + pHash, unbordered, dihedral)")
+                        else "+ vigil's hashes (hash_video: luma frames, fast PDQ + pHash, unbordered, dihedral)")
                 if max_side:
                     what += f", downscaled to {max_side} px"
                 if pdq == "vigil":
