@@ -88,20 +88,28 @@ def timed(fn: Callable[[], object]) -> tuple[float, float, object]:
 
 
 def sampler_run(path: Path, strategy: SamplingStrategy, pdq: bool | str, max_side: int | None) -> tuple[int, int]:
-    """pdq: False (decode only), True (reference PDQ), or "vigil" (what the hasher computes per
-    frame: fast PDQ + pHash, the unbordered frame, and the dihedral query variants)."""
-    from workers.hashing import hash_frame
-    from workers.settings import Settings
-
-    settings = Settings()
+    """pdq: False (decode only), True (reference PDQ), or "vigil" (what the hasher computes:
+    hash_video, i.e. grey frames, fast PDQ + pHash, the unbordered frame, and the dihedral query
+    variants)."""
+    if pdq == "vigil":
+        return vigil_run(path, strategy, max_side)
     sampling = sample_frames(path, strategy, VideoLimits(max_frames=100_000), max_side=max_side)
     n = 0
     for frame in sampling:
-        if pdq == "vigil":
-            hash_frame(frame.rgb, settings, frame_ms=frame.frame_ms, dihedral=True)
-        elif pdq:
+        if pdq:
             hash_frames([frame.rgb], ("pdq",), impl="reference")
         n += 1
+    return n, sampling.frames_decoded
+
+
+def vigil_run(path: Path, strategy: SamplingStrategy, max_side: int | None) -> tuple[int, int]:
+    """The hasher's own call, hash_video, as a query (with the dihedral variants)."""
+    from workers.hashing import hash_video
+    from workers.settings import Settings
+
+    settings = Settings(video_fps=strategy.fps, video_max_side=max_side or 0, video_max_frames=100_000)
+    parts, sampling = hash_video(path, settings, query=True, strategy=strategy.kind)
+    n = sum(part.frames for part in parts)
     return n, sampling.frames_decoded
 
 
@@ -154,7 +162,7 @@ def throughput(sizes: list[tuple[int, int]], seconds: float) -> list[str]:
                 if name == "every frame" and pdq is True and max_side is None and height > 720:
                     continue  # minutes of reference PDQ at 1080p: the downscaled row says enough
                 what = ("decode + RGB" if not pdq else "+ PDQ (reference)" if pdq is True
-                        else "+ vigil's hashes (fast PDQ + pHash, unbordered, dihedral)")
+                        else "+ vigil's hashes (hash_video: luma frames, fast PDQ + pHash, unbordered, dihedral)")
                 if max_side:
                     what += f", downscaled to {max_side} px"
                 if pdq == "vigil":

@@ -3,6 +3,7 @@ derived with PyAV at test time."""
 from __future__ import annotations
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -22,8 +23,10 @@ from media_variants import (
     write_video,
 )
 from workers.errors import MediaError
+from workers.hashing import hash_frame, hash_frames_at, hash_video
 from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
 from workers.signals import hash_frames
+from workers.settings import Settings
 from workers.signals.borders import remove_borders
 from workers.video_match import FrameHash, dedupe_frames, distances, frames_from_signals, match_video, pack
 
@@ -130,6 +133,46 @@ def test_downscaling_while_decoding_keeps_the_aspect_and_the_hash():
     assert small[0].rgb.shape == (109, 256, 3)
     d = distances(pack(h.pdq for h in pdq_frames(full)), pack(h.pdq for h in pdq_frames(small)))
     assert np.all(np.diag(d) <= 31)
+
+
+def test_grey_sampling_gives_the_luma_of_the_same_frames(bikes_rgb, workdir):
+    sideways = write_video(workdir / "sideways_grey.mp4", stored_sideways(scaled(bikes_rgb[:25], 0.5)), rotation=90)
+    for path, strategy, kwargs in ((BIKES, KEYFRAMES, {}), (BIKES, FIXED, {"max_side": 256}), (sideways, ALL, {})):
+        rgb, _ = sampled(path, strategy, **kwargs)
+        grey, _ = sampled(path, strategy, grey=True, **kwargs)
+        assert [f.frame_ms for f in grey] == [f.frame_ms for f in rgb]
+        for g, c in zip(grey, rgb):
+            assert g.pixels.dtype == np.uint8 and g.pixels.shape == c.rgb.shape[:2] and g.pixels.flags["C_CONTIGUOUS"]
+            luma = cv2.cvtColor(c.rgb, cv2.COLOR_RGB2GRAY)
+            assert np.abs(g.pixels.astype(int) - luma).mean() < 3  # rounding and gamut clipping only
+    with pytest.raises(ValueError):
+        grey[0].rgb
+
+
+def test_hash_video_hashes_grey_frames_like_their_rgb(workdir):
+    """The hasher decodes luma only; its hashes stay well inside the match thresholds of the RGB ones."""
+    settings = Settings()
+    parts, sampling = hash_video(BIKES, settings, query=False)
+    got = [sv for part in parts for sv in part.signals if sv.variant is None]
+    frames, _ = sampled(BIKES, SamplingStrategy(settings.video_strategy, fps=settings.video_fps),
+                        max_side=settings.video_max_side)
+    want = [sv for f in frames for sv in hash_frame(f.rgb, settings, frame_ms=f.frame_ms) if sv.variant is None]
+    assert [(sv.signal, sv.frame_ms) for sv in got] == [(sv.signal, sv.frame_ms) for sv in want]
+    assert len(frames) == sampling.frames_yielded > 5
+    for a, b in zip(got, want):
+        d = bin(int(a.value, 16) ^ int(b.value, 16)).count("1")
+        assert d <= (12 if a.signal == "pdq" else 3), (a, b)
+        assert abs(a.quality - b.quality) <= 2
+
+
+def test_a_part_hashed_in_one_batch_equals_its_frames_hashed_one_by_one(bikes_rgb):
+    frames = [rgb for rgb, _ in bikes_rgb[::60]] + [letterboxed(bikes_rgb[:1])[0][0]]
+    greys = [cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) for rgb in frames]
+    for images in (frames, greys):
+        times = [40 * i for i in range(len(images))]
+        one_by_one = [sv for img, t in zip(images, times) for sv in hash_frame(img, Settings(), t, dihedral=True)]
+        assert hash_frames_at(images, Settings(), times, dihedral=True) == one_by_one
+        assert any(sv.variant == "unbordered" for sv in one_by_one)
 
 
 # -- awkward files ----------------------------------------------------------------------------------

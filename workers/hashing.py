@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
@@ -49,22 +49,34 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     return HashResult(kind, values, frames=1, notes=notes, stage_seconds={"decode": t1 - t0, "hash": t2 - t1})
 
 
-def hash_frame(rgb: np.ndarray, settings: Settings, frame_ms: int | None = None,
+def hash_frame(pixels: np.ndarray, settings: Settings, frame_ms: int | None = None,
                dihedral: bool = False) -> list[sig.SignalValue]:
-    """The frame as it is, plus (when it has uniform borders: letterbox, padding) the frame
-    without them, so a padded copy still matches. Queries also carry the rotated/flipped
-    variants, which only banks that ask for them (dihedral) match."""
-    frames, variants = [rgb], [None]
-    inner = remove_borders(rgb)
-    if inner is not None:
-        frames.append(inner)
-        variants.append("unbordered")
-    rows = sig.hash_frames(frames, sig.DEFAULT_PERCEPTUAL, impl=settings.signal_impl, dihedral=dihedral)
+    """The frame (RGB, or luma for the fast signals) as it is, plus (when it has uniform borders:
+    letterbox, padding) the frame without them, so a padded copy still matches. Queries also
+    carry the rotated/flipped variants, which only banks that ask for them (dihedral) match."""
+    return hash_frames_at([pixels], settings, [frame_ms], dihedral)
+
+
+def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: Sequence[int | None],
+                   dihedral: bool = False) -> list[sig.SignalValue]:
+    """hash_frame of several frames, in order, with one batched transform per frame shape: a
+    video part's frames share a shape, and per-frame numpy calls cost more than the arithmetic."""
+    images, owners, variants = [], [], []
+    for i, pixels in enumerate(frames):
+        images.append(pixels)
+        owners.append(i)
+        variants.append(None)
+        inner = remove_borders(pixels)
+        if inner is not None:
+            images.append(inner)
+            owners.append(i)
+            variants.append("unbordered")
+    rows = sig.hash_frames(images, sig.DEFAULT_PERCEPTUAL, impl=settings.signal_impl, dihedral=dihedral)
     out = []
-    for row, variant in zip(rows, variants):
+    for row, owner, variant in zip(rows, owners, variants):
         for sv in row:
             name = sv.variant if variant is None else (f"{variant}+{sv.variant}" if sv.variant else variant)
-            out.append(replace(sv, frame_ms=frame_ms, variant=name))
+            out.append(sig.SignalValue(sv.signal, sv.value, sv.quality, frame_ms[owner], name))
     return out
 
 
@@ -80,14 +92,15 @@ def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str
     """Parts of a video's frame hashes, as they are decoded, so a matcher can block before the end.
 
     Returns the parts iterator and the sampling object, whose summary (partial, notes, frames)
-    is complete once the iterator is exhausted."""
+    is complete once the iterator is exhausted. The fast signals only read luma, so frames are
+    decoded grey for them (under half the conversion cost of RGB)."""
     from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
 
     sampling = sample_frames(
         path, SamplingStrategy(strategy or settings.video_strategy, fps=settings.video_fps),
         VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.video_max_seconds,
                     max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels),
-        max_side=settings.video_max_side)
+        max_side=settings.video_max_side, grey=settings.signal_impl == "fast")
     size = part_frames or settings.video_part_frames
 
     def parts() -> Iterator[VideoPart]:
@@ -105,5 +118,5 @@ def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str
 
 def _video_part(frames: list, settings: Settings, query: bool, t0: float) -> VideoPart:
     t1 = time.perf_counter()
-    values = [sv for f in frames for sv in hash_frame(f.rgb, settings, frame_ms=f.frame_ms, dihedral=query)]
+    values = hash_frames_at([f.pixels for f in frames], settings, [f.frame_ms for f in frames], dihedral=query)
     return VideoPart(values, len(frames), {"decode": t1 - t0, "hash": time.perf_counter() - t1})

@@ -29,6 +29,7 @@ from typing import Iterator
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from workers.errors import MediaError
 
@@ -65,9 +66,16 @@ class VideoLimits:
 
 @dataclass(frozen=True)
 class VideoFrame:
-    rgb: np.ndarray  # (H, W, 3) uint8, upright
+    pixels: np.ndarray  # uint8, upright: (H, W, 3) RGB, or (H, W) luma when sampled with grey=True
     frame_ms: int  # presentation time from the stream start
     keyframe: bool
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The RGB pixels; a grey sampling has none (ValueError)."""
+        if self.pixels.ndim != 3:
+            raise ValueError("this frame was sampled grey (luma only): no RGB")
+        return self.pixels
 
 
 def sample_frames(
@@ -77,17 +85,21 @@ def sample_frames(
     *,
     max_side: int | None = None,
     threads: int = 1,
+    grey: bool = False,
 ) -> "VideoSampling":
     """Frames of the video at ``path``; iterate the result, then read its summary attributes.
 
     ``max_side`` downscales while converting (the long side at most this many pixels); perceptual
     hashes do not need full resolution, but PDQ drifts as frames shrink: 640 px costs a median 4
     bits against full-size hashes, 512 px 9-10 bits, 320 px 12-15 (benchmarks/bench_video.py). ``threads`` is the decoder's thread count; the default of
-    one leaves parallelism to the worker, which hashes several uploads at once.
+    one leaves parallelism to the worker, which hashes several uploads at once. ``grey``
+    converts to full-range luma instead of RGB: the fast hashes only use luma, and converting
+    and scaling one plane costs under half of RGB (against RGB frames PDQ moves a median 0-2
+    bits, at most 12 of 256 on the bench clips; pHash a median 0, at most 4 of 64).
     Raises MediaError on iteration: decode_failed (nothing decodable), no_video_stream (audio
     only: dead-lettered rather than allowed, since nothing was checked), image_too_large (frame dimensions over max_pixels).
     """
-    return VideoSampling(os.fspath(path), strategy, limits, max_side, threads)
+    return VideoSampling(os.fspath(path), strategy, limits, max_side, threads, grey)
 
 
 class _Stop(Exception):
@@ -106,12 +118,16 @@ class VideoSampling:
     """One pass over one video. Iterate once; the attributes summarise what the pass saw."""
 
     def __init__(self, path: str, strategy: SamplingStrategy, limits: VideoLimits,
-                 max_side: int | None, threads: int):
+                 max_side: int | None, threads: int, grey: bool = False):
         self.path = path
         self.strategy = strategy
         self.limits = limits
         self.max_side = max_side
         self.threads = threads
+        self.grey = grey
+        # One scaler for the pass: a frame's own reformatter rebuilds swscale's context per frame,
+        # and swscale's default of a thread per core costs CPU time for no gain on 1 frame.
+        self._scaler = VideoReformatter()
         # Summary, filled in while iterating.
         self.frames_decoded = 0
         self.frames_yielded = 0
@@ -134,7 +150,11 @@ class VideoSampling:
             raise RuntimeError("a VideoSampling is iterated once; call sample_frames again")
         self._started = True
         try:
-            container = av.open(self.path, metadata_errors="ignore")
+            # Probing (find_stream_info) would decode the first frame only to learn its pixel
+            # format, and the pass decodes it again: skip that decode (a keyframe, 6-12 ms). The
+            # option reaches only the probe's decoders, and only for formats that list streams
+            # in their header; the pass's own decoder context is created without it.
+            container = av.open(self.path, metadata_errors="ignore", options={"skip_frame": "all"})
         except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
             raise MediaError("decode_failed", f"not a readable container: {exc}") from None
         try:
@@ -196,7 +216,8 @@ class VideoSampling:
         ctx.thread_type = "SLICE"  # frame threads add output delay, which lazy decoding pays for
         if container.duration is not None and container.duration > 0:
             self.container_duration_ms = int(container.duration * 1000 // av.time_base)
-        self._tb = stream.time_base or Fraction(1, 90000)
+        tb = stream.time_base or Fraction(1, 90000)
+        self._tb_num, self._tb_den = tb.numerator, tb.denominator
         self._origin = stream.start_time if stream.start_time is not None else None
         sar = stream.sample_aspect_ratio
         self._sar = float(sar) if sar and float(sar) > 0 else 1.0
@@ -240,11 +261,16 @@ class VideoSampling:
                 if t > self.limits.max_seconds:
                     self._mark_partial("max_seconds", f"stopped at {self.limits.max_seconds:g} s of video")
                     return
-                end = t + float((packet.duration or 0) * self._tb)
+                end = t + self._seconds(packet.duration or 0)
                 self.duration_ms = max(self.duration_ms, int(round(end * 1000)))
                 if packet.is_keyframe:
                     self._key_times.add(round(t, 6))
             yield packet
+
+    def _seconds(self, ticks: int) -> float:
+        """Stream ticks as seconds: the same correctly rounded float as float(ticks * time_base),
+        without building a Fraction per packet (that was ~10% of a keyframe pass)."""
+        return ticks * self._tb_num / self._tb_den
 
     def _packet_time(self, packet) -> float | None:
         ts = packet.pts if packet.pts is not None else packet.dts
@@ -252,7 +278,7 @@ class VideoSampling:
             return None
         if self._origin is None:
             self._origin = ts
-        return float((ts - self._origin) * self._tb)
+        return self._seconds(ts - self._origin)
 
     # -- lazy decoding -------------------------------------------------------------------------
     def _should_feed(self, packet, is_key: bool, gop: _Gop) -> bool:
@@ -270,7 +296,7 @@ class VideoSampling:
         # clock passes it: dts never exceeds pts, so no later packet can show an earlier frame.
         if packet.dts is None:
             return True
-        return float((packet.dts - self._origin) * self._tb) >= self._candidate - 1e-9
+        return self._seconds(packet.dts - self._origin) >= self._candidate - 1e-9
 
     def _engaged(self) -> bool:
         """Does the decoder hold a fed frame that the strategy will take?"""
@@ -347,7 +373,7 @@ class VideoSampling:
     def _emit(self, frame) -> VideoFrame | None:
         self.frames_decoded += 1
         if frame.pts is not None:
-            t = float((frame.pts - (self._origin or 0)) * self._tb)
+            t = self._seconds(frame.pts - (self._origin or 0))
         else:
             t = self._last_t + 1.0 / 30 if self._last_t > -math.inf else 0.0
             self._note("frames without timestamps; times estimated at 30 fps")
@@ -362,11 +388,11 @@ class VideoSampling:
             self._mark_partial("max_frames", f"stopped after {self.limits.max_frames} frames")
             raise _Stop
         self._check_pixels(frame.width, frame.height)
-        rgb = self._to_rgb(frame)
+        pixels = self._to_pixels(frame)
         self._last_t = t
         self._due = self._next_due(t, key)
         self.frames_yielded += 1
-        return VideoFrame(rgb, int(round(t * 1000)), key)
+        return VideoFrame(pixels, int(round(t * 1000)), key)
 
     def _takes(self, t: float, key: bool) -> bool:
         if self._last_t > -math.inf and round(t * 1000) <= round(self._last_t * 1000):
@@ -386,23 +412,22 @@ class VideoSampling:
             return t + (self.strategy.max_keyframe_gap_s if key else step)
         return -math.inf
 
-    def _to_rgb(self, frame) -> np.ndarray:
+    def _to_pixels(self, frame) -> np.ndarray:
         width, height = frame.width, frame.height
         out_w, out_h = width * self._sar, float(height)
         if self.max_side and max(out_w, out_h) > self.max_side:
             scale = self.max_side / max(out_w, out_h)
             out_w, out_h = out_w * scale, out_h * scale
         out_w, out_h = max(2, int(round(out_w))), max(2, int(round(out_h)))
-        if (out_w, out_h) == (width, height):
-            rgb = frame.to_ndarray(format="rgb24")
-        else:
-            rgb = frame.to_ndarray(width=out_w, height=out_h, format="rgb24", interpolation="AREA")
+        fmt = "gray" if self.grey else "rgb24"
+        scale = {} if (out_w, out_h) == (width, height) else {"interpolation": "AREA"}
+        pixels = self._scaler.reformat(frame, out_w, out_h, fmt, threads=self.threads, **scale).to_ndarray()
         rotation = int(getattr(frame, "rotation", 0) or 0)
         if rotation % 360:
             self.rotation = rotation
             # The display matrix rotates counter-clockwise by `rotation`; np.rot90 does the same.
-            rgb = np.rot90(rgb, k=round(rotation / 90) % 4)
-        return np.ascontiguousarray(rgb)  # PyAV pads odd widths' rows; hashers want plain arrays
+            pixels = np.rot90(pixels, k=round(rotation / 90) % 4)
+        return np.ascontiguousarray(pixels)  # PyAV pads odd widths' rows; hashers want plain arrays
 
     # -- summary -------------------------------------------------------------------------------
     def _mark_partial(self, reason: str, note: str) -> None:

@@ -8,11 +8,14 @@ variant is named after what was done to the frame: 'rot90' is the hash of np.rot
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 VARIANTS = ("rot90", "rot180", "rot270", "flip-h", "flip-v", "transpose", "anti-transpose")
 
 
+@lru_cache(maxsize=None)
 def _signs(n: int) -> np.ndarray:
     """-1 on odd frequencies: PDQ's 16x16 starts at frequency 1, pHash's 8x8 at 0."""
     first = 1 if n == 16 else 0

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from workers.signals import SignalValue, bits_to_hex
+from workers.signals import SignalValue
 from workers.signals import dihedral as dih
 from workers.signals import quality as q
 from workers.signals import resample as rs
@@ -120,8 +120,12 @@ def dhash_bits(grey: np.ndarray) -> np.ndarray:
     return (grey[:, :, 1:] > grey[:, :, :-1]).reshape(len(grey), 64).astype(np.uint8)
 
 
-def _values(feat: Features, signals: Sequence[str], variant: str | None = None) -> list[list[SignalValue]]:
+def _values(feat: Features, signals: Sequence[str],
+            variants: Sequence[str | None] | None = None) -> list[list[SignalValue]]:
+    """One list of SignalValue per row of feat; variants names each row's variant (None: none).
+    Bits are packed for all rows at once: per-row numpy calls cost more than the bits."""
     n = len(feat.pdq_quality)
+    variants = variants or [None] * n
     rows: list[list[SignalValue]] = [[] for _ in range(n)]
     for signal in signals:
         if signal == "pdq":
@@ -132,8 +136,9 @@ def _values(feat: Features, signals: Sequence[str], variant: str | None = None) 
             bits, quality = dhash_bits(feat.dhash_grey), feat.phash_quality
         else:
             raise ValueError(f"{signal!r} is not a perceptual signal")
-        for i in range(n):
-            rows[i].append(SignalValue(signal, bits_to_hex(bits[i]), int(quality[i]), variant=variant))
+        packed = np.packbits(bits, axis=1)
+        for i, (row, q_i, variant) in enumerate(zip(packed, quality.tolist(), variants)):
+            rows[i].append(SignalValue(signal, row.tobytes().hex(), q_i, variant=variant))
     return rows
 
 
@@ -162,16 +167,18 @@ def hash_grey_frames(greys: Sequence[np.ndarray], signals: Iterable[str]) -> lis
 
 
 def dihedral_variants(feat: Features, signals: Iterable[str]) -> list[list[list[SignalValue]]]:
-    """For each of the 7 non-identity dihedral transforms, one list of SignalValue per frame."""
+    """For each of the 7 non-identity dihedral transforms, one list of SignalValue per frame.
+
+    All 7 x N transformed coefficient sets are thresholded in one batch (a query sends them
+    for every frame, so this runs as often as the hashes themselves)."""
     signals = tuple(s for s in signals if s in ("pdq", "phash"))
-    out = []
-    for name in dih.VARIANTS:
-        moved = Features(
-            dih.transform(feat.pdq_dct, name),
-            feat.pdq_quality,
-            dih.transform(feat.phash_dct, name),
-            feat.phash_quality,
-            feat.dhash_grey,
-        )
-        out.append(_values(moved, signals, variant=name))
-    return out
+    n, k = len(feat.pdq_quality), len(dih.VARIANTS)
+    moved = Features(
+        np.concatenate([dih.transform(feat.pdq_dct, name) for name in dih.VARIANTS]),
+        np.tile(feat.pdq_quality, k),
+        np.concatenate([dih.transform(feat.phash_dct, name) for name in dih.VARIANTS]),
+        np.tile(feat.phash_quality, k),
+        np.tile(feat.dhash_grey, (k, 1, 1)),
+    )
+    rows = _values(moved, signals, [name for name in dih.VARIANTS for _ in range(n)])
+    return [rows[j * n:(j + 1) * n] for j in range(k)]
