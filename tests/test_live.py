@@ -193,3 +193,25 @@ def test_matcher_restart_mid_stream_keeps_the_window(cluster, live_bank):
     assert decisions == ["block"], rest
     assert {m["seq"] for m in rest[0]["matches"]} == {0, 1, 2}  # the window survived the restart
     assert rest[-1]["summary"]["matched_frames"] == 4 and rest[-1]["summary"]["final_status"] == "block"
+
+
+def test_live_frames_decode_to_luma_at_reduced_size_and_hash_alike():
+    """The live hasher decodes JPEG frames straight to luma at 1/2 size (libjpeg skips chroma);
+    the fast signals of that stay within a few bits of hashing the full-size RGB photo."""
+    import cv2
+
+    from workers.hashing import hash_frame
+    from workers.live_hasher import decode_frame
+    from workers.settings import Settings
+
+    settings = Settings()
+    for name in ("astronaut", "coffee", "china.jpg"):
+        rgb = cv2.resize(samples.photo(name), (1280, 720), interpolation=cv2.INTER_AREA)
+        data = transforms.encode(rgb, ".jpg", 85)
+        grey = decode_frame(data, "image/jpeg", 10**8, grey=True)
+        assert grey.shape == (360, 640)
+        ref = {sv.signal: sv for sv in hash_frame(rgb, settings) if not sv.variant}
+        got = {sv.signal: sv for sv in hash_frame(grey, settings) if not sv.variant}
+        for signal, limit in (("pdq", 16), ("phash", 4)):
+            bits = bin(int(ref[signal].value, 16) ^ int(got[signal].value, 16)).count("1")
+            assert bits <= limit, (name, signal, bits)

@@ -33,20 +33,23 @@ from workers.settings import Settings
 log = logging.getLogger("vigil.live")
 GROUP = "vigil-hasher-live"
 MIN_SIDE = 256  # the fast PDQ path works from >= 256 px; decode no smaller than this
-_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+_REDUCED = {False: ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)),
+            True: ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                   (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))}
 
 
-def decode_frame(data: bytes, content_type: str | None, max_pixels: int) -> np.ndarray:
-    """RGB frame; JPEGs at the largest libjpeg reduction that keeps the short side >= MIN_SIDE."""
+def decode_frame(data: bytes, content_type: str | None, max_pixels: int, grey: bool = False) -> np.ndarray:
+    """RGB frame, or luma when `grey` (the fast signals read nothing else, and libjpeg then skips
+    the chroma); JPEGs at the largest libjpeg reduction that keeps the short side >= MIN_SIDE."""
     size = image_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise MediaError("image_too_large", f"frame declares {size[0]}x{size[1]} pixels; the limit is {max_pixels}")
     if size is not None and data[:3] == b"\xff\xd8\xff":
-        for factor, flag in _REDUCED:
+        for factor, flag in _REDUCED[grey]:
             if min(size) // factor >= MIN_SIDE:
-                bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-                if bgr is not None:
-                    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+                if pixels is not None:
+                    return pixels if grey else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
                 break
     return decode_image(data, max_pixels)
 
@@ -153,9 +156,10 @@ class LiveHasher:
             stages = {"queue": max(0.0, time.time() - headers.captured_at_ms / 1000), "fetch": time.perf_counter() - t0}
             if data:
                 t1 = time.perf_counter()
-                rgb = decode_frame(data, headers.content_type, self.settings.max_image_pixels)
+                pixels = decode_frame(data, headers.content_type, self.settings.max_image_pixels,
+                                      grey=self.settings.signal_impl == "fast")
                 t2 = time.perf_counter()
-                signals = hash_frame(rgb, self.settings, dihedral=True)
+                signals = hash_frame(pixels, self.settings, dihedral=True)
                 stages.update(decode=t2 - t1, hash=time.perf_counter() - t2)
                 metrics.FRAMES_HASHED.labels("live").inc()
             elif not headers.end_of_stream:
