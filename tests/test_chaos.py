@@ -51,7 +51,6 @@ def test_no_event_lost_or_decided_twice_differently_under_sigkill(tmp_path):
         watcher = OutcomeWatcher(cluster.settings, from_beginning=True)
         producer = UploadProducer(cluster.settings)
         expected: dict[str, str] = {}
-        kills: list[str] = []
 
         def submit() -> None:
             for i in range(EVENTS):
@@ -65,16 +64,7 @@ def test_no_event_lost_or_decided_twice_differently_under_sigkill(tmp_path):
 
         submitter = threading.Thread(target=submit)
         submitter.start()
-        # Kill and restart from the main thread: a child's PR_SET_PDEATHSIG follows the thread
-        # that spawned it, so workers started from a short-lived thread would die with it.
-        for kind in ("hasher", "matcher", "hasher", "matcher"):
-            time.sleep(rng.uniform(2.0, 6.0))
-            victim = rng.choice([w for w in cluster.workers if w.kind == kind])
-            victim.proc.send_signal(signal.SIGKILL)
-            victim.proc.wait(10)
-            cluster.workers.remove(victim)
-            kills.append(victim.name)
-            cluster.start_worker(kind)
+        kills = _kill_and_restart(cluster, ("hasher", "matcher", "hasher", "matcher"), rng, (2.0, 6.0))
         submitter.join()
         outcomes: dict[str, list[tuple[str, str]]] = defaultdict(list)
         deadline = time.monotonic() + 240
@@ -104,6 +94,23 @@ def test_no_event_lost_or_decided_twice_differently_under_sigkill(tmp_path):
     print("chaos report:", json.dumps(report))
     assert len(expected) == EVENTS and len(kills) == 4
     assert not missing and not dead and not conflicting and not wrong, report
+
+
+def _kill_and_restart(cluster: Cluster, kinds: tuple[str, ...], rng: random.Random,
+                      pause: tuple[float, float]) -> list[str]:
+    """SIGKILL a random worker of each kind in turn, after a random pause, and start a new one.
+    Run from the main thread: a child's PR_SET_PDEATHSIG follows the thread that spawned it, so
+    workers started from a short-lived thread would die with it."""
+    kills = []
+    for kind in kinds:
+        time.sleep(rng.uniform(*pause))
+        victim = rng.choice([w for w in cluster.workers if w.kind == kind])
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        cluster.workers.remove(victim)
+        kills.append(victim.name)
+        cluster.start_worker(kind)
+    return kills
 
 
 def _on_topic(settings: Settings, topic: str, event_ids: set[str]) -> set[str]:
@@ -155,15 +162,7 @@ def test_live_streams_keep_their_blocks_and_summaries_under_sigkill(tmp_path):
 
         pusher = threading.Thread(target=push)
         pusher.start()
-        kills = []
-        for kind in ("matcher", "hasher"):
-            time.sleep(rng.uniform(1.0, 2.5))
-            victim = rng.choice([w for w in cluster.workers if w.kind == kind])
-            victim.proc.send_signal(signal.SIGKILL)
-            victim.proc.wait(10)
-            cluster.workers.remove(victim)
-            kills.append(victim.name)
-            cluster.start_worker(kind)
+        kills = _kill_and_restart(cluster, ("matcher", "hasher"), rng, (1.0, 2.5))
         pusher.join()
         got: dict[str, list[dict]] = defaultdict(list)
         deadline = time.monotonic() + 120

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import redis
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 import topics
 from workers import metrics
@@ -26,7 +26,7 @@ from workers.media.image import sniff_media_type
 from workers.signals import file_digests, hash_bytes
 from workers.kafka import consumer_config, producer_config
 from workers.logs import now_ms
-from workers.offsets import Delivery, OffsetTracker, lag_stats_callback
+from workers.offsets import consumer_error, Delivery, OffsetTracker, lag_stats_callback
 from workers.media.fetch import iter_media, read_media, resolve_uri
 from workers.messages import Source, dead_letter, encode, parse_json
 from workers.settings import Settings
@@ -238,9 +238,7 @@ class Hasher:
 
     # -- the loop's steps -----------------------------------------------------------------------
     def _accept(self, msg: Message) -> None:
-        if msg.error():
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error", extra={"error": str(msg.error())})
+        if consumer_error(msg):
             return
         self.broker_ok = True
         metrics.EVENTS.labels("hasher", msg.topic()).inc()

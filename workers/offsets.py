@@ -60,6 +60,15 @@ class OffsetTracker:
         return sum(len(q) for q in self._pending.values())
 
 
+def consumer_error(msg: Message) -> bool:
+    """True (and logged, unless it is only the end of a partition) when `msg` carries an error."""
+    if not msg.error():
+        return False
+    if msg.error().code() != KafkaError._PARTITION_EOF:
+        log.warning("consumer error", extra={"error": str(msg.error())})
+    return True
+
+
 Cell = tuple[tuple[str, int], list]  # (topic, partition) and the tracker's cell for one offset
 
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 import topics
 from workers import metrics, video_evidence
@@ -26,7 +26,7 @@ from workers.hasher import EARLY_BLOCK_KEY
 from workers.kafka import consumer_config, producer_config
 from workers.matching import BankIndex
 from workers.messages import Source, dead_letter, encode, parse_json
-from workers.offsets import Cell, Delivery, OffsetTracker, lag_stats_callback
+from workers.offsets import consumer_error, Cell, Delivery, OffsetTracker, lag_stats_callback
 from workers.policy import decide
 from workers.settings import Settings
 from workers.signals import SignalValue
@@ -107,9 +107,7 @@ class UploadMatcher:
 
     # -- one message ------------------------------------------------------------------------------
     def _handle(self, msg: Message) -> None:
-        if msg.error():
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error", extra={"error": str(msg.error())})
+        if consumer_error(msg):
             return
         self.assigned = True
         metrics.EVENTS.labels("matcher", topics.HASHES).inc()
