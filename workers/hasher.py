@@ -179,7 +179,7 @@ class Hasher:
         self.tracker = OffsetTracker()
         self.delivery = Delivery(self.producer, self.tracker)
         self.work: deque[tuple[Future, tuple[str, int], list]] = deque()
-        self.paused = False
+        self.paused: bool | None = False  # None: assigned, pause state to reset
         self.assigned: list[TopicPartition] = []
         self.stop_event = threading.Event()
         self.broker_ok = False
@@ -280,6 +280,9 @@ class Hasher:
     def _backpressure(self) -> None:
         limit = self.settings.hasher_inflight
         n = len(self.work) + len(self.producer)
+        if self.assigned and self.paused is None:  # a new assignment: see _on_assign
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
         if not self.paused and n >= limit and self.assigned:
             self.consumer.pause(self.assigned)
             self.paused = True
@@ -295,7 +298,9 @@ class Hasher:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.broker_ok = True
         self.assigned = list(partitions)
-        self.paused = False
+        # librdkafka keeps a partition's pause across a rebalance that hands it back to us: resume
+        # all once the assignment is in place (after this callback), or they stay paused for good.
+        self.paused = None
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -304,5 +309,7 @@ class Hasher:
         self.producer.flush(10)
         self._commit(asynchronous=False)
         self.tracker.forget(partitions)
-        self.assigned = []
+        if self.paused:
+            consumer.resume(partitions)  # still assigned here: clear the pause before handing them back
+        self.assigned, self.paused = [], False
         log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
