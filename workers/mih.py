@@ -16,17 +16,18 @@ scanned instead, so results are exact at every distance.
 """
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 from math import comb
-from typing import Hashable, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-Key = Hashable
 NO_FRAME = np.iinfo(np.int64).min  # frame_ms None
-Hit = tuple[Key, int | None, int]
+Hit = tuple[int, int | None, int]  # (key, frame_ms, distance)
 
 
 def chunk_widths(bits: int, rows: int, max_width: int = 24) -> list[int]:
@@ -161,26 +162,45 @@ class _Segment:
     def probe_cost(self, max_distance: int) -> float:
         return probe_cost(self.widths, self.rows, max_distance)
 
-    def candidates(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-        """(query index, row) pairs whose chunk is within the probe radius; may repeat a row."""
-        chunk_of, masks, base = self.plan(max_distance)
+    def buckets(self, q: np.ndarray, max_distance: int) -> np.ndarray:
+        """(queries * probes,) bucket numbers, query-major. Widths descend, so each chunk's first
+        bucket is a multiple of its size and OR-ing it in equals adding it."""
+        chunk_of, masks, _ = self.plan(max_distance)
         values = np.stack([chunk_values(q, lo, w) for lo, w in zip(self.lo_bits, self.widths)], axis=1)
-        bucket = (values[:, chunk_of] ^ masks) + base  # (queries, probes)
-        bucket = bucket.ravel()
-        lo = self.offsets.take(bucket)
-        cnt = self.offsets.take(bucket + 1) - lo
+        values |= np.asarray(self.base, dtype=np.int64)
+        return (values[:, chunk_of] ^ masks).ravel()
+
+    def candidates(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows whose chunk is within the probe radius, start of each query's rows in it: len(q)+1).
+        Rows come grouped by query; a row may repeat. Few numpy passes: the gathers dominate."""
+        probes = len(self.plan(max_distance)[1])
+        bucket = self.buckets(q, max_distance)
+        lo = self.offsets.take(bucket, mode="clip")
+        bucket += 1
+        cnt = self.offsets.take(bucket, mode="clip")
+        cnt -= lo
         hit = np.flatnonzero(cnt)
+        lo, cnt = lo[hit], cnt[hit]
+        ends = np.cumsum(cnt, dtype=np.int64)
+        starts = np.zeros(len(hit) + 1, dtype=np.int64)
+        starts[1:] = ends
+        bounds = starts[np.searchsorted(hit, np.arange(len(q) + 1) * probes)]
         if len(hit) == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        lo, cnt = lo[hit].astype(np.int64), cnt[hit].astype(np.int64)
-        ends = np.cumsum(cnt)
-        # positions lo[i] .. lo[i]+cnt[i]-1 of every probe that hit, flattened
-        pos = np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(lo - (ends - cnt), cnt)
-        return np.repeat(hit // len(masks), cnt), self.postings.take(pos).astype(np.int64)
+            return np.empty(0, np.int64), bounds
+        if ends[-1] == len(hit):  # every bucket hit holds one row
+            pos = lo
+        else:  # positions lo[i] .. lo[i]+cnt[i]-1 of every probe that hit, flattened
+            pos = np.arange(int(ends[-1]), dtype=np.int64)
+            pos += np.repeat(lo.astype(np.int64) - starts[:-1], cnt)
+        return self.postings.take(pos, mode="clip"), bounds
 
 
 class MultiIndexHamming:
-    """Exact Hamming range index with HammingIndex's interface; see the module docstring."""
+    """Exact Hamming range index; see the module docstring.
+
+    Keys are ints in [0, 2**32): the caller's handles (BankIndex numbers its entries), so a row
+    costs 4 bytes of key instead of a Python object. Several rows may share a key (video frames).
+    """
 
     TAIL = 8192  # rows scanned by brute force before they get chunk tables
     SCAN_ADVANTAGE = 8  # a scanned row is this much cheaper than a probed one (sequential vs random)
@@ -196,109 +216,133 @@ class MultiIndexHamming:
     def _reset(self, capacity: int) -> None:
         capacity = max(capacity, 1024)
         self._codes = np.zeros((capacity, self.words), dtype=np.uint64)
-        self._frame = np.full(capacity, NO_FRAME, dtype=np.int64)
+        self._frame: np.ndarray | None = None  # allocated when a row with a frame_ms arrives
         self._alive = np.zeros(capacity, dtype=bool)
-        self._khash = np.zeros(capacity, dtype=np.uint64)  # row -> 32-bit hash(key)
-        self._keys: list[Key] = []  # row -> key
-        # Key -> rows without a dict of every key: (hash32 << 32 | row) sorted, for rows before
-        # _sorted_upto, and a small dict for rows after it. Lookups confirm with key equality.
-        self._by_hash = np.empty(0, np.uint64)
+        self._keys = np.zeros(capacity, dtype=np.uint32)  # row -> key
+        # Key -> rows: rows before _sorted_upto by binary search (over _keys itself when bulk loads
+        # arrive in key order, else over the permutation _order), later ones in a small dict.
+        self._order: np.ndarray | None = None
         self._sorted_upto = 0
-        self._recent: dict[Key, list[int]] = {}
+        self._recent: dict[int, list[int]] = {}
         self._segments: list[_Segment] = []
         self._n = 0
         self._dead = 0
-        self._len: int | None = 0
+        self._bulk = False
 
     # -- size -------------------------------------------------------------------------------------
     def __len__(self) -> int:
         """Keys with at least one live row (counted on demand: not on the matching path)."""
-        if self._len is None:
-            live = self._khash[: self._n][self._alive[: self._n]]
-            self._len = len(set(self._keys[r] for r in np.nonzero(self._alive[: self._n])[0].tolist())) \
-                if len(live) < 100_000 else int(len(np.unique(live)))
-        return self._len
+        return int(len(np.unique(self._keys[: self._n][self._alive[: self._n]])))
 
     @property
     def rows(self) -> int:
         return self._n - self._dead
 
     def nbytes(self) -> int:
-        """Bytes held in arrays and the row -> key list (not counting the key objects themselves)."""
-        arrays = [self._codes, self._frame, self._alive, self._khash, self._by_hash]
+        """Bytes held by the index's arrays."""
+        arrays = [self._codes, self._alive, self._keys]
+        arrays += [a for a in (self._frame, self._order) if a is not None]
         arrays += [a for s in self._segments for a in (s.offsets, s.postings)]
-        return sum(a.nbytes for a in arrays) + 8 * len(self._keys) + 200 * len(self._recent)
+        return sum(a.nbytes for a in arrays) + 200 * len(self._recent)
 
     # -- writes -----------------------------------------------------------------------------------
-    def add(self, key: Key, code: bytes, frame_ms: int | None = None) -> None:
-        self._append([key], to_words(np.frombuffer(code, dtype=np.uint8), self.words), [frame_ms])
+    def add(self, key: int, code: bytes, frame_ms: int | None = None) -> None:
+        self._append(np.array([key]), to_words(np.frombuffer(code, dtype=np.uint8), self.words), [frame_ms])
 
-    def add_many(self, keys: Sequence[Key], codes: np.ndarray, frame_ms: Sequence[int | None] | None = None) -> None:
+    def add_many(self, keys: Sequence[int] | np.ndarray, codes: np.ndarray,
+                 frame_ms: Sequence[int | None] | np.ndarray | None = None) -> None:
         """Append rows in bulk (cold start): codes is (len(keys), bits/8) uint8 in hash byte order."""
-        self._append(keys, to_words(codes, self.words), frame_ms)
+        self._append(np.asarray(keys), to_words(codes, self.words), frame_ms)
 
-    def _append(self, keys: Sequence[Key], words: np.ndarray, frame_ms: Sequence[int | None] | np.ndarray | None) -> None:
+    def _append(self, keys: np.ndarray, words: np.ndarray, frame_ms: Sequence[int | None] | np.ndarray | None) -> None:
         k = len(keys)
         if len(words) != k or (frame_ms is not None and len(frame_ms) != k):
             raise ValueError("one code (and frame) per key")
         if k == 0:
             return
+        if keys.min() < 0 or keys.max() >= 2**32:
+            raise ValueError("keys are ints in [0, 2**32)")
         start, stop = self._n, self._n + k
         self._ensure(stop)
         self._codes[start:stop] = words
-        if isinstance(frame_ms, np.ndarray):
-            self._frame[start:stop] = frame_ms
-        elif frame_ms is not None:
-            self._frame[start:stop] = [NO_FRAME if f is None else int(f) for f in frame_ms]
+        if frame_ms is not None:
+            if not isinstance(frame_ms, np.ndarray):
+                frame_ms = np.array([NO_FRAME if f is None else int(f) for f in frame_ms], dtype=np.int64)
+            if self._frame is not None or (frame_ms != NO_FRAME).any():
+                self._frames()[start:stop] = frame_ms
         self._alive[start:stop] = True
-        self._keys.extend(keys)
-        self._khash[start:stop] = np.fromiter(map(hash, keys), dtype=np.int64, count=k).view(np.uint64) >> np.uint64(32)
+        self._keys[start:stop] = keys
         self._n = stop
-        self._len = None
+        if self._bulk:
+            return
         if len(self._recent) + k > max(65_536, self._sorted_upto // 8):
             self._sort_keys()
         else:
-            for row, key in enumerate(keys, start):
+            for row, key in enumerate(keys.tolist(), start):
                 self._recent.setdefault(key, []).append(row)
         self._index_tail()
 
-    def remove(self, key: Key) -> None:
+    @contextmanager
+    def bulk(self, rows: int = 0) -> Iterator[None]:
+        """Many add_many calls (a cold start's blocks), indexed once at the end; room for `rows`."""
+        self._ensure(self._n + rows, exact=True)
+        self._bulk = True
+        try:
+            yield
+        finally:
+            self._bulk = False
+            self._sort_keys()
+            self._index_tail()
+
+    def _frames(self) -> np.ndarray:
+        if self._frame is None:
+            self._frame = np.full(len(self._codes), NO_FRAME, dtype=np.int64)
+        return self._frame
+
+    def remove(self, key: int) -> None:
         rows = self._rows_of(key)
         self._recent.pop(key, None)
         if not rows:
             return
         self._alive[rows] = False
         self._dead += len(rows)
-        self._len = None
         if self._dead > 1024 and self._dead > self._n // 4:
             self._compact()
 
-    def _rows_of(self, key: Key) -> list[int]:
+    def _rows_of(self, key: int) -> list[int]:
         rows = [r for r in self._recent.get(key, ()) if self._alive[r]]
-        if self._sorted_upto:
-            h = ((hash(key) & 0xFFFFFFFFFFFFFFFF) >> 32) << 32
-            lo = int(np.searchsorted(self._by_hash, np.uint64(h), side="left"))
-            hi = int(np.searchsorted(self._by_hash, np.uint64(h | 0xFFFFFFFF), side="right"))
-            for packed in self._by_hash[lo:hi].tolist():
-                r = packed & 0xFFFFFFFF
-                if self._alive[r] and self._keys[r] == key:
-                    rows.append(r)
+        if self._sorted_upto and 0 <= key < 2**32:
+            k = np.uint32(key)
+            if self._order is None:
+                sorted_keys = self._keys[: self._sorted_upto]
+                lo, hi = np.searchsorted(sorted_keys, k, "left"), np.searchsorted(sorted_keys, k, "right")
+                found = range(int(lo), int(hi))
+            else:  # binary search over the permutation: O(log n) reads, no sorted copy of the keys
+                keys, n = self._keys, self._sorted_upto
+                lo = bisect_left(self._order, key, 0, n, key=lambda r: int(keys[r]))
+                hi = bisect_right(self._order, key, lo, n, key=lambda r: int(keys[r]))
+                found = self._order[lo:hi].tolist()
+            rows += [r for r in found if self._alive[r]]
         return rows
 
     def _sort_keys(self) -> None:
-        if self._n >= 2**32:
-            raise ValueError("more than 2**32 rows")
-        self._by_hash = np.sort((self._khash[: self._n] << np.uint64(32)) | np.arange(self._n, dtype=np.uint64))
+        keys = self._keys[: self._n]
+        if self._n < 2 or bool((keys[1:] >= keys[:-1]).all()):
+            self._order = None  # bulk loads arrive in key order: no permutation needed
+        else:
+            self._order = np.argsort(keys, kind="stable").astype(np.uint32)
         self._sorted_upto = self._n
         self._recent = {}
 
-    def _ensure(self, n: int) -> None:
+    def _ensure(self, n: int, exact: bool = False) -> None:
         cap = len(self._codes)
         if n <= cap:
             return
-        size = max(n, cap * 2)
-        for name in ("_codes", "_frame", "_alive", "_khash"):
+        size = n if exact else max(n, cap * 2)
+        for name in ("_codes", "_frame", "_alive", "_keys"):
             old = getattr(self, name)
+            if old is None:
+                continue
             new = np.full((size,) + old.shape[1:], NO_FRAME if name == "_frame" else 0, dtype=old.dtype)
             new[: self._n] = old[: self._n]
             setattr(self, name, new)
@@ -314,7 +358,8 @@ class MultiIndexHamming:
 
     def _compact(self) -> None:
         keep = np.nonzero(self._alive[: self._n])[0]
-        codes, frame, keys = self._codes[keep], self._frame[keep], [self._keys[i] for i in keep.tolist()]
+        codes, keys = self._codes[keep], self._keys[keep]
+        frame = None if self._frame is None else self._frame[keep]
         self._reset(len(keep))
         self._append(keys, codes, frame)
         self._sort_keys()
@@ -323,52 +368,56 @@ class MultiIndexHamming:
     def search(self, queries: list[bytes], max_distance: int) -> list[list[Hit]]:
         """For each query, every live row within max_distance: (key, frame_ms, distance)."""
         out: list[list[Hit]] = [[] for _ in queries]
-        if not queries or self._n == 0 or max_distance < 0:
+        if not queries:
             return out
         q = to_words(np.frombuffer(b"".join(queries), dtype=np.uint8), self.words)
-        found_q, found_r, found_d = [], [], []
+        qi, keys, frames, dist = self.search_arrays(q, max_distance)
+        for i, k, f, d in zip(qi.tolist(), keys.tolist(), frames.tolist(), dist.tolist()):
+            out[i].append((k, None if f == NO_FRAME else f, d))
+        return out
+
+    def search_arrays(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
+        """Every (query index, key, frame_ms or NO_FRAME, distance) within max_distance, for
+        queries already as (n, words) uint64 (to_words): what BankIndex reads, no per-hit tuples."""
+        empty = np.empty(0, np.int64)
+        if len(q) == 0 or self._n == 0 or max_distance < 0:
+            return empty, empty, empty, empty
+        parts = []
         covered = 0
         for seg in self._segments:
             covered = seg.stop
             if seg.probe_cost(max_distance) * self.SCAN_ADVANTAGE >= seg.rows:
-                hits = self._scan(q, seg.start, seg.stop, max_distance)
+                parts.append(self._scan(q, seg.start, seg.stop, max_distance))
             else:
-                hits = self._probe(seg, q, max_distance)
-            for acc, part in zip((found_q, found_r, found_d), hits):
-                acc.append(part)
-        for acc, part in zip((found_q, found_r, found_d), self._scan(q, covered, self._n, max_distance)):
-            acc.append(part)
-        qi, rows, dist = (np.concatenate(a) for a in (found_q, found_r, found_d))
-        frames = self._frame[rows]
-        keys = self._keys
-        for i, r, d, f in zip(qi.tolist(), rows.tolist(), dist.tolist(), frames.tolist()):
-            out[i].append((keys[r], None if f == NO_FRAME else f, d))
-        return out
+                parts.append(self._probe(seg, q, max_distance))
+        parts.append(self._scan(q, covered, self._n, max_distance))
+        qi, rows, dist = (np.concatenate(a) for a in zip(*parts))
+        frames = np.full(len(rows), NO_FRAME, np.int64) if self._frame is None else self._frame[rows]
+        return qi, self._keys[rows].astype(np.int64), frames, dist
 
     def _probe(self, seg: _Segment, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
         per_query = max(1.0, seg.probe_cost(max_distance))
         step = max(1, int(self.MAX_PAIRS // per_query))
+        codes = self._codes.view(np.dtype((np.void, 8 * self.words))).ravel()  # one gather per row
         parts = []
         for s in range(0, len(q), step):
-            qid, rows = seg.candidates(q[s: s + step], max_distance)
+            qq = q[s: s + step]
+            rows, bounds = seg.candidates(qq, max_distance)
             if len(rows) == 0:
                 continue
-            qid += s
-            dist = self._distance(q, qid, rows)
-            keep = (dist <= max_distance) & self._alive[rows]
-            qid, rows, dist = qid[keep], rows[keep], dist[keep]
+            x = codes.take(rows, mode="clip").view(np.uint64).reshape(-1, self.words)
+            x ^= np.repeat(qq, np.diff(bounds), axis=0)
+            dist = popcount_rows(x)
+            j = np.flatnonzero(dist <= max_distance)
+            j = j[self._alive[rows[j]]]
+            qid = np.searchsorted(bounds, j, side="right") - 1 + s
+            r = rows[j].astype(np.int64)
             # a row within radius in several chunks is a candidate several times
-            pair = qid * self._n + rows
-            _, first = np.unique(pair, return_index=True)
-            parts.append((qid[first], rows[first], dist[first]))
+            _, first = np.unique(qid * self._n + r, return_index=True)
+            parts.append((qid[first], r[first], dist[j][first]))
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
         return tuple(np.concatenate(p) for p in zip(*parts))
-
-    def _distance(self, q: np.ndarray, qid: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        x = self._codes.take(rows, axis=0)  # one gather of whole rows: the random reads dominate
-        x ^= q.take(qid, axis=0)
-        return popcount_rows(x)
 
     def _scan(self, q: np.ndarray, start: int, stop: int, max_distance: int) -> tuple[np.ndarray, ...]:
         parts = []

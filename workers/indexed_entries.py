@@ -1,0 +1,117 @@
+"""What a matcher indexes about the bank's entries: every enabled entry's signals, keyed by an int
+handle (workers.entry_table), its label, and the usable-frame count of video entries. Filled from
+the change stream one entry at a time, or at cold start from the packed codes in bulk."""
+from __future__ import annotations
+
+import numpy as np
+
+from workers.bank.codes import CODE_SIGNALS, CodeBlock
+from workers.bank.model import Entry
+from workers.bank.store import BankStore, codes_key
+from workers.entry_table import EntryTable
+from workers.index import ExactIndex
+from workers.mih import MultiIndexHamming
+from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
+
+
+class IndexedEntries:
+    """Swapped whole when a snapshot loads, so searches never see a half-built index."""
+
+    def __init__(self, pdq_min_quality: int):
+        self.pdq_min_quality = pdq_min_quality
+        self.table = EntryTable()
+        self.hamming = {s: MultiIndexHamming(b) for s, b in PERCEPTUAL_BITS.items()}
+        self.exact = {s: ExactIndex() for s in DIGEST_HEX_LEN}
+        self.video_frames: dict[tuple[str, str], int] = {}  # video entry -> usable PDQ frames banked
+
+    # -- one entry ------------------------------------------------------------------------------
+    def put(self, entry: Entry) -> None:
+        self.drop(entry.bank, entry.entry_id)
+        if entry.disabled:
+            return
+        handle = self.table.put(entry.bank, entry.entry_id, entry.label)
+        if entry.media_type == "video":
+            self.video_frames[(entry.bank, entry.entry_id)] = len(
+                {sv.frame_ms for sv in entry.signals if sv.signal == "pdq" and (sv.quality or 0) >= self.pdq_min_quality})
+        for sv in entry.signals:
+            if sv.signal in self.hamming:
+                self.hamming[sv.signal].add(handle, bytes.fromhex(sv.value), sv.frame_ms)
+            elif sv.signal in self.exact:
+                self.exact[sv.signal].add(handle, sv.value)
+
+    def drop(self, bank: str, entry_id: str) -> None:
+        handle = self.table.find(bank, entry_id)
+        if handle is None:
+            return
+        self.video_frames.pop((bank, entry_id), None)
+        for idx in self.hamming.values():
+            idx.remove(handle)
+        for ex in self.exact.values():
+            ex.remove(handle)
+
+    # -- cold start -----------------------------------------------------------------------------
+    def load_packed(self, store: BankStore, banks: list[str]) -> None:
+        """Every enabled entry of these banks from their packed codes (BankStore.has_codes)."""
+        sizes = {s: sum(int(store.r.hlen(codes_key(b, s))) for b in banks) for s in CODE_SIGNALS}
+        self.table.reserve(len(self.table) + max(sizes.values(), default=0))
+        for signal in CODE_SIGNALS:
+            if not sizes[signal]:
+                continue
+            if signal in self.hamming:
+                with self.hamming[signal].bulk(sizes[signal]):
+                    self._load_signal(store, banks, signal)
+            elif signal in self.exact:
+                self._load_signal(store, banks, signal)
+        self.table.sort()
+
+    def _load_signal(self, store: BankStore, banks: list[str], signal: str) -> None:
+        seen = np.zeros(0, bool)  # handles that have rows of this signal already (HSCAN repeats)
+        for bank in banks:
+            labels = store.labels(bank)
+            for block in store.iter_code_blocks(bank, signal):
+                if block.per_entry is None:
+                    first = np.arange(len(block.entries))
+                else:
+                    first = np.concatenate([[0], np.cumsum(block.per_entry)[:-1]])
+                label_nos, labels = self._label_nos(store, bank, block.labels[first], labels)
+                handles = self.table.put_many(bank, block.entries, label_nos)
+                if len(seen) < len(self.table):
+                    seen = np.concatenate([seen, np.zeros(len(self.table) - len(seen) + 1024, bool)])
+                fresh = ~seen[handles]
+                seen[handles] = True
+                self._add_rows(bank, signal, block, handles, fresh)
+
+    def _label_nos(self, store: BankStore, bank: str, ids: np.ndarray,
+                   labels: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        if any(int(i) and int(i) not in labels for i in uniq):
+            labels = store.labels(bank)  # written since we read them
+        nos = np.array([self.table.label_no(labels.get(int(i))) for i in uniq], np.uint32)
+        return nos[inverse], labels
+
+    def _add_rows(self, bank: str, signal: str, block: CodeBlock, handles: np.ndarray, fresh: np.ndarray) -> None:
+        rows = handles if block.per_entry is None else np.repeat(handles, block.per_entry)
+        keep = fresh if block.per_entry is None else np.repeat(fresh, block.per_entry)
+        if not keep.all():
+            rows, codes, frames, quality, video = (a[keep] for a in (rows, block.codes, block.frames, block.quality, block.video))
+        else:
+            codes, frames, quality, video = block.codes, block.frames, block.quality, block.video
+        if signal in self.hamming:
+            self.hamming[signal].add_many(rows, codes, frames)
+        else:
+            ex = self.exact[signal]
+            for h, c in zip(rows.tolist(), codes):
+                ex.add(h, c.tobytes().hex())
+        if video.any():
+            self._count_frames(bank, signal, rows[video], frames[video], quality[video])
+
+    def _count_frames(self, bank: str, signal: str, rows: np.ndarray, frames: np.ndarray, quality: np.ndarray) -> None:
+        """Distinct usable PDQ frames per video entry (0 if it has none: still a video)."""
+        usable: dict[int, set[int]] = {}
+        if signal == "pdq":
+            for h, f, q in zip(rows.tolist(), frames.tolist(), quality.tolist()):
+                if max(q, 0) >= self.pdq_min_quality:
+                    usable.setdefault(h, set()).add(f)
+        for h in set(rows.tolist()):
+            key = self.table.key(h)
+            self.video_frames[key] = self.video_frames.get(key, 0) + len(usable.get(h, ()))
