@@ -4,6 +4,7 @@ the change stream one entry at a time, or at cold start from the packed codes in
 from __future__ import annotations
 
 import numpy as np
+import redis
 
 from workers.bank.codes import CODE_SIGNALS, CodeBlock
 from workers.bank.model import Entry
@@ -52,13 +53,13 @@ class IndexedEntries:
     # -- cold start -----------------------------------------------------------------------------
     def load_packed(self, store: BankStore, banks: list[str]) -> None:
         """Every enabled entry of these banks from their packed codes (BankStore.has_codes)."""
-        sizes = {s: sum(int(store.r.hlen(codes_key(b, s))) for b in banks) for s in CODE_SIGNALS}
-        self.table.reserve(len(self.table) + max(sizes.values(), default=0))
+        sizes = {s: _sum_hlen(store, [codes_key(b, s) for b in banks]) for s in CODE_SIGNALS}
+        self.table.reserve(len(self.table) + max(max(sizes.values(), default=0), 0))
         for signal in CODE_SIGNALS:
-            if not sizes[signal]:
+            if sizes[signal] == 0:
                 continue
             if signal in self.hamming:
-                with self.hamming[signal].bulk(sizes[signal]):
+                with self.hamming[signal].bulk(max(sizes[signal], 0)):
                     self._load_signal(store, banks, signal)
             elif signal in self.exact:
                 self._load_signal(store, banks, signal)
@@ -115,3 +116,11 @@ class IndexedEntries:
         for h in set(rows.tolist()):
             key = self.table.key(h)
             self.video_frames[key] = self.video_frames.get(key, 0) + len(usable.get(h, ()))
+
+
+def _sum_hlen(store: BankStore, keys: list[str]) -> int:
+    """Entries in these hashes, to allocate once; -1 if an older ACL without HLEN forbids asking."""
+    try:
+        return sum(int(store.r.hlen(k)) for k in keys)
+    except redis.exceptions.NoPermissionError:
+        return -1
