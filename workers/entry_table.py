@@ -38,7 +38,11 @@ def id_hashes(ids: np.ndarray, bank_nos: np.ndarray | int) -> np.ndarray:
 
 
 class EntryTable:
-    """Handles are never reused: an entry removed and re-added gets its old handle back."""
+    """Handles are never reused: an entry removed and re-added gets its old handle back.
+
+    Lookup is log-structured: sorted runs of (hash32 << 32 | handle), a new run per bulk append
+    (and per 64k single puts), merged when a run grows to half the one before it, so a cold start
+    of n entries sorts each about log2(n / block) times, and a lookup searches O(log n) runs."""
 
     def __init__(self) -> None:
         self.bank_names: list[str] = []
@@ -49,17 +53,15 @@ class EntryTable:
         self._bank = np.zeros(1024, np.uint16)
         self._label = np.zeros(1024, np.uint32)
         self._ids = np.zeros(1024, "S18")
-        # Lookup: (hash32 << 32 | handle) sorted for handles < _sorted_upto; a dict for later ones.
-        self._by_hash = np.empty(0, np.uint64)
-        self._sorted_upto = 0
-        self._recent: dict[tuple[int, bytes], int] = {}
-        self._dirty = False  # handles appended in bulk, not yet in the sorted lookup
+        self._runs: list[np.ndarray] = []
+        self._recent: dict[tuple[int, bytes], int] = {}  # single puts not yet in a run
+        self._unindexed = 2**62  # first handle appended by append_new and not yet in a run
 
     def __len__(self) -> int:
         return self._n
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._bank, self._label, self._ids, self._by_hash))
+        return sum(a.nbytes for a in [self._bank, self._label, self._ids, *self._runs])
 
     # -- numbering --------------------------------------------------------------------------------
     def bank_no(self, bank: str) -> int:
@@ -78,25 +80,23 @@ class EntryTable:
             self._label_names.append(label)
         return no
 
-
     # -- one entry (the change stream) --------------------------------------------------------------
     def find(self, bank: str, entry_id: str) -> int | None:
         no = self._bank_no.get(bank)
         if no is None:
             return None
-        if self._dirty:
-            self.sort()
         raw = entry_id.encode()
         handle = self._recent.get((no, raw))
-        if handle is not None or not self._sorted_upto:
+        if handle is not None:
             return handle
         h = int(id_hashes(np.array([raw]), no)[0]) >> 32
-        i = bisect_left(self._by_hash, h << 32)
-        while i < len(self._by_hash) and int(self._by_hash[i]) >> 32 == h:
-            cand = int(self._by_hash[i]) & 0xFFFFFFFF
-            if self._bank[cand] == no and self._ids[cand] == raw:
-                return cand
-            i += 1
+        for run in self._runs:
+            i = bisect_left(run, h << 32)
+            while i < len(run) and int(run[i]) >> 32 == h:
+                cand = int(run[i]) & 0xFFFFFFFF
+                if self._bank[cand] == no and self._ids[cand] == raw:
+                    return cand
+                i += 1
         return None
 
     def put(self, bank: str, entry_id: str, label: str | None) -> int:
@@ -104,10 +104,11 @@ class EntryTable:
         handle = self.find(bank, entry_id)
         if handle is None:
             no = self.bank_no(bank)
-            handle = int(self._append(no, [entry_id.encode()])[0])
-            self._recent[(no, entry_id.encode())] = handle
-            if len(self._recent) > max(65_536, self._sorted_upto // 8):
-                self.sort()
+            raw = np.array([entry_id.encode()])
+            handle = int(self._append(no, raw)[0])
+            self._recent[(no, raw[0])] = handle
+            if len(self._recent) >= 65_536:
+                self._push_recent()
         self._label[handle] = self.label_no(label)
         return handle
 
@@ -121,48 +122,84 @@ class EntryTable:
     def put_many(self, bank: str, entry_ids: list[bytes], labels: np.ndarray) -> np.ndarray:
         """Handles of these entries of one bank (new ones appended), labels (label numbers) set."""
         no = self.bank_no(bank)
-        handles = self._find_many(no, entry_ids)
+        want = np.array(entry_ids, dtype="S")
+        h = id_hashes(want, no) >> np.uint64(32)
+        handles = self._find_many(no, want, h)
         new = np.flatnonzero(handles < 0)
         if len(new):
-            handles[new] = self._append(no, [entry_ids[i] for i in new.tolist()])
-            self._dirty = True
+            handles[new] = self._append(no, want[new])
+            self._push((h[new] << np.uint64(32)) | handles[new].astype(np.uint64))
         self._label[handles] = labels
         return handles
 
-    def _find_many(self, no: int, entry_ids: list[bytes]) -> np.ndarray:
-        out = np.full(len(entry_ids), -1, np.int64)
-        if self._n == 0:
-            return out
-        if self._recent or self._dirty:
-            self.sort()
-        want = np.array(entry_ids, dtype="S")
-        h = (id_hashes(want, no) >> np.uint64(32)) << np.uint64(32)
-        at = np.minimum(np.searchsorted(self._by_hash, h), len(self._by_hash) - 1)
-        cand = self._by_hash[at]
-        handle = (cand & LOW32).astype(np.int64)
-        ok = ((cand >> np.uint64(32)) == (h >> np.uint64(32))) & (self._bank[handle] == no)
-        ok &= self._ids[handle] == want
-        out[ok] = handle[ok]
-        for i in np.flatnonzero(~ok & ((cand >> np.uint64(32)) == (h >> np.uint64(32)))).tolist():
-            found = self.find(self.bank_names[no], entry_ids[i].decode())  # a shared hash: look further
+    def append_new(self, bank: str, entry_ids: list[bytes], labels: np.ndarray) -> np.ndarray:
+        """Handles for entries of a bank that has none yet (a cold start's first pass over it): no
+        lookups. They become findable, and repeats (HSCAN may return an entry twice) are found, at
+        index_appended()."""
+        no = self.bank_no(bank)
+        handles = self._append(no, np.array(entry_ids, dtype="S"))
+        self._label[handles] = labels
+        self._unindexed = min(self._unindexed, int(handles[0])) if len(handles) else self._unindexed
+        return handles
+
+    def index_appended(self) -> np.ndarray:
+        """Make the append_new handles findable; returns the repeats (later handles of an entry
+        already numbered), which are left out: drop their rows."""
+        start, self._unindexed = self._unindexed, 2**62
+        if start >= self._n:
+            return np.empty(0, np.int64)
+        handles = np.arange(start, self._n, dtype=np.int64)
+        h = id_hashes(self._ids[start:self._n], self._bank[start:self._n]) >> np.uint64(32)
+        packed = (h << np.uint64(32)) | handles.astype(np.uint64)
+        packed.sort()
+        hs, hd = packed >> np.uint64(32), (packed & LOW32).astype(np.int64)
+        same = np.flatnonzero(hs[1:] == hs[:-1])  # neighbours sharing a hash (handles ascending)
+        dup_at: list[int] = []
+        if len(same):  # few (hash collisions and repeats): checked one by one
+            first: dict[tuple[int, bytes], int] = {}
+            for i in np.flatnonzero(np.isin(hs, hs[same])).tolist():
+                key = (int(self._bank[hd[i]]), bytes(self._ids[hd[i]]))
+                if first.setdefault(key, i) != i:
+                    dup_at.append(i)
+        dups = hd[dup_at]
+        if dup_at:
+            packed = np.delete(packed, dup_at)
+        self._push(packed)
+        self.compact()
+        return dups
+
+    def _find_many(self, no: int, want: np.ndarray, h: np.ndarray) -> np.ndarray:
+        out = np.full(len(want), -1, np.int64)
+        shared = np.zeros(len(want), bool)  # a run holds this hash for another entry: look further
+        order = np.argsort(h)
+        keys = h[order] << np.uint64(32)  # sorted keys: numpy's binary search reuses each answer
+        for run in self._runs:
+            at = np.empty(len(h), np.int64)
+            at[order] = np.searchsorted(run, keys)
+            np.minimum(at, len(run) - 1, out=at)
+            cand = run[at]
+            same = (cand >> np.uint64(32)) == h
+            handle = (cand & LOW32).astype(np.int64)
+            ok = same & (self._bank[handle] == no) & (self._ids[handle] == want)
+            out[ok] = handle[ok]
+            shared |= same & ~ok
+        for i in np.flatnonzero(shared & (out < 0)).tolist():
+            found = self.find(self.bank_names[no], want[i].decode())
             out[i] = -1 if found is None else found
+        if self._recent:
+            for i, raw in enumerate(want.tolist()):
+                out[i] = self._recent.get((no, raw), out[i])
         return out
 
-    def _append(self, no: int, entry_ids: list[bytes]) -> np.ndarray:
-        k = len(entry_ids)
+    def _append(self, no: int, ids: np.ndarray) -> np.ndarray:
+        k = len(ids)
         start, stop = self._n, self._n + k
         if stop > 2**32:
             raise ValueError("at most 2**32 entries")
-        ids = np.array(entry_ids, dtype="S")
         if ids.dtype.itemsize > self._ids.dtype.itemsize:
             self._ids = self._ids.astype(ids.dtype)
         if stop > len(self._bank):
-            size = max(stop, 2 * len(self._bank))
-            for name in ("_bank", "_label", "_ids"):
-                old = getattr(self, name)
-                new = np.zeros(size, old.dtype)
-                new[:start] = old[:start]
-                setattr(self, name, new)
+            self.reserve(max(stop, 2 * len(self._bank)))
         self._ids[start:stop] = ids
         self._bank[start:stop] = no
         self._n = stop
@@ -177,10 +214,26 @@ class EntryTable:
                 new[: self._n] = old[: self._n]
                 setattr(self, name, new)
 
-    def sort(self) -> None:
-        """(Re)build the sorted lookup over every handle (after a bulk append)."""
-        n = self._n
-        packed = (id_hashes(self._ids[:n], self._bank[:n]) >> np.uint64(32)) << np.uint64(32)
-        packed |= np.arange(n, dtype=np.uint64)
+    def _push(self, packed: np.ndarray) -> None:
         packed.sort()
-        self._by_hash, self._sorted_upto, self._recent, self._dirty = packed, n, {}, False
+        self._runs.append(packed)
+        while len(self._runs) >= 2 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+            newer, older = self._runs.pop(), self._runs.pop()
+            merged = np.concatenate([older, newer])
+            merged.sort()
+            self._runs.append(merged)
+
+    def _push_recent(self) -> None:
+        if self._recent:
+            handles = np.fromiter(self._recent.values(), np.int64, len(self._recent))
+            h = id_hashes(self._ids[handles], self._bank[handles]) >> np.uint64(32)
+            self._recent = {}
+            self._push((h << np.uint64(32)) | handles.astype(np.uint64))
+
+    def compact(self) -> None:
+        """One run (after a cold start): the fewest searches per lookup."""
+        self._push_recent()
+        if len(self._runs) > 1:
+            merged = np.concatenate(self._runs)
+            merged.sort()
+            self._runs = [merged]

@@ -3,6 +3,10 @@ handle (workers.entry_table), its label, and the usable-frame count of video ent
 the change stream one entry at a time, or at cold start from the packed codes in bulk."""
 from __future__ import annotations
 
+import queue
+import threading
+from typing import Iterator
+
 import numpy as np
 import redis
 
@@ -24,6 +28,7 @@ class IndexedEntries:
         self.hamming = {s: MultiIndexHamming(b) for s, b in PERCEPTUAL_BITS.items()}
         self.exact = {s: ExactIndex() for s in DIGEST_HEX_LEN}
         self.video_frames: dict[tuple[str, str], int] = {}  # video entry -> usable PDQ frames banked
+        self._numbered: set[str] = set()  # banks whose entries have handles (cold start)
 
     # -- one entry ------------------------------------------------------------------------------
     def put(self, entry: Entry) -> None:
@@ -63,24 +68,42 @@ class IndexedEntries:
                     self._load_signal(store, banks, signal)
             elif signal in self.exact:
                 self._load_signal(store, banks, signal)
-        self.table.sort()
+        self.table.compact()
 
     def _load_signal(self, store: BankStore, banks: list[str], signal: str) -> None:
         seen = np.zeros(0, bool)  # handles that have rows of this signal already (HSCAN repeats)
         for bank in banks:
             labels = store.labels(bank)
-            for block in store.iter_code_blocks(bank, signal):
+            first_pass = bank not in self._numbered  # no entry of it has a handle: none to look up
+            for block in _prefetch(store.iter_code_blocks(bank, signal)):
                 if block.per_entry is None:
                     first = np.arange(len(block.entries))
                 else:
                     first = np.concatenate([[0], np.cumsum(block.per_entry)[:-1]])
                 label_nos, labels = self._label_nos(store, bank, block.labels[first], labels)
+                if first_pass:
+                    self._add_rows(bank, signal, block, self.table.append_new(bank, block.entries, label_nos), None)
+                    continue
                 handles = self.table.put_many(bank, block.entries, label_nos)
                 if len(seen) < len(self.table):
                     seen = np.concatenate([seen, np.zeros(len(self.table) - len(seen) + 1024, bool)])
                 fresh = ~seen[handles]
                 seen[handles] = True
                 self._add_rows(bank, signal, block, handles, fresh)
+            if first_pass:
+                self._numbered.add(bank)
+                repeats = self.table.index_appended()
+                if len(repeats):
+                    self._discard(repeats)
+
+    def _discard(self, handles: np.ndarray) -> None:
+        for idx in self.hamming.values():
+            idx.discard(handles)
+        for ex in self.exact.values():
+            for h in handles.tolist():
+                ex.remove(h)
+        for h in handles.tolist():
+            self.video_frames.pop(self.table.key(h), None)
 
     def _label_nos(self, store: BankStore, bank: str, ids: np.ndarray,
                    labels: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
@@ -90,10 +113,10 @@ class IndexedEntries:
         nos = np.array([self.table.label_no(labels.get(int(i))) for i in uniq], np.uint32)
         return nos[inverse], labels
 
-    def _add_rows(self, bank: str, signal: str, block: CodeBlock, handles: np.ndarray, fresh: np.ndarray) -> None:
+    def _add_rows(self, bank: str, signal: str, block: CodeBlock, handles: np.ndarray, fresh: np.ndarray | None) -> None:
         rows = handles if block.per_entry is None else np.repeat(handles, block.per_entry)
-        keep = fresh if block.per_entry is None else np.repeat(fresh, block.per_entry)
-        if not keep.all():
+        keep = None if fresh is None else fresh if block.per_entry is None else np.repeat(fresh, block.per_entry)
+        if keep is not None and not keep.all():
             rows, codes, frames, quality, video = (a[keep] for a in (rows, block.codes, block.frames, block.quality, block.video))
         else:
             codes, frames, quality, video = block.codes, block.frames, block.quality, block.video
@@ -124,3 +147,28 @@ def _sum_hlen(store: BankStore, keys: list[str]) -> int:
         return sum(int(store.r.hlen(k)) for k in keys)
     except redis.exceptions.NoPermissionError:
         return -1
+
+
+def _prefetch(blocks: Iterator[CodeBlock], depth: int = 4) -> Iterator[CodeBlock]:
+    """Blocks read by a thread while the caller indexes the previous ones: Redis's HSCAN time
+    (~1 us an entry, on the server) overlaps the matcher's own work instead of adding to it."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def read() -> None:
+        try:
+            for block in blocks:
+                q.put(block)
+        except Exception as exc:  # handed to the caller, raised there
+            q.put(exc)
+            return
+        q.put(done)
+
+    threading.Thread(target=read, name="bank-prefetch", daemon=True).start()
+    while True:
+        item = q.get()
+        if item is done:
+            return
+        if isinstance(item, Exception):
+            raise item
+        yield item

@@ -103,42 +103,65 @@ def popcount_rows(x: np.ndarray) -> np.ndarray:
     return out
 
 
+EMPTY = 0xFFFFFFFF  # slot of an empty bucket
+MULTI = 0x80000000  # slot flag: the rest is where the bucket's [count, rows...] start in `overflow`
+
+
 @dataclass
 class _Segment:
-    """Chunk tables over rows [start, stop): bucket -> rows via CSR offsets into one postings array."""
+    """Chunk tables over rows [start, stop). A bucket is one uint32 slot: empty, its only row, or
+    (MULTI | i) with overflow[i] = count and the rows after it. With about one row per bucket most
+    probes that hit cost one random read, not an offsets pair plus a postings read."""
 
     start: int
     stop: int
     widths: list[int]
     lo_bits: list[int]
-    base: list[int]  # first bucket of each chunk in `offsets`
-    offsets: np.ndarray  # (sum(2**w) + 1,) into postings
-    postings: np.ndarray  # (m * rows,) uint32 row numbers
+    base: list[int]  # first bucket of each chunk in `slots`
+    slots: np.ndarray  # (sum(2**w),) uint32
+    overflow: np.ndarray  # uint32: for each bucket of 2+ rows, its count then its rows
     _plans: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, codes: np.ndarray, start: int, stop: int, bits: int) -> "_Segment":
-        if stop > 2**32:  # row numbers are packed into 32 bits beside the bucket
-            raise ValueError("at most 2**32 rows")
         rows = stop - start
         widths = chunk_widths(bits, rows)
+        if stop >= MULTI or (len(widths) + 1) * rows >= MULTI:
+            raise ValueError("too many rows for 31-bit slots")
         lo_bits = [int(x) for x in np.cumsum([0] + widths[:-1])]
         base = [int(x) for x in np.cumsum([0] + [1 << w for w in widths[:-1]])]
-        buckets = base[-1] + (1 << widths[-1])
-        wide = len(widths) * rows >= 2**32
-        postings = np.empty(len(widths) * rows, dtype=np.int64 if wide else np.uint32)
-        offsets = np.zeros(buckets + 1, dtype=np.int64 if wide else np.uint32)
+        slots = np.full(base[-1] + (1 << widths[-1]), EMPTY, dtype=np.uint32)
         block = codes[start:stop]
         row_ids = np.arange(start, stop, dtype=np.uint64)
+        parts, used = [], 0
         for c, (lo, w) in enumerate(zip(lo_bits, widths)):
             vals = chunk_values(block, lo, w, np.uint64)
-            offsets[base[c] + 1: base[c] + 1 + (1 << w)] = np.cumsum(np.bincount(vals, minlength=1 << w)) + c * rows
-            # One SIMD sort of (bucket << 32 | row) is ~10x faster than argsort of the buckets.
+            # One SIMD sort of (bucket << 32 | row) is ~10x faster than argsort of the buckets; the
+            # buckets' row counts are then run lengths of the sorted array (cheaper than bincount).
             vals <<= np.uint64(32)
             vals |= row_ids
             vals.sort()
-            postings[c * rows: (c + 1) * rows] = vals  # keeps the low 32 bits: the row
-        return cls(start, stop, widths, lo_bits, base, offsets, postings)
+            by_bucket = vals.astype(np.uint32)  # the low 32 bits: rows in bucket order
+            vals >>= np.uint64(32)
+            first = np.flatnonzero(np.concatenate([[True], vals[1:] != vals[:-1]]))
+            bucket = vals[first].astype(np.int64) + base[c]
+            del vals
+            counts = np.diff(np.append(first, rows))
+            one = counts == 1
+            slots[bucket[one]] = by_bucket[first[one]]
+            many = ~one
+            if many.any():
+                k = counts[many]
+                head = np.cumsum(k + 1) - (k + 1)  # each bucket's count, then its rows
+                slots[bucket[many]] = (head + used) | MULTI
+                part = np.empty(int(k.sum() + len(k)), dtype=np.uint32)
+                part[head] = k
+                inner = by_bucket[np.repeat(many, counts)]
+                part[np.arange(len(inner)) + np.repeat(np.arange(1, len(k) + 1), k)] = inner
+                parts.append(part)
+                used += len(part)
+        overflow = np.concatenate(parts) if parts else np.empty(0, np.uint32)
+        return cls(start, stop, widths, lo_bits, base, slots, overflow)
 
     @property
     def rows(self) -> int:
@@ -170,29 +193,26 @@ class _Segment:
         values |= np.asarray(self.base, dtype=np.int64)
         return (values[:, chunk_of] ^ masks).ravel()
 
-    def candidates(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows whose chunk is within the probe radius, start of each query's rows in it: len(q)+1).
-        Rows come grouped by query; a row may repeat. Few numpy passes: the gathers dominate."""
+    def candidates(self, q: np.ndarray, max_distance: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Rows whose chunk is within the probe radius, in parts of (rows grouped by query, start of
+        each query's rows: len(q)+1 bounds). A row may repeat. Few numpy passes: gathers dominate."""
         probes = len(self.plan(max_distance)[1])
-        bucket = self.buckets(q, max_distance)
-        lo = self.offsets.take(bucket, mode="clip")
-        bucket += 1
-        cnt = self.offsets.take(bucket, mode="clip")
-        cnt -= lo
-        hit = np.flatnonzero(cnt)
-        lo, cnt = lo[hit], cnt[hit]
-        ends = np.cumsum(cnt, dtype=np.int64)
-        starts = np.zeros(len(hit) + 1, dtype=np.int64)
-        starts[1:] = ends
-        bounds = starts[np.searchsorted(hit, np.arange(len(q) + 1) * probes)]
-        if len(hit) == 0:
-            return np.empty(0, np.int64), bounds
-        if ends[-1] == len(hit):  # every bucket hit holds one row
-            pos = lo
-        else:  # positions lo[i] .. lo[i]+cnt[i]-1 of every probe that hit, flattened
+        per_query = np.arange(len(q) + 1) * probes
+        slot = self.slots.take(self.buckets(q, max_distance), mode="clip")
+        one = np.flatnonzero(slot < MULTI)
+        parts = [(slot[one], np.searchsorted(one, per_query))]
+        slot ^= MULTI  # now buckets of several rows are the ones below MULTI - 1
+        many = np.flatnonzero(slot < MULTI - 1)
+        if len(many):
+            head = slot[many].astype(np.int64)
+            cnt = self.overflow.take(head, mode="clip").astype(np.int64)
+            ends = np.cumsum(cnt)
+            starts = np.zeros(len(many) + 1, dtype=np.int64)
+            starts[1:] = ends
             pos = np.arange(int(ends[-1]), dtype=np.int64)
-            pos += np.repeat(lo.astype(np.int64) - starts[:-1], cnt)
-        return self.postings.take(pos, mode="clip"), bounds
+            pos += np.repeat(head + 1 - starts[:-1], cnt)
+            parts.append((self.overflow.take(pos, mode="clip"), starts[np.searchsorted(many, per_query)]))
+        return parts
 
 
 class MultiIndexHamming:
@@ -242,7 +262,7 @@ class MultiIndexHamming:
         """Bytes held by the index's arrays."""
         arrays = [self._codes, self._alive, self._keys]
         arrays += [a for a in (self._frame, self._order) if a is not None]
-        arrays += [a for s in self._segments for a in (s.offsets, s.postings)]
+        arrays += [a for s in self._segments for a in (s.slots, s.overflow)]
         return sum(a.nbytes for a in arrays) + 200 * len(self._recent)
 
     # -- writes -----------------------------------------------------------------------------------
@@ -308,6 +328,13 @@ class MultiIndexHamming:
         self._dead += len(rows)
         if self._dead > 1024 and self._dead > self._n // 4:
             self._compact()
+
+    def discard(self, keys: np.ndarray) -> None:
+        """remove() for many keys at once (works inside bulk(), before keys are indexed)."""
+        if len(keys):
+            gone = np.isin(self._keys[: self._n], keys) & self._alive[: self._n]
+            self._alive[: self._n][gone] = False
+            self._dead += int(gone.sum())
 
     def _rows_of(self, key: int) -> list[int]:
         rows = [r for r in self._recent.get(key, ()) if self._alive[r]]
@@ -402,22 +429,22 @@ class MultiIndexHamming:
         parts = []
         for s in range(0, len(q), step):
             qq = q[s: s + step]
-            rows, bounds = seg.candidates(qq, max_distance)
-            if len(rows) == 0:
-                continue
-            x = codes.take(rows, mode="clip").view(np.uint64).reshape(-1, self.words)
-            x ^= np.repeat(qq, np.diff(bounds), axis=0)
-            dist = popcount_rows(x)
-            j = np.flatnonzero(dist <= max_distance)
-            j = j[self._alive[rows[j]]]
-            qid = np.searchsorted(bounds, j, side="right") - 1 + s
-            r = rows[j].astype(np.int64)
-            # a row within radius in several chunks is a candidate several times
-            _, first = np.unique(qid * self._n + r, return_index=True)
-            parts.append((qid[first], r[first], dist[j][first]))
+            for rows, bounds in seg.candidates(qq, max_distance):
+                if len(rows) == 0:
+                    continue
+                x = codes.take(rows, mode="clip").view(np.uint64).reshape(-1, self.words)
+                x ^= np.repeat(qq, np.diff(bounds), axis=0)
+                dist = popcount_rows(x)
+                j = np.flatnonzero(dist <= max_distance)
+                j = j[self._alive[rows[j]]]
+                qid = np.searchsorted(bounds, j, side="right") - 1 + s
+                parts.append((qid, rows[j].astype(np.int64), dist[j]))
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
-        return tuple(np.concatenate(p) for p in zip(*parts))
+        qid, rows, dist = (np.concatenate(p) for p in zip(*parts))
+        # a row within radius in several chunks is a candidate several times
+        _, first = np.unique(qid * self._n + rows, return_index=True)
+        return qid[first], rows[first], dist[first]
 
     def _scan(self, q: np.ndarray, start: int, stop: int, max_distance: int) -> tuple[np.ndarray, ...]:
         parts = []
