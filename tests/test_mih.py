@@ -213,3 +213,19 @@ def test_keys_out_of_order_are_found_for_removal() -> None:
         ref.remove(k)
     _same(mih, ref, _queries(rng, codes, 6, 40), 6)
     assert mih.rows == ref.rows == n - 1000 and len(mih) == n // 2 - 500
+
+
+def test_parallel_segment_build_equals_serial(monkeypatch) -> None:
+    import workers.mih as mih
+
+    rng = np.random.default_rng(12)
+    codes = _bank(rng, 60_000, 32)
+    monkeypatch.setattr(mih, "BUILD_THREADS", 2)
+    monkeypatch.setattr(mih, "PARALLEL_BUILD_ROWS", 1)
+    parallel = MultiIndexHamming(256)
+    parallel.add_many(np.arange(len(codes)), codes)
+    monkeypatch.setattr(mih, "BUILD_THREADS", 1)
+    serial = MultiIndexHamming(256)
+    serial.add_many(np.arange(len(codes)), codes)
+    (a,), (b,) = parallel._segments, serial._segments
+    assert (a.slots == b.slots).all() and (a.overflow == b.overflow).all()

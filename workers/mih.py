@@ -16,7 +16,9 @@ scanned instead, so results are exact at every distance.
 """
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, bisect_right
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -107,6 +109,39 @@ EMPTY = 0xFFFFFFFF  # slot of an empty bucket
 MULTI = 0x80000000  # slot flag: the rest is where the bucket's [count, rows...] start in `overflow`
 
 
+BUILD_THREADS = min(2, os.cpu_count() or 1)
+PARALLEL_BUILD_ROWS = 1_000_000
+
+
+def _chunk_table(block: np.ndarray, row_ids: np.ndarray, lo: int, w: int, slots: np.ndarray) -> np.ndarray:
+    """Fill one chunk's slots; returns its overflow (pointers in slots are into this part)."""
+    vals = chunk_values(block, lo, w, np.uint64)
+    # One SIMD sort of (bucket << 32 | row) is ~10x faster than argsort of the buckets; the
+    # buckets' row counts are then run lengths of the sorted array (cheaper than bincount).
+    vals <<= np.uint64(32)
+    vals |= row_ids
+    vals.sort()
+    by_bucket = vals.astype(np.uint32)  # the low 32 bits: rows in bucket order
+    vals >>= np.uint64(32)
+    first = np.flatnonzero(np.concatenate([[True], vals[1:] != vals[:-1]]))
+    bucket = vals[first].astype(np.int64)
+    del vals
+    counts = np.diff(np.append(first, len(by_bucket)))
+    one = counts == 1
+    slots[bucket[one]] = by_bucket[first[one]]
+    many = ~one
+    if not many.any():
+        return np.empty(0, np.uint32)
+    k = counts[many]
+    head = np.cumsum(k + 1) - (k + 1)  # each bucket's count, then its rows
+    slots[bucket[many]] = head | MULTI
+    part = np.empty(int(k.sum() + len(k)), dtype=np.uint32)
+    part[head] = k
+    inner = by_bucket[np.repeat(many, counts)]
+    part[np.arange(len(inner)) + np.repeat(np.arange(1, len(k) + 1), k)] = inner
+    return part
+
+
 @dataclass
 class _Segment:
     """Chunk tables over rows [start, stop). A bucket is one uint32 slot: empty, its only row, or
@@ -133,33 +168,18 @@ class _Segment:
         slots = np.full(base[-1] + (1 << widths[-1]), EMPTY, dtype=np.uint32)
         block = codes[start:stop]
         row_ids = np.arange(start, stop, dtype=np.uint64)
-        parts, used = [], 0
-        for c, (lo, w) in enumerate(zip(lo_bits, widths)):
-            vals = chunk_values(block, lo, w, np.uint64)
-            # One SIMD sort of (bucket << 32 | row) is ~10x faster than argsort of the buckets; the
-            # buckets' row counts are then run lengths of the sorted array (cheaper than bincount).
-            vals <<= np.uint64(32)
-            vals |= row_ids
-            vals.sort()
-            by_bucket = vals.astype(np.uint32)  # the low 32 bits: rows in bucket order
-            vals >>= np.uint64(32)
-            first = np.flatnonzero(np.concatenate([[True], vals[1:] != vals[:-1]]))
-            bucket = vals[first].astype(np.int64) + base[c]
-            del vals
-            counts = np.diff(np.append(first, rows))
-            one = counts == 1
-            slots[bucket[one]] = by_bucket[first[one]]
-            many = ~one
-            if many.any():
-                k = counts[many]
-                head = np.cumsum(k + 1) - (k + 1)  # each bucket's count, then its rows
-                slots[bucket[many]] = (head + used) | MULTI
-                part = np.empty(int(k.sum() + len(k)), dtype=np.uint32)
-                part[head] = k
-                inner = by_bucket[np.repeat(many, counts)]
-                part[np.arange(len(inner)) + np.repeat(np.arange(1, len(k) + 1), k)] = inner
-                parts.append(part)
-                used += len(part)
+        views = [slots[b: b + (1 << w)] for b, w in zip(base, widths)]
+        jobs = [(block, row_ids, lo, w, v) for lo, w, v in zip(lo_bits, widths, views)]
+        if rows >= PARALLEL_BUILD_ROWS and BUILD_THREADS > 1:  # numpy releases the GIL: chunks in parallel
+            with ThreadPoolExecutor(BUILD_THREADS) as pool:
+                parts = list(pool.map(lambda job: _chunk_table(*job), jobs))
+        else:
+            parts = [_chunk_table(*job) for job in jobs]
+        used = 0
+        for view, part in zip(views, parts):  # overflow pointers were per chunk: make them global
+            if used:
+                view[(view >= MULTI) & (view != EMPTY)] += np.uint32(used)
+            used += len(part)
         overflow = np.concatenate(parts) if parts else np.empty(0, np.uint32)
         return cls(start, stop, widths, lo_bits, base, slots, overflow)
 
