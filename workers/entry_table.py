@@ -157,7 +157,7 @@ class EntryTable:
         dup_at: list[int] = []
         if len(same):  # few (hash collisions and repeats): checked one by one
             first: dict[tuple[int, bytes], int] = {}
-            for i in np.flatnonzero(np.isin(hs, hs[same])).tolist():
+            for i in np.union1d(same, same + 1).tolist():  # runs of one hash, in handle order
                 key = (int(self._bank[hd[i]]), bytes(self._ids[hd[i]]))
                 if first.setdefault(key, i) != i:
                     dup_at.append(i)

@@ -75,7 +75,7 @@ class IndexedEntries:
         for bank in banks:
             labels = store.labels(bank)
             first_pass = bank not in self._numbered  # no entry of it has a handle: none to look up
-            for block in _prefetch(store.iter_code_blocks(bank, signal)):
+            for block in _prefetch(store.iter_code_blocks(bank, signal, count=50_000)):
                 if block.per_entry is None:
                     first = np.arange(len(block.entries))
                 else:
