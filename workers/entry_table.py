@@ -199,7 +199,8 @@ class EntryTable:
         if ids.dtype.itemsize > self._ids.dtype.itemsize:
             self._ids = self._ids.astype(ids.dtype)
         if stop > len(self._bank):
-            self.reserve(max(stop, 2 * len(self._bank)))
+            cap = len(self._bank)
+            self.reserve(max(stop, 2 * cap if cap < 2**20 else cap + cap // 4))
         self._ids[start:stop] = ids
         self._bank[start:stop] = no
         self._n = stop

@@ -59,7 +59,8 @@ class IndexedEntries:
     def load_packed(self, store: BankStore, banks: list[str]) -> None:
         """Every enabled entry of these banks from their packed codes (BankStore.has_codes)."""
         sizes = {s: _sum_hlen(store, [codes_key(b, s) for b in banks]) for s in CODE_SIGNALS}
-        self.table.reserve(len(self.table) + max(max(sizes.values(), default=0), 0))
+        most = max(max(sizes.values(), default=0), 0)
+        self.table.reserve(len(self.table) + most + most // 8)  # headroom: the next puts don't copy it all
         for signal in CODE_SIGNALS:
             if sizes[signal] == 0:
                 continue

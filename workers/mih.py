@@ -325,7 +325,7 @@ class MultiIndexHamming:
     @contextmanager
     def bulk(self, rows: int = 0) -> Iterator[None]:
         """Many add_many calls (a cold start's blocks), indexed once at the end; room for `rows`."""
-        self._ensure(self._n + rows, exact=True)
+        self._ensure(self._n + rows + rows // 8, exact=True)  # headroom: the next adds don't copy it all
         self._bulk = True
         try:
             yield
@@ -385,7 +385,7 @@ class MultiIndexHamming:
         cap = len(self._codes)
         if n <= cap:
             return
-        size = n if exact else max(n, cap * 2)
+        size = n if exact else max(n, cap * 2 if cap < 2**20 else cap + cap // 4)  # big: grow by a quarter
         for name in ("_codes", "_frame", "_alive", "_keys"):
             old = getattr(self, name)
             if old is None:
