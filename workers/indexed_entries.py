@@ -160,7 +160,7 @@ def _prefetch(blocks: Iterator[CodeBlock], depth: int = 4) -> Iterator[CodeBlock
         try:
             for block in blocks:
                 q.put(block)
-        except Exception as exc:  # handed to the caller, raised there
+        except Exception as exc:  # noqa: BLE001  (handed to the caller, raised there)
             q.put(exc)
             return
         q.put(done)
