@@ -14,8 +14,8 @@ of video frames; "real" queries are other crops/shifts/blurs of those same pictu
 against exhaustive search (exact indexes must find 100%); "planted" queries are bank rows with
 0..31 bits flipped and must all find their row.
 The Redis part stores entries through BankStore (JSON + packed codes), then times a matcher cold
-start (iter_codes -> MultiIndexHamming.add_many) while a thread keeps searching, and the time from
-a BankStore write returning to a tailing BankIndex having applied it.
+start (BankIndex.load: packed codes in bulk) while a thread keeps searching, add/remove rates, and
+the time from a BankStore write returning to a tailing BankIndex having applied it.
 
     python -m benchmarks.bench_bank [--entries 1000000] [--redis-entries 200000] [--changes 240]
 """
@@ -206,15 +206,14 @@ def _entries(kind: str, start: int, n: int, rng: np.random.Generator, bank: str)
 
     nbytes = {"pdq": 32, "phash": 8, "md5": 16, "sha256": 32}[kind]
     vals = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
-    return [Entry(f"h-{kind}-{start + i:012d}", bank, (SignalValue(kind, v.tobytes().hex()),), source="bench-list",
-                  added_at_ms=1_700_000_000_000) for i, v in enumerate(vals)]
+    return [Entry(f"h-{kind}-{start + i:012d}", bank, (SignalValue(kind, v.tobytes().hex()),), label="bench",
+                  source="bench-list", added_at_ms=1_700_000_000_000) for i, v in enumerate(vals)]
 
 
 def fill_bank(store, bank: str, kind: str, n: int, batch: int = 10_000) -> float:
     """n one-hash entries in the layout BankStore writes. The first batch goes through add_entries;
-    the rest is written as the same bytes with pipelined HSETs, because add_entries spends ~0.3 ms
-    per entry in Entry.to_json (dataclasses.asdict) and 10M would take an hour (bench_import's
-    concern, not this one's: this measures the layout's footprint and load)."""
+    the rest is written as the same bytes with pipelined HSETs (add_entries's own rate is measured
+    separately, see add_remove_rates: at ~20k entries/s, 10M would take ~9 minutes)."""
     import json
 
     from workers.bank.store import codes_key, entries_key, pack_codes
@@ -228,7 +227,7 @@ def fill_bank(store, bank: str, kind: str, n: int, batch: int = 10_000) -> float
     for s in range(len(first), n, batch):
         entries = _entries(kind, s, min(batch, n - s), rng, bank)
         # Entry.to_json for these one-hash entries, written out by hand (checked below)
-        blobs = {e.entry_id: f'{{"entry_id":"{e.entry_id}","bank":"{bank}","source":"bench-list",'
+        blobs = {e.entry_id: f'{{"entry_id":"{e.entry_id}","bank":"{bank}","label":"bench","source":"bench-list",'
                              f'"added_at_ms":1700000000000,"disabled":false,"signals":[{{"signal":"{kind}",'
                              f'"value":"{e.signals[0].value}"}}]}}' for e in entries}
         pipe = store._raw.pipeline(transaction=False)
@@ -246,7 +245,7 @@ def key_bytes(r, key: str) -> int:
 
 
 def redis_section(n_entries: int, n_changes: int) -> list[str]:
-    from workers.bank.store import BankStore, codes_key, entries_key
+    from workers.bank.store import BANKS, BankStore, codes_key, entries_key
     from workers.stack import EmbeddedRedis
 
     out = []
@@ -265,10 +264,12 @@ def redis_section(n_entries: int, n_changes: int) -> list[str]:
                 c = key_bytes(store.r, codes_key(f"bench-{kind}", kind))
                 out.append(f"| {kind} | {n:,} | {secs:.0f} | {j / n:.0f} | {c / n:.0f} | {(j + c) / n:.0f} |")
                 print(out[-1], flush=True)
+            for kind in ("phash", "md5", "sha256"):  # the cold start is of the PDQ bank alone
+                store.r.delete(entries_key(f"bench-{kind}"), codes_key(f"bench-{kind}", kind))
+                store.r.hdel(BANKS, f"bench-{kind}")
             store.r.xtrim("vigil:changes", maxlen=0)
             out += ["", cold_start(store, "bench-pdq", n_entries), ""]
-            for kind in ("phash", "md5", "sha256"):
-                store.r.delete(entries_key(f"bench-{kind}"), codes_key(f"bench-{kind}", kind))
+            out += [add_remove_rates(store), ""]
             out.append(propagation(store, n_changes))
         finally:
             server.stop()
@@ -276,8 +277,11 @@ def redis_section(n_entries: int, n_changes: int) -> list[str]:
 
 
 def cold_start(store, bank: str, n: int) -> str:
-    """Matcher cold start from Redis: snapshot, then packed codes -> MultiIndexHamming.add_many,
-    while another thread keeps answering searches on a small index (the matcher's old state)."""
+    """Matcher cold start from Redis: BankIndex.load (snapshot, packed codes in bulk, labels), while
+    another thread keeps answering searches on a small index (the matcher's old state)."""
+    from workers.matching import BankIndex
+    from workers.settings import Settings
+
     old = MultiIndexHamming(256)
     rng = np.random.default_rng(9)
     old.add_many(list(range(20_000)), rng.integers(0, 256, (20_000, 32), dtype=np.uint8))
@@ -292,26 +296,23 @@ def cold_start(store, bank: str, n: int) -> str:
             lat.append(time.perf_counter() - t)
             time.sleep(0.005)
 
+    assert store.has_codes(bank)
     gc.collect()
     before = rss_gb()
     server = threading.Thread(target=serve, daemon=True)
     server.start()
-    t0 = time.perf_counter()
-    snap = store.snapshot_start()
-    ids: list[str] = []
-    codes, frames = [], []
-    for block_ids, block_codes, block_frames in store.iter_codes(bank, "pdq", count=20_000):
-        ids += block_ids
-        codes.append(block_codes)
-        frames.append(block_frames)
-    t_read = time.perf_counter() - t0
-    keys = [(bank, i) for i in ids]
-    idx = MultiIndexHamming(256)
-    idx.add_many(keys, np.concatenate(codes), np.concatenate(frames))
-    total = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    index = BankIndex(Settings())
+    index.load(store)
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     stop.set()
     server.join()
+    gc.collect()
     mem = rss_gb() - before
+    e = index._e
+    arrays = (e.hamming["pdq"].nbytes() + e.table.nbytes()) / 2**30
+    sample = e.table.find(bank, f"h-pdq-{n - 1:012d}")
+    assert index.counts()["pdq"] == n and index.version > 0 and e.table.label(sample) == "bench"
     # the JSON path it replaces, on a sample
     t1, k = time.perf_counter(), 0
     for _entry in store.iter_entries(bank, count=2000):
@@ -319,15 +320,31 @@ def cold_start(store, bank: str, n: int) -> str:
         if k >= 100_000:
             break
     json_rate = k / (time.perf_counter() - t1)
-    assert idx.rows == n and snap.version > 0
     lat_ms = np.array(lat) * 1000
-    return (f"Cold start of {n:,} PDQ entries from Redis (snapshot + `iter_codes` + `add_many`): "
-            f"**{total:.1f} s** wall ({t_read:.1f} s reading Redis, {total - t_read:.1f} s building), "
-            f"matcher memory +{mem:.2f} GB RSS (index arrays {idx.nbytes() / 2**30:.2f} GB, the rest is "
-            f"the {n:,} (bank, entry_id) keys). A thread searching batches of {BATCH} meanwhile: "
-            f"{len(lat)} searches, p50 {np.percentile(lat_ms, 50):.1f} ms, p99 {np.percentile(lat_ms, 99):.1f} ms, "
-            f"max {lat_ms.max():.0f} ms. The JSON path (`iter_entries` -> Entry objects, before indexing) "
-            f"reads {json_rate:,.0f} entries/s, i.e. {n / json_rate:.0f} s for this bank.")
+    return (f"Cold start of {n:,} labelled PDQ entries from Redis (`BankIndex.load`: snapshot, packed codes in "
+            f"bulk, labels): **{total:.1f} s** wall ({cpu:.1f} CPU-s in the matcher; Redis works meanwhile), "
+            f"matcher memory **+{mem:.2f} GB RSS** after loading (index and entry-table arrays {arrays:.2f} GB). "
+            f"A thread searching batches of {BATCH} meanwhile: {len(lat)} searches, "
+            f"p50 {np.percentile(lat_ms, 50):.1f} ms, p99 {np.percentile(lat_ms, 99):.1f} ms, max {lat_ms.max():.0f} ms. "
+            f"The JSON path (`iter_entries` -> Entry objects, before indexing) reads {json_rate:,.0f} entries/s, "
+            f"i.e. {n / json_rate:.0f} s for this bank.")
+
+
+def add_remove_rates(store, n: int = 20_000, batch: int = 2000) -> str:
+    """BankStore.add_entries / remove_entries in the importer's batches (one atomic change each)."""
+    bank = "bench-add"
+    store.create_bank(bank, "block", exist_ok=True)
+    entries = _entries("pdq", 0, n, np.random.default_rng(3), bank)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        store.add_entries(bank, entries[i: i + batch])
+    add = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        store.remove_entries(bank, [e.entry_id for e in entries[i: i + batch]])
+    remove = n / (time.perf_counter() - t0)
+    return (f"`add_entries` {add:,.0f} entries/s, `remove_entries` {remove:,.0f} entries/s (batches of {batch}, "
+            f"{n:,} one-hash PDQ entries, wall time including Redis).")
 
 
 def propagation(store, n_changes: int) -> str:

@@ -111,3 +111,59 @@ def test_add_media_file_banks_a_real_photo(store: BankStore, tmp_path):
     assert entry.entry_id == again.entry_id and store.entry_count("photos") == 1
     assert {s.signal for s in entry.signals} >= {"pdq", "phash", "md5", "sha256"}
     assert not any(s.variant and s.variant != "unbordered" for s in entry.signals)  # no query variants banked
+
+
+def _state(index: BankIndex, queries: list[SignalValue]) -> tuple:
+    hits = sorted((m.bank, m.entry_id, m.signal, m.distance, m.label, m.entry_frame_ms, m.frame_ms)
+                  for m in index.search(queries))
+    return hits, dict(index.video_frames), index.counts()
+
+
+def test_packed_cold_start_equals_json_load(store: BankStore):
+    """Labels, video frame counts, disabled and removed entries, several banks sharing entry ids:
+    loading from the packed codes gives the index the JSON load gives, and tails the stream after."""
+    import numpy as np
+
+    from workers.bank.store import LAYOUT
+
+    rng = np.random.default_rng(4)
+    hexes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(8)]
+    store.create_bank("a", "block", label="terror")
+    store.create_bank("b", "review")
+    video = Entry("v1", "a", tuple(SignalValue("pdq", h, quality=q, frame_ms=1000 * i)
+                                   for i, (h, q) in enumerate(zip(hexes[:4], (90, 20, 90, 90))))
+                  + (SignalValue("md5", "ab" * 16),), label="csam", media_type="video")
+    dark = Entry("v2", "a", (SignalValue("md5", "cd" * 16),), media_type="video")  # no PDQ frames at all
+    photo = Entry("p1", "a", (SignalValue("pdq", hexes[4], 100), SignalValue("phash", "0123456789abcdef", 60)))
+    gone = Entry("p2", "a", (SignalValue("pdq", hexes[5], 100),), label="ncii")
+    off = Entry("p3", "a", (SignalValue("pdq", hexes[6], 100),), label="ncii")
+    same_id = Entry("p1", "b", (SignalValue("pdq", hexes[7], 100),), label="ncii")  # same id, other bank
+    store.add_entries("a", [video, dark, photo, gone, off])
+    store.add_entries("b", [same_id])
+    store.remove_entries("a", ["p2"])
+    store.set_entry_disabled("a", "p3", True)
+    queries = [SignalValue("pdq", h, 100, frame_ms=7) for h in hexes] + [
+        SignalValue("md5", "ab" * 16), SignalValue("md5", "cd" * 16), SignalValue("phash", "0123456789abcdef", 60)]
+
+    packed = BankIndex(Settings())
+    packed.load(store)
+    store.r.hdel(LAYOUT, "a", "b")  # as a bank from before the packed layout: loads from JSON
+    from_json = BankIndex(Settings())
+    from_json.load(store)
+    assert _state(packed, queries) == _state(from_json, queries)
+    hits, frames, counts = _state(packed, queries)
+    assert frames == {("a", "v1"): 3, ("a", "v2"): 0}  # the quality-20 frame is not usable
+    assert ("b", "p1", "pdq", 0, "ncii", None, 7) in hits and ("a", "v1", "md5", 0, "csam", None, None) in hits
+    assert ("a", "p1", "pdq", 0, "terror", None, 7) in hits  # no entry label: the bank's
+    assert {h[1] for h in hits} == {"v1", "v2", "p1"} and counts["pdq"] == 6
+
+    store.backfill_codes("a")
+    store.backfill_codes("b")
+    again = BankIndex(Settings())
+    again.load(store)
+    store.add_entries("a", [Entry("p4", "a", (SignalValue("pdq", hexes[5], 100),), label="new-label")])
+    store.remove_entries("a", ["v1"])
+    again.apply(store.read_changes(again.stream_id))
+    hits, frames, _ = _state(again, queries)
+    assert ("a", "p4", "pdq", 0, "new-label", None, 7) in hits and frames == {("a", "v2"): 0}
+    assert not any(h[1] == "v1" for h in hits)

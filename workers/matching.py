@@ -6,14 +6,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
+import numpy as np
+
 from workers.bank.model import Bank, Entry
 from workers.bank.store import BankStore, Change
-from workers.index import ExactIndex
-from workers.mih import MultiIndexHamming
+from workers.indexed_entries import IndexedEntries
+from workers.mih import NO_FRAME, to_words
 from workers.settings import Settings
-from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS, SignalValue
+from workers.signals import PERCEPTUAL_BITS, SignalValue
 from workers.signals.dihedral import VARIANTS as DIHEDRAL_VARIANTS
-
 
 
 def is_geometric(variant: str | None) -> bool:
@@ -49,22 +50,30 @@ class BankIndex:
         self.stream_id = "0-0"
         self.synced_at = 0.0
         self.loaded = False
-        # Multi-index hashing: exact range search, far faster than a scan on large banks
-        # (benchmarks/bench_bank.py), and it scans small ones anyway.
-        self._hamming = {s: MultiIndexHamming(b) for s, b in PERCEPTUAL_BITS.items()}
-        self._exact = {s: ExactIndex() for s in DIGEST_HEX_LEN}
-        self._labels: dict[tuple[str, str], str | None] = {}
-        self.video_frames: dict[tuple[str, str], int] = {}  # video entry -> usable PDQ frames banked
+        # Multi-index hashing (workers.mih): exact range search, far faster than a scan on large
+        # banks (benchmarks/bench_bank.py), and it scans small ones anyway.
+        self._e = IndexedEntries(settings.pdq_min_quality)
+
+    @property
+    def video_frames(self) -> dict[tuple[str, str], int]:
+        """Video entry -> usable PDQ frames banked (video entries only)."""
+        return self._e.video_frames
 
     # -- keeping in step with the store ------------------------------------------------------
     def load(self, store: BankStore) -> None:
-        """Snapshot, then the caller tails the change stream from `stream_id`: no gap, replays harmless."""
+        """Snapshot, then the caller tails the change stream from `stream_id`: no gap, replays harmless.
+
+        Banks with complete packed codes load from them in bulk; older banks from their JSON. The
+        new index replaces the old one only when complete, so searches meanwhile use the old one."""
         snap = store.snapshot_start()
-        self.__init__(self.settings)  # type: ignore[misc]
-        self.banks = dict(snap.banks)
+        fresh = IndexedEntries(self.settings.pdq_min_quality)
+        packed = [name for name in snap.banks if store.has_codes(name)]
+        fresh.load_packed(store, packed)
         for name in snap.banks:
-            for entry in store.iter_entries(name):
-                self._put(entry)
+            if name not in packed:
+                for entry in store.iter_entries(name):
+                    fresh.put(entry)
+        self._e, self.banks = fresh, dict(snap.banks)
         self.version, self.stream_id = snap.version, snap.stream_id
         self.loaded, self.synced_at = True, time.time()
 
@@ -76,40 +85,17 @@ class BankIndex:
                 self.banks.pop(ch.bank, None)
             elif ch.op == "entries_put":
                 for obj in ch.data:
-                    self._put(Entry.from_json(obj))
+                    self._e.put(Entry.from_json(obj))
             elif ch.op == "entries_delete":
                 for entry_id in ch.data:
-                    self._drop((ch.bank, entry_id))
+                    self._e.drop(ch.bank, entry_id)
             self.version = max(self.version, ch.version)
             self.stream_id = ch.stream_id
         self.synced_at = time.time()
 
-    def _put(self, entry: Entry) -> None:
-        key = (entry.bank, entry.entry_id)
-        self._drop(key)
-        if entry.disabled:
-            return
-        self._labels[key] = entry.label
-        if entry.media_type == "video":
-            self.video_frames[key] = len({sv.frame_ms for sv in entry.signals if sv.signal == "pdq"
-                                          and (sv.quality or 0) >= self.settings.pdq_min_quality})
-        for sv in entry.signals:
-            if sv.signal in self._hamming:
-                self._hamming[sv.signal].add(key, bytes.fromhex(sv.value), sv.frame_ms)
-            elif sv.signal in self._exact:
-                self._exact[sv.signal].add(key, sv.value)
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        self._labels.pop(key, None)
-        self.video_frames.pop(key, None)
-        for idx in self._hamming.values():
-            idx.remove(key)
-        for idx in self._exact.values():
-            idx.remove(key)
-
     def counts(self) -> dict[str, int]:
-        out = {s: idx.rows for s, idx in self._hamming.items()}
-        out.update({s: len(idx) for s, idx in self._exact.items()})
+        out = {s: idx.rows for s, idx in self._e.hamming.items()}
+        out.update({s: len(idx) for s, idx in self._e.exact.items()})
         return out
 
     # -- searching ------------------------------------------------------------------------------
@@ -139,22 +125,25 @@ class BankIndex:
         for sv in signals:
             if self.usable(sv) and (any_dihedral or not is_geometric(sv.variant)):
                 by_signal.setdefault(sv.signal, []).append(sv)
+        e = self._e  # one consistent index even if a load swaps it meanwhile
         for signal, svs in by_signal.items():
-            if signal in self._exact:
+            if signal in e.exact:
                 for sv in svs:
-                    for key in self._exact[signal].search(sv.value):
-                        self._emit(matches, active, key, sv, 0)
-            elif signal in self._hamming:
+                    for handle in e.exact[signal].search(sv.value):
+                        self._emit(matches, e, active, handle, sv, 0)
+            elif signal in e.hamming:
                 limit = max(self.threshold(b, signal) for b in active.values())
-                hits = self._hamming[signal].search([bytes.fromhex(sv.value) for sv in svs], limit)
-                for sv, row in zip(svs, hits):
-                    for key, bank_frame_ms, dist in row:
-                        self._emit(matches, active, key, sv, dist, bank_frame_ms)
+                q = to_words(np.frombuffer(b"".join(bytes.fromhex(sv.value) for sv in svs), np.uint8),
+                             PERCEPTUAL_BITS[signal] // 64)
+                qi, handles, frames, dist = e.hamming[signal].search_arrays(q, limit)
+                for i, h, f, d in zip(qi.tolist(), handles.tolist(), frames.tolist(), dist.tolist()):
+                    self._emit(matches, e, active, h, svs[i], d, None if f == NO_FRAME else f)
         return matches
 
-    def _emit(self, out: list[Match], active: dict[str, Bank], key: tuple[str, str], sv: SignalValue,
+    def _emit(self, out: list[Match], e: IndexedEntries, active: dict[str, Bank], handle: int, sv: SignalValue,
               dist: int, bank_frame_ms: int | None = None) -> None:
-        bank = active.get(key[0])
+        bank_name, entry_id = e.table.key(handle)
+        bank = active.get(bank_name)
         if bank is None:
             return
         if not bank.dihedral and is_geometric(sv.variant):
@@ -162,5 +151,5 @@ class BankIndex:
         limit = self.threshold(bank, sv.signal)
         if dist > limit:
             return
-        out.append(Match(bank.name, key[1], sv.signal, dist, limit, bank.action,
-                         self._labels.get(key) or bank.label, sv.quality, sv.frame_ms, sv.variant, bank_frame_ms))
+        out.append(Match(bank.name, entry_id, sv.signal, dist, limit, bank.action,
+                         e.table.label(handle) or bank.label, sv.quality, sv.frame_ms, sv.variant, bank_frame_ms))

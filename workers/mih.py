@@ -16,17 +16,20 @@ scanned instead, so results are exact at every distance.
 """
 from __future__ import annotations
 
+import os
+from bisect import bisect_left, bisect_right
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import combinations
 from math import comb
-from typing import Hashable, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-Key = Hashable
 NO_FRAME = np.iinfo(np.int64).min  # frame_ms None
-Hit = tuple[Key, int | None, int]
+Hit = tuple[int, int | None, int]  # (key, frame_ms, distance)
 
 
 def chunk_widths(bits: int, rows: int, max_width: int = 24) -> list[int]:
@@ -102,42 +105,83 @@ def popcount_rows(x: np.ndarray) -> np.ndarray:
     return out
 
 
+EMPTY = 0xFFFFFFFF  # slot of an empty bucket
+MULTI = 0x80000000  # slot flag: the rest is where the bucket's [count, rows...] start in `overflow`
+
+
+BUILD_THREADS = min(2, os.cpu_count() or 1)
+PARALLEL_BUILD_ROWS = 1_000_000
+
+
+def _chunk_table(block: np.ndarray, row_ids: np.ndarray, lo: int, w: int, slots: np.ndarray) -> np.ndarray:
+    """Fill one chunk's slots; returns its overflow (pointers in slots are into this part)."""
+    vals = chunk_values(block, lo, w, np.uint64)
+    # One SIMD sort of (bucket << 32 | row) is ~10x faster than argsort of the buckets; the
+    # buckets' row counts are then run lengths of the sorted array (cheaper than bincount).
+    vals <<= np.uint64(32)
+    vals |= row_ids
+    vals.sort()
+    by_bucket = vals.astype(np.uint32)  # the low 32 bits: rows in bucket order
+    vals >>= np.uint64(32)
+    first = np.flatnonzero(np.concatenate([[True], vals[1:] != vals[:-1]]))
+    bucket = vals[first].astype(np.int64)
+    del vals
+    counts = np.diff(np.append(first, len(by_bucket)))
+    one = counts == 1
+    slots[bucket[one]] = by_bucket[first[one]]
+    many = ~one
+    if not many.any():
+        return np.empty(0, np.uint32)
+    k = counts[many]
+    head = np.cumsum(k + 1) - (k + 1)  # each bucket's count, then its rows
+    slots[bucket[many]] = head | MULTI
+    part = np.empty(int(k.sum() + len(k)), dtype=np.uint32)
+    part[head] = k
+    inner = by_bucket[np.repeat(many, counts)]
+    part[np.arange(len(inner)) + np.repeat(np.arange(1, len(k) + 1), k)] = inner
+    return part
+
+
 @dataclass
 class _Segment:
-    """Chunk tables over rows [start, stop): bucket -> rows via CSR offsets into one postings array."""
+    """Chunk tables over rows [start, stop). A bucket is one uint32 slot: empty, its only row, or
+    (MULTI | i) with overflow[i] = count and the rows after it. With about one row per bucket most
+    probes that hit cost one random read, not an offsets pair plus a postings read."""
 
     start: int
     stop: int
     widths: list[int]
     lo_bits: list[int]
-    base: list[int]  # first bucket of each chunk in `offsets`
-    offsets: np.ndarray  # (sum(2**w) + 1,) into postings
-    postings: np.ndarray  # (m * rows,) uint32 row numbers
+    base: list[int]  # first bucket of each chunk in `slots`
+    slots: np.ndarray  # (sum(2**w),) uint32
+    overflow: np.ndarray  # uint32: for each bucket of 2+ rows, its count then its rows
     _plans: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, codes: np.ndarray, start: int, stop: int, bits: int) -> "_Segment":
-        if stop > 2**32:  # row numbers are packed into 32 bits beside the bucket
-            raise ValueError("at most 2**32 rows")
         rows = stop - start
         widths = chunk_widths(bits, rows)
+        if stop >= MULTI or (len(widths) + 1) * rows >= MULTI:
+            raise ValueError("too many rows for 31-bit slots")
         lo_bits = [int(x) for x in np.cumsum([0] + widths[:-1])]
         base = [int(x) for x in np.cumsum([0] + [1 << w for w in widths[:-1]])]
-        buckets = base[-1] + (1 << widths[-1])
-        wide = len(widths) * rows >= 2**32
-        postings = np.empty(len(widths) * rows, dtype=np.int64 if wide else np.uint32)
-        offsets = np.zeros(buckets + 1, dtype=np.int64 if wide else np.uint32)
+        slots = np.full(base[-1] + (1 << widths[-1]), EMPTY, dtype=np.uint32)
         block = codes[start:stop]
         row_ids = np.arange(start, stop, dtype=np.uint64)
-        for c, (lo, w) in enumerate(zip(lo_bits, widths)):
-            vals = chunk_values(block, lo, w, np.uint64)
-            offsets[base[c] + 1: base[c] + 1 + (1 << w)] = np.cumsum(np.bincount(vals, minlength=1 << w)) + c * rows
-            # One SIMD sort of (bucket << 32 | row) is ~10x faster than argsort of the buckets.
-            vals <<= np.uint64(32)
-            vals |= row_ids
-            vals.sort()
-            postings[c * rows: (c + 1) * rows] = vals  # keeps the low 32 bits: the row
-        return cls(start, stop, widths, lo_bits, base, offsets, postings)
+        views = [slots[b: b + (1 << w)] for b, w in zip(base, widths)]
+        jobs = [(block, row_ids, lo, w, v) for lo, w, v in zip(lo_bits, widths, views)]
+        if rows >= PARALLEL_BUILD_ROWS and BUILD_THREADS > 1:  # numpy releases the GIL: chunks in parallel
+            with ThreadPoolExecutor(BUILD_THREADS) as pool:
+                parts = list(pool.map(lambda job: _chunk_table(*job), jobs))
+        else:
+            parts = [_chunk_table(*job) for job in jobs]
+        used = 0
+        for view, part in zip(views, parts):  # overflow pointers were per chunk: make them global
+            if used:
+                view[(view >= MULTI) & (view != EMPTY)] += np.uint32(used)
+            used += len(part)
+        overflow = np.concatenate(parts) if parts else np.empty(0, np.uint32)
+        return cls(start, stop, widths, lo_bits, base, slots, overflow)
 
     @property
     def rows(self) -> int:
@@ -161,26 +205,42 @@ class _Segment:
     def probe_cost(self, max_distance: int) -> float:
         return probe_cost(self.widths, self.rows, max_distance)
 
-    def candidates(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-        """(query index, row) pairs whose chunk is within the probe radius; may repeat a row."""
-        chunk_of, masks, base = self.plan(max_distance)
+    def buckets(self, q: np.ndarray, max_distance: int) -> np.ndarray:
+        """(queries * probes,) bucket numbers, query-major. Widths descend, so each chunk's first
+        bucket is a multiple of its size and OR-ing it in equals adding it."""
+        chunk_of, masks, _ = self.plan(max_distance)
         values = np.stack([chunk_values(q, lo, w) for lo, w in zip(self.lo_bits, self.widths)], axis=1)
-        bucket = (values[:, chunk_of] ^ masks) + base  # (queries, probes)
-        bucket = bucket.ravel()
-        lo = self.offsets.take(bucket)
-        cnt = self.offsets.take(bucket + 1) - lo
-        hit = np.flatnonzero(cnt)
-        if len(hit) == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
-        lo, cnt = lo[hit].astype(np.int64), cnt[hit].astype(np.int64)
-        ends = np.cumsum(cnt)
-        # positions lo[i] .. lo[i]+cnt[i]-1 of every probe that hit, flattened
-        pos = np.arange(int(ends[-1]), dtype=np.int64) + np.repeat(lo - (ends - cnt), cnt)
-        return np.repeat(hit // len(masks), cnt), self.postings.take(pos).astype(np.int64)
+        values |= np.asarray(self.base, dtype=np.int64)
+        return (values[:, chunk_of] ^ masks).ravel()
+
+    def candidates(self, q: np.ndarray, max_distance: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Rows whose chunk is within the probe radius, in parts of (rows grouped by query, start of
+        each query's rows: len(q)+1 bounds). A row may repeat. Few numpy passes: gathers dominate."""
+        probes = len(self.plan(max_distance)[1])
+        per_query = np.arange(len(q) + 1) * probes
+        slot = self.slots.take(self.buckets(q, max_distance), mode="clip")
+        one = np.flatnonzero(slot < MULTI)
+        parts = [(slot[one], np.searchsorted(one, per_query))]
+        slot ^= MULTI  # now buckets of several rows are the ones below MULTI - 1
+        many = np.flatnonzero(slot < MULTI - 1)
+        if len(many):
+            head = slot[many].astype(np.int64)
+            cnt = self.overflow.take(head, mode="clip").astype(np.int64)
+            ends = np.cumsum(cnt)
+            starts = np.zeros(len(many) + 1, dtype=np.int64)
+            starts[1:] = ends
+            pos = np.arange(int(ends[-1]), dtype=np.int64)
+            pos += np.repeat(head + 1 - starts[:-1], cnt)
+            parts.append((self.overflow.take(pos, mode="clip"), starts[np.searchsorted(many, per_query)]))
+        return parts
 
 
 class MultiIndexHamming:
-    """Exact Hamming range index with HammingIndex's interface; see the module docstring."""
+    """Exact Hamming range index; see the module docstring.
+
+    Keys are ints in [0, 2**32): the caller's handles (BankIndex numbers its entries), so a row
+    costs 4 bytes of key instead of a Python object. Several rows may share a key (video frames).
+    """
 
     TAIL = 8192  # rows scanned by brute force before they get chunk tables
     SCAN_ADVANTAGE = 8  # a scanned row is this much cheaper than a probed one (sequential vs random)
@@ -196,109 +256,140 @@ class MultiIndexHamming:
     def _reset(self, capacity: int) -> None:
         capacity = max(capacity, 1024)
         self._codes = np.zeros((capacity, self.words), dtype=np.uint64)
-        self._frame = np.full(capacity, NO_FRAME, dtype=np.int64)
+        self._frame: np.ndarray | None = None  # allocated when a row with a frame_ms arrives
         self._alive = np.zeros(capacity, dtype=bool)
-        self._khash = np.zeros(capacity, dtype=np.uint64)  # row -> 32-bit hash(key)
-        self._keys: list[Key] = []  # row -> key
-        # Key -> rows without a dict of every key: (hash32 << 32 | row) sorted, for rows before
-        # _sorted_upto, and a small dict for rows after it. Lookups confirm with key equality.
-        self._by_hash = np.empty(0, np.uint64)
+        self._keys = np.zeros(capacity, dtype=np.uint32)  # row -> key
+        # Key -> rows: rows before _sorted_upto by binary search (over _keys itself when bulk loads
+        # arrive in key order, else over the permutation _order), later ones in a small dict.
+        self._order: np.ndarray | None = None
         self._sorted_upto = 0
-        self._recent: dict[Key, list[int]] = {}
+        self._recent: dict[int, list[int]] = {}
         self._segments: list[_Segment] = []
         self._n = 0
         self._dead = 0
-        self._len: int | None = 0
+        self._bulk = False
 
     # -- size -------------------------------------------------------------------------------------
     def __len__(self) -> int:
         """Keys with at least one live row (counted on demand: not on the matching path)."""
-        if self._len is None:
-            live = self._khash[: self._n][self._alive[: self._n]]
-            self._len = len(set(self._keys[r] for r in np.nonzero(self._alive[: self._n])[0].tolist())) \
-                if len(live) < 100_000 else int(len(np.unique(live)))
-        return self._len
+        return int(len(np.unique(self._keys[: self._n][self._alive[: self._n]])))
 
     @property
     def rows(self) -> int:
         return self._n - self._dead
 
     def nbytes(self) -> int:
-        """Bytes held in arrays and the row -> key list (not counting the key objects themselves)."""
-        arrays = [self._codes, self._frame, self._alive, self._khash, self._by_hash]
-        arrays += [a for s in self._segments for a in (s.offsets, s.postings)]
-        return sum(a.nbytes for a in arrays) + 8 * len(self._keys) + 200 * len(self._recent)
+        """Bytes held by the index's arrays."""
+        arrays = [self._codes, self._alive, self._keys]
+        arrays += [a for a in (self._frame, self._order) if a is not None]
+        arrays += [a for s in self._segments for a in (s.slots, s.overflow)]
+        return sum(a.nbytes for a in arrays) + 200 * len(self._recent)
 
     # -- writes -----------------------------------------------------------------------------------
-    def add(self, key: Key, code: bytes, frame_ms: int | None = None) -> None:
-        self._append([key], to_words(np.frombuffer(code, dtype=np.uint8), self.words), [frame_ms])
+    def add(self, key: int, code: bytes, frame_ms: int | None = None) -> None:
+        self._append(np.array([key]), to_words(np.frombuffer(code, dtype=np.uint8), self.words), [frame_ms])
 
-    def add_many(self, keys: Sequence[Key], codes: np.ndarray, frame_ms: Sequence[int | None] | None = None) -> None:
+    def add_many(self, keys: Sequence[int] | np.ndarray, codes: np.ndarray,
+                 frame_ms: Sequence[int | None] | np.ndarray | None = None) -> None:
         """Append rows in bulk (cold start): codes is (len(keys), bits/8) uint8 in hash byte order."""
-        self._append(keys, to_words(codes, self.words), frame_ms)
+        self._append(np.asarray(keys), to_words(codes, self.words), frame_ms)
 
-    def _append(self, keys: Sequence[Key], words: np.ndarray, frame_ms: Sequence[int | None] | np.ndarray | None) -> None:
+    def _append(self, keys: np.ndarray, words: np.ndarray, frame_ms: Sequence[int | None] | np.ndarray | None) -> None:
         k = len(keys)
         if len(words) != k or (frame_ms is not None and len(frame_ms) != k):
             raise ValueError("one code (and frame) per key")
         if k == 0:
             return
+        if keys.min() < 0 or keys.max() >= 2**32:
+            raise ValueError("keys are ints in [0, 2**32)")
         start, stop = self._n, self._n + k
         self._ensure(stop)
         self._codes[start:stop] = words
-        if isinstance(frame_ms, np.ndarray):
-            self._frame[start:stop] = frame_ms
-        elif frame_ms is not None:
-            self._frame[start:stop] = [NO_FRAME if f is None else int(f) for f in frame_ms]
+        if frame_ms is not None:
+            if not isinstance(frame_ms, np.ndarray):
+                frame_ms = np.array([NO_FRAME if f is None else int(f) for f in frame_ms], dtype=np.int64)
+            if self._frame is not None or (frame_ms != NO_FRAME).any():
+                self._frames()[start:stop] = frame_ms
         self._alive[start:stop] = True
-        self._keys.extend(keys)
-        self._khash[start:stop] = np.fromiter(map(hash, keys), dtype=np.int64, count=k).view(np.uint64) >> np.uint64(32)
+        self._keys[start:stop] = keys
         self._n = stop
-        self._len = None
+        if self._bulk:
+            return
         if len(self._recent) + k > max(65_536, self._sorted_upto // 8):
             self._sort_keys()
         else:
-            for row, key in enumerate(keys, start):
+            for row, key in enumerate(keys.tolist(), start):
                 self._recent.setdefault(key, []).append(row)
         self._index_tail()
 
-    def remove(self, key: Key) -> None:
+    @contextmanager
+    def bulk(self, rows: int = 0) -> Iterator[None]:
+        """Many add_many calls (a cold start's blocks), indexed once at the end; room for `rows`."""
+        self._ensure(self._n + rows + rows // 8, exact=True)  # headroom: the next adds don't copy it all
+        self._bulk = True
+        try:
+            yield
+        finally:
+            self._bulk = False
+            self._sort_keys()
+            self._index_tail()
+
+    def _frames(self) -> np.ndarray:
+        if self._frame is None:
+            self._frame = np.full(len(self._codes), NO_FRAME, dtype=np.int64)
+        return self._frame
+
+    def remove(self, key: int) -> None:
         rows = self._rows_of(key)
         self._recent.pop(key, None)
         if not rows:
             return
         self._alive[rows] = False
         self._dead += len(rows)
-        self._len = None
         if self._dead > 1024 and self._dead > self._n // 4:
             self._compact()
 
-    def _rows_of(self, key: Key) -> list[int]:
+    def discard(self, keys: np.ndarray) -> None:
+        """remove() for many keys at once (works inside bulk(), before keys are indexed)."""
+        if len(keys):
+            gone = np.isin(self._keys[: self._n], keys) & self._alive[: self._n]
+            self._alive[: self._n][gone] = False
+            self._dead += int(gone.sum())
+
+    def _rows_of(self, key: int) -> list[int]:
         rows = [r for r in self._recent.get(key, ()) if self._alive[r]]
-        if self._sorted_upto:
-            h = ((hash(key) & 0xFFFFFFFFFFFFFFFF) >> 32) << 32
-            lo = int(np.searchsorted(self._by_hash, np.uint64(h), side="left"))
-            hi = int(np.searchsorted(self._by_hash, np.uint64(h | 0xFFFFFFFF), side="right"))
-            for packed in self._by_hash[lo:hi].tolist():
-                r = packed & 0xFFFFFFFF
-                if self._alive[r] and self._keys[r] == key:
-                    rows.append(r)
+        if self._sorted_upto and 0 <= key < 2**32:
+            k = np.uint32(key)
+            if self._order is None:
+                sorted_keys = self._keys[: self._sorted_upto]
+                lo, hi = np.searchsorted(sorted_keys, k, "left"), np.searchsorted(sorted_keys, k, "right")
+                found = range(int(lo), int(hi))
+            else:  # binary search over the permutation: O(log n) reads, no sorted copy of the keys
+                keys, n = self._keys, self._sorted_upto
+                lo = bisect_left(self._order, key, 0, n, key=lambda r: int(keys[r]))
+                hi = bisect_right(self._order, key, lo, n, key=lambda r: int(keys[r]))
+                found = self._order[lo:hi].tolist()
+            rows += [r for r in found if self._alive[r]]
         return rows
 
     def _sort_keys(self) -> None:
-        if self._n >= 2**32:
-            raise ValueError("more than 2**32 rows")
-        self._by_hash = np.sort((self._khash[: self._n] << np.uint64(32)) | np.arange(self._n, dtype=np.uint64))
+        keys = self._keys[: self._n]
+        if self._n < 2 or bool((keys[1:] >= keys[:-1]).all()):
+            self._order = None  # bulk loads arrive in key order: no permutation needed
+        else:
+            self._order = np.argsort(keys, kind="stable").astype(np.uint32)
         self._sorted_upto = self._n
         self._recent = {}
 
-    def _ensure(self, n: int) -> None:
+    def _ensure(self, n: int, exact: bool = False) -> None:
         cap = len(self._codes)
         if n <= cap:
             return
-        size = max(n, cap * 2)
-        for name in ("_codes", "_frame", "_alive", "_khash"):
+        size = n if exact else max(n, cap * 2 if cap < 2**20 else cap + cap // 4)  # big: grow by a quarter
+        for name in ("_codes", "_frame", "_alive", "_keys"):
             old = getattr(self, name)
+            if old is None:
+                continue
             new = np.full((size,) + old.shape[1:], NO_FRAME if name == "_frame" else 0, dtype=old.dtype)
             new[: self._n] = old[: self._n]
             setattr(self, name, new)
@@ -314,7 +405,8 @@ class MultiIndexHamming:
 
     def _compact(self) -> None:
         keep = np.nonzero(self._alive[: self._n])[0]
-        codes, frame, keys = self._codes[keep], self._frame[keep], [self._keys[i] for i in keep.tolist()]
+        codes, keys = self._codes[keep], self._keys[keep]
+        frame = None if self._frame is None else self._frame[keep]
         self._reset(len(keep))
         self._append(keys, codes, frame)
         self._sort_keys()
@@ -323,52 +415,56 @@ class MultiIndexHamming:
     def search(self, queries: list[bytes], max_distance: int) -> list[list[Hit]]:
         """For each query, every live row within max_distance: (key, frame_ms, distance)."""
         out: list[list[Hit]] = [[] for _ in queries]
-        if not queries or self._n == 0 or max_distance < 0:
+        if not queries:
             return out
         q = to_words(np.frombuffer(b"".join(queries), dtype=np.uint8), self.words)
-        found_q, found_r, found_d = [], [], []
+        qi, keys, frames, dist = self.search_arrays(q, max_distance)
+        for i, k, f, d in zip(qi.tolist(), keys.tolist(), frames.tolist(), dist.tolist()):
+            out[i].append((k, None if f == NO_FRAME else f, d))
+        return out
+
+    def search_arrays(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
+        """Every (query index, key, frame_ms or NO_FRAME, distance) within max_distance, for
+        queries already as (n, words) uint64 (to_words): what BankIndex reads, no per-hit tuples."""
+        empty = np.empty(0, np.int64)
+        if len(q) == 0 or self._n == 0 or max_distance < 0:
+            return empty, empty, empty, empty
+        parts = []
         covered = 0
         for seg in self._segments:
             covered = seg.stop
             if seg.probe_cost(max_distance) * self.SCAN_ADVANTAGE >= seg.rows:
-                hits = self._scan(q, seg.start, seg.stop, max_distance)
+                parts.append(self._scan(q, seg.start, seg.stop, max_distance))
             else:
-                hits = self._probe(seg, q, max_distance)
-            for acc, part in zip((found_q, found_r, found_d), hits):
-                acc.append(part)
-        for acc, part in zip((found_q, found_r, found_d), self._scan(q, covered, self._n, max_distance)):
-            acc.append(part)
-        qi, rows, dist = (np.concatenate(a) for a in (found_q, found_r, found_d))
-        frames = self._frame[rows]
-        keys = self._keys
-        for i, r, d, f in zip(qi.tolist(), rows.tolist(), dist.tolist(), frames.tolist()):
-            out[i].append((keys[r], None if f == NO_FRAME else f, d))
-        return out
+                parts.append(self._probe(seg, q, max_distance))
+        parts.append(self._scan(q, covered, self._n, max_distance))
+        qi, rows, dist = (np.concatenate(a) for a in zip(*parts))
+        frames = np.full(len(rows), NO_FRAME, np.int64) if self._frame is None else self._frame[rows]
+        return qi, self._keys[rows].astype(np.int64), frames, dist
 
     def _probe(self, seg: _Segment, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
         per_query = max(1.0, seg.probe_cost(max_distance))
         step = max(1, int(self.MAX_PAIRS // per_query))
+        codes = self._codes.view(np.dtype((np.void, 8 * self.words))).ravel()  # one gather per row
         parts = []
         for s in range(0, len(q), step):
-            qid, rows = seg.candidates(q[s: s + step], max_distance)
-            if len(rows) == 0:
-                continue
-            qid += s
-            dist = self._distance(q, qid, rows)
-            keep = (dist <= max_distance) & self._alive[rows]
-            qid, rows, dist = qid[keep], rows[keep], dist[keep]
-            # a row within radius in several chunks is a candidate several times
-            pair = qid * self._n + rows
-            _, first = np.unique(pair, return_index=True)
-            parts.append((qid[first], rows[first], dist[first]))
+            qq = q[s: s + step]
+            for rows, bounds in seg.candidates(qq, max_distance):
+                if len(rows) == 0:
+                    continue
+                x = codes.take(rows, mode="clip").view(np.uint64).reshape(-1, self.words)
+                x ^= np.repeat(qq, np.diff(bounds), axis=0)
+                dist = popcount_rows(x)
+                j = np.flatnonzero(dist <= max_distance)
+                j = j[self._alive[rows[j]]]
+                qid = np.searchsorted(bounds, j, side="right") - 1 + s
+                parts.append((qid, rows[j].astype(np.int64), dist[j]))
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
-        return tuple(np.concatenate(p) for p in zip(*parts))
-
-    def _distance(self, q: np.ndarray, qid: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        x = self._codes.take(rows, axis=0)  # one gather of whole rows: the random reads dominate
-        x ^= q.take(qid, axis=0)
-        return popcount_rows(x)
+        qid, rows, dist = (np.concatenate(p) for p in zip(*parts))
+        # a row within radius in several chunks is a candidate several times
+        _, first = np.unique(qid * self._n + rows, return_index=True)
+        return qid[first], rows[first], dist[first]
 
     def _scan(self, q: np.ndarray, start: int, stop: int, max_distance: int) -> tuple[np.ndarray, ...]:
         parts = []

@@ -55,7 +55,13 @@ class Entry:
     disabled: bool = False  # a tombstone: kept for audit, never matched
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "signals"}
+        # by hand, not dataclasses.asdict: asdict deep-copies every SignalValue and was most of the
+        # cost of a bulk add (~0.3 ms per entry)
+        out = {}
+        for k in _ENTRY_FIELDS:
+            v = getattr(self, k)
+            if v is not None:
+                out[k] = v
         out["signals"] = [s.to_json() for s in self.signals]
         return out
 
@@ -63,6 +69,9 @@ class Entry:
     def from_json(cls, obj: dict[str, Any]) -> "Entry":
         known = {k: obj[k] for k in cls.__dataclass_fields__ if k in obj and k != "signals"}
         return cls(signals=tuple(SignalValue.from_json(s) for s in obj.get("signals", ())), **known)
+
+
+_ENTRY_FIELDS = tuple(f for f in Entry.__dataclass_fields__ if f != "signals")
 
 
 def entry_id_for_file(sha256_hex: str) -> str:

@@ -4,9 +4,10 @@ Layout (prefix `vigil:`):
   banks                HASH  name -> Bank JSON
   bank:<name>:entries  HASH  entry_id -> Entry JSON
   bank:<name>:codes:<signal>  HASH  entry_id -> that entry's <signal> values, packed binary (see
-                       pack_codes): enabled entries only, written in the same script as the
+                       workers.bank.codes): enabled entries only, written in the same script as the
                        JSON, so a matcher cold-starts from raw bytes instead of parsing 10M JSONs
-  layout               HASH  bank -> "codes-v1" once the bank's codes hashes are complete
+  bank:<name>:labels   HASH  label id -> label, for the ids in the packed codes
+  layout               HASH  bank -> "codes-v2" once the bank's codes hashes are complete
   version              INT   bumped once per change
   changes              STREAM  {v, op, bank, data}: what matchers replay on top of a snapshot
   audit                STREAM  {v, op, bank, actor, at_ms, detail}: who changed what, kept for review
@@ -24,11 +25,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import redis
 
+from workers.bank.codes import (  # noqa: F401  (re-exported: callers' layout names)
+    CODE_SIGNALS,
+    CODES_LAYOUT,
+    NO_FRAME,
+    CodeBlock,
+    label_id,
+    pack_codes,
+    unpack_block,
+)
 from workers.bank.model import ACTIONS, Bank, Entry
-from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
-
-NO_FRAME = np.iinfo(np.int64).min  # frame_ms None in packed codes (workers.mih uses the same)
-CODES_LAYOUT = "codes-v1"
 
 PREFIX = "vigil:"
 BANKS = PREFIX + "banks"
@@ -47,21 +53,8 @@ def codes_key(bank: str, signal: str) -> str:
     return f"{PREFIX}bank:{bank}:codes:{signal}"
 
 
-CODE_SIGNALS = tuple(PERCEPTUAL_BITS) + tuple(DIGEST_HEX_LEN)
-
-
-def code_bytes(signal: str) -> int:
-    return PERCEPTUAL_BITS[signal] // 8 if signal in PERCEPTUAL_BITS else DIGEST_HEX_LEN[signal] // 2
-
-
-def pack_codes(entry: Entry, signal: str) -> bytes:
-    """The entry's values of one signal as fixed records: raw hash bytes + frame_ms (int64 BE)."""
-    out = bytearray()
-    for sv in entry.signals:
-        if sv.signal == signal:
-            out += bytes.fromhex(sv.value)
-            out += (NO_FRAME if sv.frame_ms is None else int(sv.frame_ms)).to_bytes(8, "big", signed=True)
-    return bytes(out)
+def labels_key(bank: str) -> str:
+    return f"{PREFIX}bank:{bank}:labels"
 
 
 def _codes_pairs(bank: str, entries: list[Entry]) -> list[tuple[str, str, bytes | str]]:
@@ -76,6 +69,8 @@ def _codes_pairs(bank: str, entries: list[Entry]) -> list[tuple[str, str, bytes 
                 out.append((codes_key(bank, signal), e.entry_id, ""))
         # (HDEL of an absent field is a no-op, so every signal is listed: a replaced entry that
         # lost a signal leaves nothing behind.)
+    for label in {e.label for e in entries if e.label is not None and not e.disabled}:
+        out.append((labels_key(bank), str(label_id(label)), label))
     return out
 
 
@@ -182,14 +177,26 @@ class BankStore:
         self.require_bank(bank)
         if not entries:
             return self.version()
+        self._check_labels(bank, {e.label for e in entries if e.label is not None})
         payload = [e.to_json() for e in entries]
         return self._write("entries_put", bank, payload, entries_key(bank),
                            [(e.entry_id, json.dumps(p, separators=(",", ":"))) for e, p in zip(entries, payload)],
                            _codes_pairs(bank, entries))
 
+    def _check_labels(self, bank: str, labels: set[str]) -> None:
+        """Two labels with one id would show the wrong one in decisions: refuse (never seen)."""
+        ids = {str(label_id(x)): x for x in labels}
+        if len(ids) != len(labels):
+            raise BankError(f"labels {sorted(labels)} collide in their packed ids; rename one")
+        if ids:
+            for i, stored in zip(ids, self.r.hmget(labels_key(bank), list(ids))):
+                if stored is not None and stored != ids[i]:
+                    raise BankError(f"label {ids[i]!r} collides with {stored!r} in bank {bank!r}; rename it")
+
     def remove_entries(self, bank: str, entry_ids: list[str]) -> int:
         self.require_bank(bank)
-        missing = [e for e in entry_ids if not self.r.hexists(entries_key(bank), e)]
+        present = self.existing_ids(bank, entry_ids)  # one HMGET, not a round trip per id
+        missing = [e for e in entry_ids if e not in present]
         if missing:
             raise BankError(f"no entry {missing[0]!r} in bank {bank!r}")
         return self._write("entries_delete", bank, entry_ids, entries_key(bank), [(e, "") for e in entry_ids],
@@ -240,22 +247,28 @@ class BankStore:
 
     def iter_codes(self, bank: str, signal: str, count: int = 10_000) -> Iterator[tuple[list[str], np.ndarray, np.ndarray]]:
         """The bank's enabled `signal` values in blocks: (entry id per row, codes (rows, bytes) uint8,
-        frame_ms (rows,) int64 with NO_FRAME for none). Cold start reads these, not JSON entries;
-        with hiredis installed a block of 10k entries parses in a few milliseconds."""
-        rec = code_bytes(signal) + 8
+        frame_ms (rows,) int64 with NO_FRAME for none)."""
+        for block in self.iter_code_blocks(bank, signal, count):
+            ids = [i.decode() for i in block.entries]
+            if block.per_entry is not None:
+                ids = [i for i, k in zip(ids, block.per_entry.tolist()) for _ in range(k)]
+            yield ids, block.codes, block.frames
+
+    def iter_code_blocks(self, bank: str, signal: str, count: int = 10_000) -> Iterator[CodeBlock]:
+        """Every record of the bank's `signal` codes hash, HSCAN batch by batch. Cold start reads
+        these, not JSON entries; with hiredis a block of 10k entries parses in a few milliseconds.
+        HSCAN may return an entry twice (rehashing): readers keep its first block."""
         cursor = 0
         while True:
             cursor, found = self._raw.hscan(codes_key(bank, signal), cursor, count=count)
             if found:
-                vals = list(found.values())
-                blob = np.frombuffer(b"".join(vals), dtype=np.uint8).reshape(-1, rec)
-                ids = [k.decode() for k in found]
-                if len(blob) != len(ids):  # some entry has several frames
-                    ids = [i for i, v in zip(ids, vals) for _ in range(len(v) // rec)]
-                frames = np.ascontiguousarray(blob[:, -8:]).view(">i8").ravel().astype(np.int64)
-                yield ids, np.ascontiguousarray(blob[:, :-8]), frames
+                yield unpack_block(signal, found)
             if cursor == 0:
                 return
+
+    def labels(self, bank: str) -> dict[int, str]:
+        """Label id -> label for the bank's packed codes."""
+        return {int(k): v for k, v in self.r.hgetall(labels_key(bank)).items()}
 
     def backfill_codes(self, bank: str, count: int = 2000) -> int:
         """Write the packed codes of a bank created before they existed; returns entries written.

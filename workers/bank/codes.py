@@ -1,0 +1,79 @@
+"""Packed codes: each enabled entry's values of one signal as fixed-size binary records, so a
+matcher cold-starts from raw bytes (numpy views) instead of parsing millions of JSON entries.
+
+Record (per value): raw hash bytes, frame_ms (int64 BE, NO_FRAME for none), quality (uint8, 255 for
+none), flags (uint8, bit 0: the entry is a video), label id (uint32 BE, 0 for none). Everything the
+matcher keeps per entry is in the record, so no JSON is read: the label as an id into the bank's
+labels hash (`vigil:bank:<name>:labels`, id -> label; ids are CRC32s of the label, so writers need
+no counter), and the quality so a video's count of usable frames follows VIGIL_PDQ_MIN_QUALITY.
+"""
+from __future__ import annotations
+
+import zlib
+from typing import NamedTuple
+
+import numpy as np
+
+from workers.bank.model import Entry
+from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
+
+NO_FRAME = np.iinfo(np.int64).min  # frame_ms None (workers.mih uses the same)
+NO_QUALITY = 255
+VIDEO = 1  # flags bit
+CODES_LAYOUT = "codes-v2"  # v1 records lacked quality, flags and label: such banks load from JSON
+CODE_SIGNALS = tuple(PERCEPTUAL_BITS) + tuple(DIGEST_HEX_LEN)
+TRAILER = 8 + 1 + 1 + 4
+
+
+def code_bytes(signal: str) -> int:
+    return PERCEPTUAL_BITS[signal] // 8 if signal in PERCEPTUAL_BITS else DIGEST_HEX_LEN[signal] // 2
+
+
+def label_id(label: str | None) -> int:
+    """A stable 32-bit id for a label (0: none). Writers check the labels hash for collisions."""
+    if label is None:
+        return 0
+    return zlib.crc32(label.encode()) or 1
+
+
+def pack_codes(entry: Entry, signal: str) -> bytes:
+    """The entry's values of one signal as records (see the module docstring)."""
+    tail = bytes([VIDEO if entry.media_type == "video" else 0]) + label_id(entry.label).to_bytes(4, "big")
+    out = bytearray()
+    for sv in entry.signals:
+        if sv.signal == signal:
+            out += bytes.fromhex(sv.value)
+            out += (NO_FRAME if sv.frame_ms is None else int(sv.frame_ms)).to_bytes(8, "big", signed=True)
+            q = NO_QUALITY if sv.quality is None else min(max(int(sv.quality), 0), 254)
+            out.append(q)
+            out += tail
+    return bytes(out)
+
+
+class CodeBlock(NamedTuple):
+    """One HSCAN batch of a signal's records, one row per value (a video has one per frame)."""
+
+    entries: list[bytes]  # entry ids, each once (HSCAN fields)
+    per_entry: np.ndarray | None  # rows of each entry, in order; None when every entry has one
+    codes: np.ndarray  # (rows, code bytes) uint8
+    frames: np.ndarray  # (rows,) int64, NO_FRAME for none
+    quality: np.ndarray  # (rows,) int16, -1 for none
+    video: np.ndarray  # (rows,) bool
+    labels: np.ndarray  # (rows,) uint32 label ids
+
+
+def unpack_block(signal: str, found: dict[bytes, bytes]) -> CodeBlock:
+    """Records of an HSCAN reply (entry id -> packed values) as arrays."""
+    rec = code_bytes(signal) + TRAILER
+    vals = list(found.values())
+    blob = np.frombuffer(b"".join(vals), dtype=np.uint8).reshape(-1, rec)
+    per_entry = None
+    if len(blob) != len(vals):  # some entry has several values (frames)
+        per_entry = np.fromiter(map(len, vals), np.int64, len(vals)) // rec
+    n = code_bytes(signal)
+    frames = np.ascontiguousarray(blob[:, n: n + 8]).view(">i8").ravel().astype(np.int64)
+    quality = blob[:, n + 8].astype(np.int16)
+    quality[quality == NO_QUALITY] = -1
+    video = (blob[:, n + 9] & VIDEO).astype(bool)
+    labels = np.ascontiguousarray(blob[:, n + 10:]).view(">u4").ravel().astype(np.uint32)
+    return CodeBlock(list(found), per_entry, np.ascontiguousarray(blob[:, :n]), frames, quality, video, labels)

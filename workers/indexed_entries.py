@@ -1,0 +1,175 @@
+"""What a matcher indexes about the bank's entries: every enabled entry's signals, keyed by an int
+handle (workers.entry_table), its label, and the usable-frame count of video entries. Filled from
+the change stream one entry at a time, or at cold start from the packed codes in bulk."""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+import redis
+
+from workers.bank.codes import CODE_SIGNALS, CodeBlock
+from workers.bank.model import Entry
+from workers.bank.store import BankStore, codes_key
+from workers.entry_table import EntryTable
+from workers.index import ExactIndex
+from workers.mih import MultiIndexHamming
+from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
+
+
+class IndexedEntries:
+    """Swapped whole when a snapshot loads, so searches never see a half-built index."""
+
+    def __init__(self, pdq_min_quality: int):
+        self.pdq_min_quality = pdq_min_quality
+        self.table = EntryTable()
+        self.hamming = {s: MultiIndexHamming(b) for s, b in PERCEPTUAL_BITS.items()}
+        self.exact = {s: ExactIndex() for s in DIGEST_HEX_LEN}
+        self.video_frames: dict[tuple[str, str], int] = {}  # video entry -> usable PDQ frames banked
+        self._numbered: set[str] = set()  # banks whose entries have handles (cold start)
+
+    # -- one entry ------------------------------------------------------------------------------
+    def put(self, entry: Entry) -> None:
+        self.drop(entry.bank, entry.entry_id)
+        if entry.disabled:
+            return
+        handle = self.table.put(entry.bank, entry.entry_id, entry.label)
+        if entry.media_type == "video":
+            self.video_frames[(entry.bank, entry.entry_id)] = len(
+                {sv.frame_ms for sv in entry.signals if sv.signal == "pdq" and (sv.quality or 0) >= self.pdq_min_quality})
+        for sv in entry.signals:
+            if sv.signal in self.hamming:
+                self.hamming[sv.signal].add(handle, bytes.fromhex(sv.value), sv.frame_ms)
+            elif sv.signal in self.exact:
+                self.exact[sv.signal].add(handle, sv.value)
+
+    def drop(self, bank: str, entry_id: str) -> None:
+        handle = self.table.find(bank, entry_id)
+        if handle is None:
+            return
+        self.video_frames.pop((bank, entry_id), None)
+        for idx in self.hamming.values():
+            idx.remove(handle)
+        for ex in self.exact.values():
+            ex.remove(handle)
+
+    # -- cold start -----------------------------------------------------------------------------
+    def load_packed(self, store: BankStore, banks: list[str]) -> None:
+        """Every enabled entry of these banks from their packed codes (BankStore.has_codes)."""
+        sizes = {s: _sum_hlen(store, [codes_key(b, s) for b in banks]) for s in CODE_SIGNALS}
+        most = max(max(sizes.values(), default=0), 0)
+        self.table.reserve(len(self.table) + most + most // 8)  # headroom: the next puts don't copy it all
+        for signal in CODE_SIGNALS:
+            if sizes[signal] == 0:
+                continue
+            if signal in self.hamming:
+                with self.hamming[signal].bulk(max(sizes[signal], 0)):
+                    self._load_signal(store, banks, signal)
+            elif signal in self.exact:
+                self._load_signal(store, banks, signal)
+        self.table.compact()
+
+    def _load_signal(self, store: BankStore, banks: list[str], signal: str) -> None:
+        seen = np.zeros(0, bool)  # handles that have rows of this signal already (HSCAN repeats)
+        for bank in banks:
+            labels = store.labels(bank)
+            first_pass = bank not in self._numbered  # no entry of it has a handle: none to look up
+            for block in _prefetch(store.iter_code_blocks(bank, signal, count=50_000)):
+                if block.per_entry is None:
+                    first = np.arange(len(block.entries))
+                else:
+                    first = np.concatenate([[0], np.cumsum(block.per_entry)[:-1]])
+                label_nos, labels = self._label_nos(store, bank, block.labels[first], labels)
+                if first_pass:
+                    self._add_rows(bank, signal, block, self.table.append_new(bank, block.entries, label_nos), None)
+                    continue
+                handles = self.table.put_many(bank, block.entries, label_nos)
+                if len(seen) < len(self.table):
+                    seen = np.concatenate([seen, np.zeros(len(self.table) - len(seen) + 1024, bool)])
+                fresh = ~seen[handles]
+                seen[handles] = True
+                self._add_rows(bank, signal, block, handles, fresh)
+            if first_pass:
+                self._numbered.add(bank)
+                repeats = self.table.index_appended()
+                if len(repeats):
+                    self._discard(repeats)
+
+    def _discard(self, handles: np.ndarray) -> None:
+        for idx in self.hamming.values():
+            idx.discard(handles)
+        for ex in self.exact.values():
+            for h in handles.tolist():
+                ex.remove(h)
+        for h in handles.tolist():
+            self.video_frames.pop(self.table.key(h), None)
+
+    def _label_nos(self, store: BankStore, bank: str, ids: np.ndarray,
+                   labels: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        if any(int(i) and int(i) not in labels for i in uniq):
+            labels = store.labels(bank)  # written since we read them
+        nos = np.array([self.table.label_no(labels.get(int(i))) for i in uniq], np.uint32)
+        return nos[inverse], labels
+
+    def _add_rows(self, bank: str, signal: str, block: CodeBlock, handles: np.ndarray, fresh: np.ndarray | None) -> None:
+        rows = handles if block.per_entry is None else np.repeat(handles, block.per_entry)
+        keep = None if fresh is None else fresh if block.per_entry is None else np.repeat(fresh, block.per_entry)
+        if keep is not None and not keep.all():
+            rows, codes, frames, quality, video = (a[keep] for a in (rows, block.codes, block.frames, block.quality, block.video))
+        else:
+            codes, frames, quality, video = block.codes, block.frames, block.quality, block.video
+        if signal in self.hamming:
+            self.hamming[signal].add_many(rows, codes, frames)
+        else:
+            ex = self.exact[signal]
+            for h, c in zip(rows.tolist(), codes):
+                ex.add(h, c.tobytes().hex())
+        if video.any():
+            self._count_frames(bank, signal, rows[video], frames[video], quality[video])
+
+    def _count_frames(self, bank: str, signal: str, rows: np.ndarray, frames: np.ndarray, quality: np.ndarray) -> None:
+        """Distinct usable PDQ frames per video entry (0 if it has none: still a video)."""
+        usable: dict[int, set[int]] = {}
+        if signal == "pdq":
+            for h, f, q in zip(rows.tolist(), frames.tolist(), quality.tolist()):
+                if max(q, 0) >= self.pdq_min_quality:
+                    usable.setdefault(h, set()).add(f)
+        for h in set(rows.tolist()):
+            key = self.table.key(h)
+            self.video_frames[key] = self.video_frames.get(key, 0) + len(usable.get(h, ()))
+
+
+def _sum_hlen(store: BankStore, keys: list[str]) -> int:
+    """Entries in these hashes, to allocate once; -1 if an older ACL without HLEN forbids asking."""
+    try:
+        return sum(int(store.r.hlen(k)) for k in keys)
+    except redis.exceptions.NoPermissionError:
+        return -1
+
+
+def _prefetch(blocks: Iterator[CodeBlock], depth: int = 4) -> Iterator[CodeBlock]:
+    """Blocks read by a thread while the caller indexes the previous ones: Redis's HSCAN time
+    (~1 us an entry, on the server) overlaps the matcher's own work instead of adding to it."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def read() -> None:
+        try:
+            for block in blocks:
+                q.put(block)
+        except Exception as exc:  # noqa: BLE001  (handed to the caller, raised there)
+            q.put(exc)
+            return
+        q.put(done)
+
+    threading.Thread(target=read, name="bank-prefetch", daemon=True).start()
+    while True:
+        item = q.get()
+        if item is done:
+            return
+        if isinstance(item, Exception):
+            raise item
+        yield item
