@@ -177,7 +177,9 @@ class Matcher:
         while True:
             try:
                 if not self.index.loaded:
-                    await loop.run_in_executor(None, self._locked, self.index.load, self.store)
+                    # Not under the lock: load builds a new index aside and swaps it in when
+                    # complete, so searches go on (from the old index) while it reads Redis.
+                    await loop.run_in_executor(None, self.index.load, self.store)
                     self._publish_bank_metrics()
                     log.info("bank loaded", extra={"version": self.index.version, "entries": self.index.counts()})
                     self.loaded.set()
