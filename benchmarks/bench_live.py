@@ -94,7 +94,7 @@ def _load(cluster: Cluster, streams: int, seconds: float, frames: list[bytes], b
 
 def run(quick: bool = False, seconds: float | None = None, counts: list[int] | None = None) -> str:
     seconds = seconds or (10 if quick else 20)
-    counts = counts or ([50, 100] if quick else [50, 100, 200, 300, 400])
+    counts = counts or ([50, 100] if quick else [50, 100, 150, 200, 300])
     frames = [_jpeg720(n) for n in UNRELATED]
     banked = [_jpeg720(n, quality=75) for n in BANKED]
     rows = []
