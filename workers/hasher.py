@@ -26,7 +26,7 @@ from workers.media.image import sniff_media_type
 from workers.signals import file_digests, hash_bytes
 from workers.kafka import consumer_config, producer_config
 from workers.logs import now_ms
-from workers.offsets import consumer_error, Delivery, OffsetTracker, lag_stats_callback
+from workers.offsets import Delivery, OffsetTracker, consumer_error, lag_stats_callback
 from workers.media.fetch import iter_media, read_media, resolve_uri
 from workers.messages import Source, dead_letter, encode, parse_json
 from workers.settings import Settings

@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, Message, Producer
 import topics
 from workers import metrics
 from workers.errors import MediaError
-from workers.offsets import Cell, Delivery, OffsetTracker, lag_stats_callback
+from workers.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
 from workers.hashing import hash_frame
 from workers.kafka import consumer_config, producer_config
 from workers.live import FrameHeaders, parse_headers
@@ -97,7 +97,7 @@ class LiveHasher:
         try:
             while not stop.is_set():
                 wait = 0.005 if self.work else 0.05
-                msgs = [m for m in self.consumer.consume(num_messages=500, timeout=wait) if not m.error()]
+                msgs = [m for m in take_batch(self.consumer, 500, wait) if not consumer_error(m)]
                 if msgs:
                     self._batch(msgs)
                 self._drain(block=False)

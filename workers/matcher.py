@@ -53,7 +53,8 @@ class Matcher:
         self.health = metrics.Health()
         self.health.checks["bank_loaded"] = lambda: self.index.loaded
         self.health.checks["bank_fresh"] = lambda: time.time() - self.index.synced_at < settings.bank_stale_seconds
-        self.health.checks["broker"] = lambda: self._assigned or self.uploads.assigned
+        # both consumers in their groups: uploads (confluent-kafka) and live frames (faust)
+        self.health.checks["broker"] = lambda: self._assigned and self.uploads.assigned
         self._assigned = False
         self.app = self._build_app()
 

@@ -69,6 +69,16 @@ def consumer_error(msg: Message) -> bool:
     return True
 
 
+def take_batch(consumer: Consumer, max_messages: int, wait_s: float) -> list[Message]:
+    """What is waiting, up to `max_messages`, waiting at most `wait_s` for the first message.
+    consume(n, timeout) alone would wait out the whole timeout for n messages; a poll returns on
+    the first, and a zero-timeout consume then takes what is already buffered."""
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first] + consumer.consume(num_messages=max_messages - 1, timeout=0) if max_messages > 1 else [first]
+
+
 Cell = tuple[tuple[str, int], list]  # (topic, partition) and the tracker's cell for one offset
 
 

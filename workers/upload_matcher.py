@@ -26,7 +26,7 @@ from workers.hasher import EARLY_BLOCK_KEY
 from workers.kafka import consumer_config, producer_config
 from workers.matching import BankIndex
 from workers.messages import Source, dead_letter, encode, parse_json
-from workers.offsets import consumer_error, Cell, Delivery, OffsetTracker, lag_stats_callback
+from workers.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
 from workers.policy import decide
 from workers.settings import Settings
 from workers.signals import SignalValue
@@ -88,7 +88,7 @@ class UploadMatcher:
         last_commit = time.monotonic()
         try:
             while not stop.is_set():
-                for msg in self.consumer.consume(num_messages=200, timeout=0.05):
+                for msg in take_batch(self.consumer, 200, 0.05):
                     self._handle(msg)
                 self.producer.poll(0)
                 if self.delivery.fatal:
