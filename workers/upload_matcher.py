@@ -59,7 +59,8 @@ class OpenVideo:
 
 class UploadMatcher:
     """One consumer of moderation.hashes in the matcher process. The bank index is shared with the
-    faust side (live frames, bank sync): every read or change of it holds `lock`."""
+    faust side (live frames, bank sync): every search and every change applied holds `lock` (a
+    reload builds a new index aside and swaps it in whole)."""
 
     def __init__(self, settings: Settings, name: str, index: BankIndex, lock: threading.Lock,
                  cache: DecisionCache | None, redis_client: Any):
