@@ -215,3 +215,15 @@ def test_live_frames_decode_to_luma_at_reduced_size_and_hash_alike():
         for signal, limit in (("pdq", 16), ("phash", 4)):
             bits = bin(int(ref[signal].value, 16) ^ int(got[signal].value, 16)).count("1")
             assert bits <= limit, (name, signal, bits)
+
+
+def test_live_frames_get_the_upload_checks_before_the_reduced_decode():
+    """A cut-short JPEG frame is refused as truncated_media (as an upload would be), not hashed
+    from whatever libjpeg could decode of it."""
+    from workers.errors import MediaError
+    from workers.live_hasher import decode_frame
+
+    data = transforms.encode(samples.photo("astronaut"), ".jpg", 85)
+    with pytest.raises(MediaError) as err:
+        decode_frame(data[: len(data) * 2 // 3], "image/jpeg", 10**8, grey=True)
+    assert err.value.code == "truncated_media"

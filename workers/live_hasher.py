@@ -26,7 +26,7 @@ from workers.hashing import hash_frame
 from workers.kafka import consumer_config, producer_config
 from workers.live import FrameHeaders, parse_headers
 from workers.media.fetch import read_media, resolve_uri
-from workers.media.image import decode_image, image_size
+from workers.media.image import decode_image, image_size, image_structure
 from workers.messages import Source, dead_letter, encode
 from workers.settings import Settings
 
@@ -45,6 +45,7 @@ def decode_frame(data: bytes, content_type: str | None, max_pixels: int, grey: b
     if size is not None and size[0] * size[1] > max_pixels:
         raise MediaError("image_too_large", f"frame declares {size[0]}x{size[1]} pixels; the limit is {max_pixels}")
     if size is not None and data[:3] == b"\xff\xd8\xff":
+        image_structure(data)  # the checks decode_image makes: truncated_media, decode_too_costly
         for factor, flag in _REDUCED[grey]:
             if min(size) // factor >= MIN_SIDE:
                 pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
