@@ -201,20 +201,14 @@ class Hasher:
                                           f"{self.metrics_port}/metrics", "kafka": self.settings.kafka})
         self.consumer.subscribe([topics.UPLOADS], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.live_thread.start()
-        last_commit = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 msg = self.consumer.poll(0.05)
                 if msg is not None:
                     self._accept(msg)
                 self._drain(block=False)
-                self.producer.poll(0)
                 self._backpressure()
-                if self.delivery.fatal:
-                    raise self.delivery.fatal
-                if time.monotonic() - last_commit > 0.5:
-                    self._commit(asynchronous=True)
-                    last_commit = time.monotonic()
+                self.delivery.serve(self.consumer)
         finally:
             self._shutdown()
             server.shutdown()

@@ -94,7 +94,6 @@ class LiveHasher:
 
     def run(self, stop: threading.Event) -> None:
         self.consumer.subscribe([topics.LIVE_FRAMES], on_revoke=self._on_revoke)
-        last_commit = time.monotonic()
         try:
             while not stop.is_set():
                 wait = 0.005 if self.work else 0.05
@@ -102,12 +101,7 @@ class LiveHasher:
                 if msgs:
                     self._batch(msgs)
                 self._drain(block=False)
-                self.producer.poll(0)
-                if self.delivery.fatal:
-                    raise self.delivery.fatal
-                if time.monotonic() - last_commit > 0.5:
-                    self._commit(asynchronous=True)
-                    last_commit = time.monotonic()
+                self.delivery.serve(self.consumer)
         finally:
             self._drain(block=True)
             self.producer.flush(10)

@@ -88,11 +88,25 @@ class Delivery:
     uncommitted, so the work is replayed elsewhere)."""
 
     ATTEMPTS = 5
+    COMMIT_EVERY_S = 0.5
 
     def __init__(self, producer: Producer, tracker: OffsetTracker):
         self.producer = producer
         self.tracker = tracker
         self.fatal: Exception | None = None
+        self._committed_at = time.monotonic()
+
+    def serve(self, consumer: Consumer) -> bool:
+        """Once per turn of a worker's loop: run delivery callbacks, raise a delivery that failed for
+        good, and commit what is done every COMMIT_EVERY_S. True when it committed."""
+        self.producer.poll(0)
+        if self.fatal:
+            raise self.fatal
+        if time.monotonic() - self._committed_at < self.COMMIT_EVERY_S:
+            return False
+        self.tracker.commit(consumer, asynchronous=True)
+        self._committed_at = time.monotonic()
+        return True
 
     def send(self, topic: str, key: bytes | None, value: bytes, covers: list[Cell],
              then: Callable[[], None] | None = None, attempt: int = 1) -> None:

@@ -86,18 +86,12 @@ class UploadMatcher:
             self.consumer.close()
             return
         self.consumer.subscribe([topics.HASHES], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        last_commit = time.monotonic()
         try:
             while not stop.is_set():
                 for msg in take_batch(self.consumer, 200, 0.05):
                     self._handle(msg)
-                self.producer.poll(0)
-                if self.delivery.fatal:
-                    raise self.delivery.fatal
-                if time.monotonic() - last_commit > 0.5:
+                if self.delivery.serve(self.consumer):
                     self._expire()
-                    self.tracker.commit(self.consumer, asynchronous=True)
-                    last_commit = time.monotonic()
         finally:
             remaining = self.producer.flush(30)
             if remaining:
