@@ -97,8 +97,7 @@ def _from_cache(event: dict, submitted: int, cached: dict, stages: dict, worker:
            "submitted_at_ms": submitted, "decided_at_ms": decided, "worker": worker}
     if "metadata" in event:
         out["metadata"] = event["metadata"]
-    metrics.DECISIONS.labels("upload", out["decision"]).inc()
-    metrics.DECISION_LATENCY.labels("upload", out["decision"]).observe(out["latency_ms"]["total"] / 1000)
+    metrics.observe_decision(out)
     metrics.CACHE_HITS.inc()
     log.info("decided from cache", extra={"event_id": event["event_id"], "content_id": event["content_id"],
                                           "decision": out["decision"]})

@@ -108,7 +108,7 @@ class Matcher:
                     continue
                 for out in self.live_step(streams, frame):
                     await decisions.send(key=out["content_id"].encode(), value=encode(out))
-                    self._observe(out)
+                    metrics.observe_decision(out)
                 metrics.LIVE_ACTIVE.set(len(streams))
 
         @app.task
@@ -162,13 +162,6 @@ class Matcher:
                                          "seq": frame["seq"], "summary": summary})
         return out
 
-    def _observe(self, decision: dict[str, Any]) -> None:
-        if "summary" in decision:
-            return  # an end-of-stream summary restates a status; it is not a new decision
-        metrics.DECISIONS.labels(decision["source"], decision["decision"]).inc()
-        metrics.DECISION_LATENCY.labels(decision["source"], decision["decision"]).observe(
-            decision["latency_ms"]["total"] / 1000)
-
     async def _sync_forever(self) -> None:
         """Load the snapshot, then tail the change stream; reconnect with backoff if Redis goes away."""
         logs.setup(self.settings.log_level)  # faust set up its own logging when the worker started
@@ -190,7 +183,8 @@ class Matcher:
                     log.warning("change stream trimmed past our version; reloading the snapshot")
                     self.index.loaded = False
                     continue
-                self._locked(self.index.apply, changes)
+                with self.index_lock:
+                    self.index.apply(changes)
                 if changes:
                     log.info("bank changed", extra={"version": self.index.version, "changes": len(changes)})
                 self._publish_bank_metrics()
@@ -200,10 +194,6 @@ class Matcher:
                                                                                        "retry_s": backoff})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-    def _locked(self, fn: Any, *args: Any) -> Any:
-        with self.index_lock:
-            return fn(*args)
 
     def _publish_bank_metrics(self) -> None:
         metrics.BANK_VERSION.set(self.index.version)

@@ -24,6 +24,15 @@ STAGE_DURATION = Histogram(
     ["stage"], buckets=STAGE_BUCKETS)  # stage: fetch, decode, hash, queue, match, produce
 EVENTS = Counter("vigil_events_total", "Input messages consumed.", ["worker", "topic"])
 DECISIONS = Counter("vigil_decisions_total", "Decisions published.", ["source", "decision"])
+
+
+def observe_decision(decision: dict) -> None:
+    """Count a published decision and its latency. An end-of-stream summary restates a status:
+    it is not a new decision."""
+    if "summary" in decision:
+        return
+    DECISIONS.labels(decision["source"], decision["decision"]).inc()
+    DECISION_LATENCY.labels(decision["source"], decision["decision"]).observe(decision["latency_ms"]["total"] / 1000)
 DEAD_LETTERS = Counter("vigil_dead_letters_total", "Inputs sent to the dead-letter topic.", ["stage", "code"])
 FRAMES_HASHED = Counter("vigil_frames_hashed_total", "Frames (or stills) hashed.", ["media_type"])
 CACHE_HITS = Counter("vigil_decision_cache_hits_total", "Uploads decided from the decision cache, without decoding.")

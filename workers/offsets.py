@@ -56,9 +56,6 @@ class OffsetTracker:
             self._commit.pop((tp.topic, tp.partition), None)
             self._dirty.discard((tp.topic, tp.partition))
 
-    def in_flight(self) -> int:
-        return sum(len(q) for q in self._pending.values())
-
 
 def consumer_error(msg: Message) -> bool:
     """True (and logged, unless it is only the end of a partition) when `msg` carries an error."""

@@ -202,10 +202,7 @@ class UploadMatcher:
     # -- outputs ----------------------------------------------------------------------------------
     def _send(self, decision: dict[str, Any], covers: list[Cell], then: Any = None) -> None:
         self.delivery.send(topics.DECISIONS, decision["content_id"].encode(), encode(decision), covers, then)
-        if "summary" not in decision:
-            metrics.DECISIONS.labels(decision["source"], decision["decision"]).inc()
-            metrics.DECISION_LATENCY.labels(decision["source"], decision["decision"]).observe(
-                decision["latency_ms"]["total"] / 1000)
+        metrics.observe_decision(decision)
         log.info("decided", extra={"event_id": decision["event_id"], "content_id": decision["content_id"],
                                    "decision": decision["decision"], "matches": len(decision["matches"]),
                                    "latency_ms": decision["latency_ms"]["total"]})
