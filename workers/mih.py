@@ -187,18 +187,18 @@ class _Segment:
     def rows(self) -> int:
         return self.stop - self.start
 
-    def plan(self, max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every probe of a query as (chunk, flip mask, chunk's first bucket), cached per distance."""
+    def plan(self, max_distance: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Every probe of a query as a flip mask, and each chunk's span of them (cached per distance).
+        Chunks probed at radius -1 get an empty span."""
         cached = self._plans.get(max_distance)
         if cached is None:
-            chunk, masks = [], []
+            masks, spans, at = [], [], 0
             for c, r in enumerate(chunk_radii(len(self.widths), max_distance)):
-                if r >= 0:
-                    m = flip_masks(self.widths[c], r)
-                    chunk.append(np.full(len(m), c))
-                    masks.append(m)
-            chunk_of = np.concatenate(chunk)
-            cached = chunk_of, np.concatenate(masks), np.asarray(self.base, dtype=np.int64)[chunk_of]
+                m = flip_masks(self.widths[c], r) if r >= 0 else np.empty(0, np.int64)
+                masks.append(m)
+                spans.append((at, at + len(m)))
+                at += len(m)
+            cached = np.concatenate(masks), spans
             self._plans[max_distance] = cached
         return cached
 
@@ -206,33 +206,36 @@ class _Segment:
         return probe_cost(self.widths, self.rows, max_distance)
 
     def buckets(self, q: np.ndarray, max_distance: int) -> np.ndarray:
-        """(queries * probes,) bucket numbers, query-major. Widths descend, so each chunk's first
-        bucket is a multiple of its size and OR-ing it in equals adding it."""
-        chunk_of, masks, _ = self.plan(max_distance)
-        values = np.stack([chunk_values(q, lo, w) for lo, w in zip(self.lo_bits, self.widths)], axis=1)
-        values |= np.asarray(self.base, dtype=np.int64)
-        return (values[:, chunk_of] ^ masks).ravel()
+        """(queries, probes) bucket numbers. Widths descend, so each chunk's first bucket is a
+        multiple of its size and OR-ing it in equals adding it. One broadcast XOR per chunk straight
+        into the output: no gather of (queries x probes) chunk values."""
+        masks, spans = self.plan(max_distance)
+        out = np.empty((len(q), len(masks)), np.int64)
+        for lo, w, base, (a, b) in zip(self.lo_bits, self.widths, self.base, spans):
+            if b > a:
+                v = chunk_values(q, lo, w)
+                v |= base
+                np.bitwise_xor(v[:, None], masks[a:b], out=out[:, a:b])
+        return out
 
-    def candidates(self, q: np.ndarray, max_distance: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Rows whose chunk is within the probe radius, in parts of (rows grouped by query, start of
-        each query's rows: len(q)+1 bounds). A row may repeat. Few numpy passes: gathers dominate."""
-        probes = len(self.plan(max_distance)[1])
-        per_query = np.arange(len(q) + 1) * probes
-        slot = self.slots.take(self.buckets(q, max_distance), mode="clip")
+    def candidates(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, query of each row): every row whose chunk is within the probe radius of a query's.
+        A row may repeat. Few numpy passes: the gathers (random reads) dominate."""
+        probes = len(self.plan(max_distance)[0])
+        slot = self.slots.take(self.buckets(q, max_distance).ravel(), mode="clip")
         one = np.flatnonzero(slot < MULTI)
-        parts = [(slot[one], np.searchsorted(one, per_query))]
+        rows, qid = slot[one], one // probes
         slot ^= MULTI  # now buckets of several rows are the ones below MULTI - 1
         many = np.flatnonzero(slot < MULTI - 1)
         if len(many):
             head = slot[many].astype(np.int64)
             cnt = self.overflow.take(head, mode="clip").astype(np.int64)
             ends = np.cumsum(cnt)
-            starts = np.zeros(len(many) + 1, dtype=np.int64)
-            starts[1:] = ends
             pos = np.arange(int(ends[-1]), dtype=np.int64)
-            pos += np.repeat(head + 1 - starts[:-1], cnt)
-            parts.append((self.overflow.take(pos, mode="clip"), starts[np.searchsorted(many, per_query)]))
-        return parts
+            pos += np.repeat(head + 1 - (ends - cnt), cnt)
+            rows = np.concatenate([rows, self.overflow.take(pos, mode="clip")])
+            qid = np.concatenate([qid, np.repeat(many // probes, cnt)])
+        return rows, qid
 
 
 class MultiIndexHamming:
@@ -449,16 +452,15 @@ class MultiIndexHamming:
         parts = []
         for s in range(0, len(q), step):
             qq = q[s: s + step]
-            for rows, bounds in seg.candidates(qq, max_distance):
-                if len(rows) == 0:
-                    continue
-                x = codes.take(rows, mode="clip").view(np.uint64).reshape(-1, self.words)
-                x ^= np.repeat(qq, np.diff(bounds), axis=0)
-                dist = popcount_rows(x)
-                j = np.flatnonzero(dist <= max_distance)
-                j = j[self._alive[rows[j]]]
-                qid = np.searchsorted(bounds, j, side="right") - 1 + s
-                parts.append((qid, rows[j].astype(np.int64), dist[j]))
+            rows, qid = seg.candidates(qq, max_distance)
+            if len(rows) == 0:
+                continue
+            x = codes.take(rows, mode="clip").view(np.uint64).reshape(-1, self.words)
+            x ^= qq.take(qid, axis=0)
+            dist = popcount_rows(x)
+            j = np.flatnonzero(dist <= max_distance)
+            j = j[self._alive[rows[j]]]
+            parts.append((qid[j] + s, rows[j].astype(np.int64), dist[j]))
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
         qid, rows, dist = (np.concatenate(p) for p in zip(*parts))
