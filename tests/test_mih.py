@@ -229,3 +229,35 @@ def test_parallel_segment_build_equals_serial(monkeypatch) -> None:
     serial.add_many(np.arange(len(codes)), codes)
     (a,), (b,) = parallel._segments, serial._segments
     assert (a.slots == b.slots).all() and (a.overflow == b.overflow).all()
+
+
+def test_big_merges_and_compactions_wait_for_a_rebuild_and_stay_exact() -> None:
+    """A change must not rebuild a large index while searches wait: merges and compactions above
+    INLINE_BUILD_ROWS are deferred, results stay exact meanwhile, and rebuild_due says when a fresh
+    index would search markedly faster."""
+    rng = np.random.default_rng(8)
+    bits = 256
+    codes = _bank(rng, 6000, bits // 8)
+    mih, ref = MultiIndexHamming(bits), HammingIndex(bits)
+    mih.TAIL, mih.INLINE_BUILD_ROWS = 128, 1000
+    with mih.bulk(3000):  # a cold start: one segment, however large
+        mih.add_many(range(3000), codes[:3000])
+    for k in range(3000):
+        ref.add(k, codes[k].tobytes())
+    assert [s.rows for s in mih._segments] == [3000] and not mih.rebuild_due
+    queries = _queries(rng, codes, 31, 40)
+    due_at = None
+    for k in range(3000, 6000):
+        mih.add(k, codes[k].tobytes())
+        ref.add(k, codes[k].tobytes())
+        if due_at is None and mih.rebuild_due:
+            due_at = k
+    assert max(s.rows for s in mih._segments[1:]) <= 1000  # never merged into the 3000-row segment
+    assert due_at is not None and due_at < 5000  # extra segments make searches dearer: rebuild asked
+    _same(mih, ref, queries, 31)
+    for k in range(0, 6000, 2):  # half dead: no compaction inline at this size
+        mih.remove(k)
+        ref.remove(k)
+    assert mih._n == 6000 and mih.rebuild_due
+    _same(mih, ref, queries, 31)
+    assert mih.rows == ref.rows == 3000

@@ -13,6 +13,13 @@ merge when the newer one grows to half the older one, so a bank change costs amo
 and there are O(log n) segments. Removal tombstones rows; a quarter dead rebuilds everything.
 A segment whose probes would cost more than scanning it (small segments, large distances) is
 scanned instead, so results are exact at every distance.
+
+Searches wait while a change is applied, so no change may rebuild much inline: merges and
+compactions over more than INLINE_BUILD_ROWS rows (~0.2 s) are left undone, and `rebuild_due`
+tells the owner to build a fresh index aside (the matcher reloads its bank) once the extra
+segments make searches REBUILD_COST times dearer than one segment would, or a quarter is dead.
+Arrays are allocated zeroed (untouched pages cost no memory) and grow by doubling, so growing a
+large index is rare rather than a copy every quarter.
 """
 from __future__ import annotations
 
@@ -248,6 +255,8 @@ class MultiIndexHamming:
     TAIL = 8192  # rows scanned by brute force before they get chunk tables
     SCAN_ADVANTAGE = 8  # a scanned row is this much cheaper than a probed one (sequential vs random)
     MAX_PAIRS = 4_000_000  # (query, row) candidates per pass, bounding temporaries (~200 MB)
+    INLINE_BUILD_ROWS = 262_144  # largest merge or compaction done while searches wait (~0.2 s)
+    REBUILD_COST = 1.25  # rebuild_due once searches cost this much more than after a rebuild
 
     def __init__(self, bits: int):
         if bits % 64:
@@ -271,6 +280,7 @@ class MultiIndexHamming:
         self._n = 0
         self._dead = 0
         self._bulk = False
+        self._deferred = False  # a merge or compaction was left to a rebuild
 
     # -- size -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -328,14 +338,14 @@ class MultiIndexHamming:
     @contextmanager
     def bulk(self, rows: int = 0) -> Iterator[None]:
         """Many add_many calls (a cold start's blocks), indexed once at the end; room for `rows`."""
-        self._ensure(self._n + rows + rows // 8, exact=True)  # headroom: the next adds don't copy it all
+        self._ensure(2 * (self._n + rows), exact=True)  # zeroed: the headroom costs no memory until used
         self._bulk = True
         try:
             yield
         finally:
             self._bulk = False
             self._sort_keys()
-            self._index_tail()
+            self._index_tail(inline=False)  # bulk loads build aside, before searches see the index
 
     def _frames(self) -> np.ndarray:
         if self._frame is None:
@@ -349,8 +359,14 @@ class MultiIndexHamming:
             return
         self._alive[rows] = False
         self._dead += len(rows)
+        self._maybe_compact()
+
+    def _maybe_compact(self) -> None:
         if self._dead > 1024 and self._dead > self._n // 4:
-            self._compact()
+            if self._n - self._dead <= self.INLINE_BUILD_ROWS:
+                self._compact()
+            else:
+                self._deferred = True
 
     def discard(self, keys: np.ndarray) -> None:
         """remove() for many keys at once (works inside bulk(), before keys are indexed)."""
@@ -358,6 +374,20 @@ class MultiIndexHamming:
             gone = np.isin(self._keys[: self._n], keys) & self._alive[: self._n]
             self._alive[: self._n][gone] = False
             self._dead += int(gone.sum())
+            if not self._bulk:
+                self._maybe_compact()
+
+    @property
+    def rebuild_due(self) -> bool:
+        """True when a fresh index of the live rows would search markedly faster (see module doc)."""
+        if not self._deferred:
+            return False
+        if self._dead > self._n // 4:
+            return True
+        usual = round(self.bits * 31 / 256)
+        now = sum(seg.probe_cost(usual) for seg in self._segments) + (self._n - self._covered()) / 8
+        rows = self.rows
+        return now > self.REBUILD_COST * probe_cost(chunk_widths(self.bits, rows), rows, usual)
 
     def _rows_of(self, key: int) -> list[int]:
         rows = [r for r in self._recent.get(key, ()) if self._alive[r]]
@@ -388,21 +418,30 @@ class MultiIndexHamming:
         cap = len(self._codes)
         if n <= cap:
             return
-        size = n if exact else max(n, cap * 2 if cap < 2**20 else cap + cap // 4)  # big: grow by a quarter
+        size = n if exact else max(n, cap * 2)
         for name in ("_codes", "_frame", "_alive", "_keys"):
             old = getattr(self, name)
             if old is None:
                 continue
-            new = np.full((size,) + old.shape[1:], NO_FRAME if name == "_frame" else 0, dtype=old.dtype)
+            if name == "_frame":
+                new = np.full((size,) + old.shape[1:], NO_FRAME, dtype=old.dtype)
+            else:  # calloc: pages past _n are not touched, so not resident, until rows arrive
+                new = np.zeros((size,) + old.shape[1:], dtype=old.dtype)
             new[: self._n] = old[: self._n]
             setattr(self, name, new)
 
-    def _index_tail(self) -> None:
-        covered = self._segments[-1].stop if self._segments else 0
+    def _covered(self) -> int:
+        return self._segments[-1].stop if self._segments else 0
+
+    def _index_tail(self, inline: bool = True) -> None:
+        covered = self._covered()
         if self._n - covered < self.TAIL:
             return
         self._segments.append(_Segment.build(self._codes, covered, self._n, self.bits))
         while len(self._segments) >= 2 and 2 * self._segments[-1].rows >= self._segments[-2].rows:
+            if inline and self._segments[-1].rows + self._segments[-2].rows > self.INLINE_BUILD_ROWS:
+                self._deferred = True  # a big merge would stall searches: left to a rebuild
+                break
             newer, older = self._segments.pop(), self._segments.pop()
             self._segments.append(_Segment.build(self._codes, older.start, newer.stop, self.bits))
 
