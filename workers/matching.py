@@ -84,7 +84,7 @@ class BankIndex:
         return self._e.video_frames
 
     # -- keeping in step with the store ------------------------------------------------------
-    def load(self, store: BankStore) -> None:
+    def load(self, store: BankStore, snapshots: bool = True) -> None:
         """Snapshot, then the caller tails the change stream from `stream_id`: no gap, replays harmless.
 
         Banks with complete packed codes load from their binary snapshots (BankStore.write_snapshot)
@@ -92,10 +92,10 @@ class BankIndex:
         from their JSON. The changes since the oldest snapshot used are replayed before the new
         index replaces the old one, so searches meanwhile use the old one and never a stale new one.
         An unusable snapshot (replaced mid-read, malformed, a gap in the stream) means one more
-        load without snapshots, never a wrong index."""
+        load without snapshots, never a wrong index. snapshots=False: HSCAN only (benchmarks, checks)."""
         t0 = time.perf_counter()
         try:
-            snap, fresh, banks, report = self._build(store, use_snapshots=True)
+            snap, fresh, banks, report = self._build(store, use_snapshots=snapshots)
         except SnapshotError as exc:
             log.warning("bank snapshot unusable; loading from the codes hashes instead",
                         extra={"reason": str(exc)})
