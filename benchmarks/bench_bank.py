@@ -289,11 +289,11 @@ def snapshot_and_cold_starts(store, bank: str, n: int) -> str:
     redis_b = sum(key_bytes(store.r, chunk_key(bank, "pdq", meta.gen, i)) for i in range(meta.chunks))
     runs = {"snapshot": cold_start(store, bank, n, snapshots=True),
             "HSCAN": cold_start(store, bank, n, snapshots=False)}
-    lines = [f"`write_snapshot` of {n:,} PDQ entries: **{secs:.1f} s**, {written['chunks']} chunks, "
-             f"{written['bytes'] / n:.0f} B/entry of chunk data ({redis_b / n:.0f} B/entry in Redis, "
-             f"MEMORY USAGE).", "",
-             f"Cold start of {n:,} labelled PDQ entries from Redis (`BankIndex.load`, labels included), while "
-             f"another thread keeps searching batches of {BATCH} on a small index (the matcher's old state):", "",
+    lines = [(f"`write_snapshot` of {n:,} PDQ entries: **{secs:.1f} s**, {written['chunks']} chunks, "
+              f"{written['bytes'] / n:.0f} B/entry of chunk data ({redis_b / n:.0f} B/entry in Redis, "
+              f"MEMORY USAGE)."), "",
+             (f"Cold start of {n:,} labelled PDQ entries from Redis (`BankIndex.load`, labels included), while "
+              f"another thread keeps searching batches of {BATCH} on a small index (the matcher's old state):"), "",
              "| source | wall s | matcher CPU s | +RSS GB | index arrays GB | searches | p50 ms | p99 ms | max ms |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in runs.items():
@@ -305,8 +305,8 @@ def snapshot_and_cold_starts(store, bank: str, n: int) -> str:
         if k >= 100_000:
             break
     json_rate = k / (time.perf_counter() - t1)
-    lines += ["", f"The JSON path (`iter_entries` -> Entry objects, before indexing) reads {json_rate:,.0f} "
-                  f"entries/s, i.e. {n / json_rate:.0f} s for this bank."]
+    lines += ["", (f"The JSON path (`iter_entries` -> Entry objects, before indexing) reads {json_rate:,.0f} "
+                   f"entries/s, i.e. {n / json_rate:.0f} s for this bank.")]
     return "\n".join(lines)
 
 

@@ -11,7 +11,14 @@ from workers import samples, transforms
 from workers.bank import snapshot
 from workers.bank.codes import pack_codes, unpack_block
 from workers.bank.model import Entry
-from workers.bank.store import CHANGES, BankError, BankStore, chunk_key, codes_key, snap_key
+from workers.bank.store import (
+    CHANGES,
+    BankError,
+    BankStore,
+    chunk_key,
+    codes_key,
+    snap_key,
+)
 from workers.cli import main as vigil
 from workers.hashing import hash_frame, hash_media
 from workers.matching import BankIndex
@@ -202,7 +209,7 @@ def test_writes_during_write_snapshot_are_not_lost(store: BankStore, monkeypatch
     snap, hscan = _load(store), _load(store, snapshots=False)
     assert _state(snap, queries) == _state(hscan, queries)
     assert snap.counts()["pdq"] == 3000 - 100 - 50
-    assert len(store.r.keys(f"vigil:bank:big:snap:pdq:*")) == store.snapshot_metas("big")["pdq"].chunks  # old gens gone
+    assert len(store.r.keys("vigil:bank:big:snap:pdq:*")) == store.snapshot_metas("big")["pdq"].chunks  # old gens gone
 
 
 def test_an_older_snapshot_never_replaces_a_newer_one(store: BankStore, photo_signals):

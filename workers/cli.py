@@ -228,7 +228,13 @@ def _write_snapshot(store, name: str, quiet: bool) -> dict[str, dict[str, Any]]:
     """BankStore.write_snapshot with a progress bar on a terminal."""
     if quiet or not sys.stderr.isatty():
         return store.write_snapshot(name)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as bar:

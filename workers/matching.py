@@ -18,7 +18,6 @@ from workers.settings import Settings
 from workers.signals import PERCEPTUAL_BITS, SignalValue
 from workers.signals.dihedral import VARIANTS as DIHEDRAL_VARIANTS
 
-
 log = logging.getLogger(__name__)
 
 

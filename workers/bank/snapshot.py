@@ -49,7 +49,7 @@ class SnapshotMeta:
         return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "SnapshotMeta":
+    def from_json(cls, raw: str | bytes) -> SnapshotMeta:
         obj = json.loads(raw)
         return cls(str(obj["gen"]), int(obj["version"]), str(obj["stream_id"]), int(obj["chunks"]),
                    int(obj["entries"]), int(obj["rows"]), int(obj["bytes"]), int(obj["at_ms"]))
