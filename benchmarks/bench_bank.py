@@ -13,8 +13,9 @@ Banks are random fill plus a realistic part: PDQ hashes of crops/scales of the b
 of video frames; "real" queries are other crops/shifts/blurs of those same pictures. Recall is
 against exhaustive search (exact indexes must find 100%); "planted" queries are bank rows with
 0..31 bits flipped and must all find their row.
-The Redis part stores entries through BankStore (JSON + packed codes), then times a matcher cold
-start (BankIndex.load: packed codes in bulk) while a thread keeps searching, add/remove rates, and
+The Redis part stores entries through BankStore (JSON + packed codes), writes the bank's binary
+snapshot (`vigil bank snapshot`), then times a matcher cold start (BankIndex.load) from the snapshot
+and by HSCAN of the packed codes side by side while a thread keeps searching, add/remove rates, and
 the time from a BankStore write returning to a tailing BankIndex having applied it.
 
     python -m benchmarks.bench_bank [--entries 1000000] [--redis-entries 200000] [--changes 240]
@@ -274,7 +275,7 @@ def redis_section(n_entries: int, n_changes: int) -> list[str]:
                 store.r.delete(entries_key(f"bench-{kind}"), codes_key(f"bench-{kind}", kind))
                 store.r.hdel(BANKS, f"bench-{kind}")
             store.r.xtrim("vigil:changes", maxlen=0)
-            out += ["", cold_start(store, "bench-pdq", n_entries), ""]
+            out += ["", snapshot_and_cold_starts(store, "bench-pdq", n_entries), ""]
             out += [add_remove_rates(store), ""]
             out.append(propagation(store, n_changes))
         finally:
@@ -282,9 +283,42 @@ def redis_section(n_entries: int, n_changes: int) -> list[str]:
     return out
 
 
-def cold_start(store, bank: str, n: int) -> str:
-    """Matcher cold start from Redis: BankIndex.load (snapshot, packed codes in bulk, labels), while
-    another thread keeps answering searches on a small index (the matcher's old state)."""
+def snapshot_and_cold_starts(store, bank: str, n: int) -> str:
+    """`vigil bank snapshot` of the bank, then a matcher cold start from that snapshot and one by
+    HSCAN of the codes hash (snapshots ignored), in the same run, side by side."""
+    from workers.bank.store import chunk_key
+
+    t0 = time.perf_counter()
+    written = store.write_snapshot(bank)["pdq"]
+    secs = time.perf_counter() - t0
+    meta = store.snapshot_metas(bank)["pdq"]
+    redis_b = sum(key_bytes(store.r, chunk_key(bank, "pdq", meta.gen, i)) for i in range(meta.chunks))
+    runs = {"snapshot": cold_start(store, bank, n, snapshots=True),
+            "HSCAN": cold_start(store, bank, n, snapshots=False)}
+    lines = [(f"`write_snapshot` of {n:,} PDQ entries: **{secs:.1f} s**, {written['chunks']} chunks, "
+              f"{written['bytes'] / n:.0f} B/entry of chunk data ({redis_b / n:.0f} B/entry in Redis, "
+              f"MEMORY USAGE)."), "",
+             (f"Cold start of {n:,} labelled PDQ entries from Redis (`BankIndex.load`, labels included), while "
+              f"another thread keeps searching batches of {BATCH} on a small index (the matcher's old state):"), "",
+             "| source | wall s | matcher CPU s | +RSS GB | index arrays GB | searches | p50 ms | p99 ms | max ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in runs.items():
+        lines.append(f"| {name} | **{r['wall']:.1f}** | {r['cpu']:.1f} | {r['rss']:.2f} | {r['arrays']:.2f} | "
+                     f"{r['searches']} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.0f} |")
+    t1, k = time.perf_counter(), 0  # the JSON path both replace, on a sample
+    for _entry in store.iter_entries(bank, count=2000):
+        k += 1
+        if k >= 100_000:
+            break
+    json_rate = k / (time.perf_counter() - t1)
+    lines += ["", (f"The JSON path (`iter_entries` -> Entry objects, before indexing) reads {json_rate:,.0f} "
+                   f"entries/s, i.e. {n / json_rate:.0f} s for this bank.")]
+    return "\n".join(lines)
+
+
+def cold_start(store, bank: str, n: int, snapshots: bool = True) -> dict[str, float]:
+    """Matcher cold start from Redis: BankIndex.load (binary snapshot, or HSCAN of the packed codes),
+    while another thread keeps answering searches on a small index (the matcher's old state)."""
     from workers.matching import BankIndex
     from workers.settings import Settings
 
@@ -309,7 +343,7 @@ def cold_start(store, bank: str, n: int) -> str:
     server.start()
     t0, c0 = time.perf_counter(), time.process_time()
     index = BankIndex(Settings())
-    index.load(store)
+    index.load(store, snapshots=snapshots)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     stop.set()
     server.join()
@@ -319,21 +353,9 @@ def cold_start(store, bank: str, n: int) -> str:
     arrays = (e.hamming["pdq"].nbytes() + e.table.nbytes()) / 2**30
     sample = e.table.find(bank, f"h-pdq-{n - 1:012d}")
     assert index.counts()["pdq"] == n and index.version > 0 and e.table.label(sample) == "bench"
-    # the JSON path it replaces, on a sample
-    t1, k = time.perf_counter(), 0
-    for _entry in store.iter_entries(bank, count=2000):
-        k += 1
-        if k >= 100_000:
-            break
-    json_rate = k / (time.perf_counter() - t1)
     lat_ms = np.array(lat) * 1000
-    return (f"Cold start of {n:,} labelled PDQ entries from Redis (`BankIndex.load`: snapshot, packed codes in "
-            f"bulk, labels): **{total:.1f} s** wall ({cpu:.1f} CPU-s in the matcher; Redis works meanwhile), "
-            f"matcher memory **+{mem:.2f} GB RSS** after loading (index and entry-table arrays {arrays:.2f} GB). "
-            f"A thread searching batches of {BATCH} meanwhile: {len(lat)} searches, "
-            f"p50 {np.percentile(lat_ms, 50):.1f} ms, p99 {np.percentile(lat_ms, 99):.1f} ms, max {lat_ms.max():.0f} ms. "
-            f"The JSON path (`iter_entries` -> Entry objects, before indexing) reads {json_rate:,.0f} entries/s, "
-            f"i.e. {n / json_rate:.0f} s for this bank.")
+    return {"wall": total, "cpu": cpu, "rss": mem, "arrays": arrays, "searches": len(lat),
+            "p50": float(np.percentile(lat_ms, 50)), "p99": float(np.percentile(lat_ms, 99)), "max": float(lat_ms.max())}
 
 
 def add_remove_rates(store, n: int = 20_000, batch: int = 2000) -> str:

@@ -167,7 +167,7 @@ def test_cli_bank_lifecycle_and_export_round_trip(cluster, tmp_path):
     upd = _vigil(cluster, "bank", "update", "lifecycle", "--action", "block", "--disable", "--threshold", "pdq=20",
                  "--json")
     assert upd.returncode == 0 and json.loads(upd.stdout)["thresholds"] == {"pdq": 20}
-    stats = json.loads(_vigil(cluster, "bank", "stats", "--json").stdout)
+    stats = json.loads(_vigil(cluster, "bank", "stats", "--json", "--count-disabled").stdout)
     row = next(b for b in stats["banks"] if b["bank"] == "lifecycle")
     assert row == {**row, "action": "block", "enabled": False, "entries": 2, "disabled": 1}
     assert stats["last_change"]["op"] == "bank_put" and row["redis_bytes"] > 0

@@ -20,7 +20,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 import topics
 from workers.bank.model import Entry, entry_id_for_hash
-from workers.bank.store import VERSION, BankStore, entries_key
+from workers.bank.store import VERSION, BankStore, chunk_key, entries_key
 from workers.decisions import CACHE_KEY, DecisionCache
 from workers.hasher import EARLY_BLOCK_KEY, process_upload
 from workers.live_hasher import LiveHasher
@@ -247,6 +247,17 @@ def test_matcher_loads_and_follows_the_bank_but_cannot_change_it(acl_server: Ser
     index.apply(changes)
     assert index.version == bank.version() and index.counts()["pdq"] == 3
     assert store.first_change_version() == 1
+    bank.write_snapshot("csam")  # the admin writes snapshots; the matcher loads from them
+    assert bank.snapshot_metas("csam")["pdq"].entries == 3
+    snap_index = BankIndex(Settings())
+    snap_index.load(store)
+    assert snap_index.counts()["pdq"] == 3 and store.snapshot_metas("csam")["pdq"].entries == 3
+    meta = store.snapshot_metas("csam")["pdq"]
+    assert sum(len(b.entries) for b in store.iter_snapshot_blocks("csam", "pdq", meta)) == 3
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        store.write_snapshot("csam")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        store.r.unlink(chunk_key("csam", "pdq", meta.gen, 0))
     with pytest.raises(redis.exceptions.NoPermissionError):
         store.create_bank("evil", "allow")
     with pytest.raises(redis.exceptions.NoPermissionError):

@@ -202,6 +202,12 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
                              label=args.label, progress=not args.json)
     except FormatError as exc:
         raise CliError(f"{args.file}: {exc}") from None
+    if report["loaded"] and not args.no_snapshot:
+        if store.has_codes(args.name):
+            report["snapshot"] = _write_snapshot(store, args.name, quiet=args.json)
+        else:
+            report["snapshot"] = None
+            report["snapshot_skipped"] = f"no packed codes: run `vigil bank backfill {args.name}`"
     if args.json:
         _print_json(report)
     else:
@@ -210,29 +216,124 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
         print(f"{'imported' if report['loaded'] else 'NOT imported'}: {report['added']} new, "
               f"{report['unchanged']} already present, {report['invalid_count']} invalid lines"
               + (f", {report['unsupported_count']} unsupported hashes kept out" if report.get("unsupported_count") else ""))
+        if report.get("snapshot"):
+            print(f"snapshot of {args.name} written for matcher cold starts: "
+                  + _snapshot_summary(report["snapshot"]))
+        elif report.get("snapshot_skipped"):
+            print(f"no snapshot written ({report['snapshot_skipped']})")
     return EXIT_OK if report["loaded"] else EXIT_USAGE
 
 
-def _bank_rows(store) -> list[dict[str, Any]]:
-    """Per bank: entries, disabled, and per signal both entries carrying it and hashes (frames)."""
-    from workers.bank.store import entries_key
+def _write_snapshot(store, name: str, quiet: bool) -> dict[str, dict[str, Any]]:
+    """BankStore.write_snapshot with a progress bar on a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return store.write_snapshot(name)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(signal_name: str, done: int, total: int) -> None:
+            if signal_name not in tasks:
+                tasks[signal_name] = bar.add_task(f"snapshot {name} {signal_name}", total=total)
+            bar.update(tasks[signal_name], completed=done)
+
+        return store.write_snapshot(name, progress=progress)
+
+
+def _snapshot_summary(per_signal: dict[str, dict[str, Any]]) -> str:
+    written = {s: r for s, r in per_signal.items() if r["entries"]}
+    return ", ".join(f"{s} {r['entries']:,} entries / {r['rows']:,} rows / {r['bytes'] / 2**20:.1f} MiB "
+                     f"in {r['seconds']:.1f} s" for s, r in written.items()) or "no entries"
+
+
+def cmd_bank_snapshot(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    if bool(args.names) == bool(args.all):
+        raise CliError("name the banks to snapshot, or pass --all (not both)")
+    names = sorted(store.banks()) if args.all else args.names
+    written, skipped = {}, {}
+    for name in names:
+        if args.all and not store.has_codes(name):
+            skipped[name] = f"no packed codes: run `vigil bank backfill {name}`"
+            continue
+        written[name] = _write_snapshot(store, name, quiet=args.json)  # BankError for unknown / no codes
+        if not args.json:
+            for signal_name, r in written[name].items():
+                if r["entries"]:
+                    print(f"{name:<20} {signal_name:<7} {r['entries']:>10,} entries {r['rows']:>10,} rows "
+                          f"{r['bytes'] / 2**20:>9.1f} MiB {r['seconds']:>7.1f} s  (version {r['version']})")
+            if not any(r["entries"] for r in written[name].values()):
+                print(f"{name:<20} empty: no snapshot needed")
+    if args.json:
+        _print_json({"version": store.version(), "banks": written, "skipped": skipped})
+    else:
+        for name, why in skipped.items():
+            print(f"{name:<20} skipped ({why})", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_bank_backfill(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    store.require_bank(args.name)
+    if not args.json:
+        print(f"backfilling the packed codes of {args.name} from its JSON entries "
+              "(the bank's writers should be stopped meanwhile)", file=sys.stderr)
+    t0 = time.perf_counter()
+    n = store.backfill_codes(args.name)
+    out = {"bank": args.name, "entries": n, "seconds": round(time.perf_counter() - t0, 3)}
+    _print_json(out) if args.json else print(
+        f"wrote the packed codes of {n:,} entries of {args.name} in {out['seconds']:.1f} s; "
+        f"now `vigil bank snapshot {args.name}`")
+    return EXIT_OK
+
+
+def _bank_rows(store, count_disabled: bool = False) -> list[dict[str, Any]]:
+    """Per bank, from counters Redis keeps (HLEN), not by reading every entry: entries, enabled
+    entries per signal (the packed codes hashes), and how far its snapshot lags the change stream.
+    `disabled` needs a scan of every entry's JSON, so it is counted only when asked."""
+    from workers.bank.store import codes_key, entries_key
+    from workers.signals import ALL_SIGNALS
+
+    version, now_ms = store.version(), time.time() * 1000
     rows = []
     for name, bank in sorted(store.banks().items()):
-        entries_per_signal: dict[str, int] = {}
-        hashes_per_signal: dict[str, int] = {}
-        disabled = 0
-        for entry in store.iter_entries(name):
-            disabled += entry.disabled
-            for sv in entry.signals:
-                hashes_per_signal[sv.signal] = hashes_per_signal.get(sv.signal, 0) + 1
-            for signal_name in {sv.signal for sv in entry.signals}:
-                entries_per_signal[signal_name] = entries_per_signal.get(signal_name, 0) + 1
+        codes = store.has_codes(name)
+        per_signal = {s: n for s in ALL_SIGNALS if (n := int(store.r.hlen(codes_key(name, s))))} if codes else None
+        snaps = {s: {"version": m.version, "behind": max(version - m.version, 0),
+                     "age_s": round((now_ms - m.at_ms) / 1000, 1), "entries": m.entries, "rows": m.rows,
+                     "bytes": m.bytes} for s, m in store.snapshot_metas(name).items()}
+        disabled = None
+        if count_disabled:
+            disabled = sum(e.disabled for e in store.iter_entries(name))
         rows.append({"bank": name, "action": bank.action, "enabled": bank.enabled, "label": bank.label,
-                     "entries": store.entry_count(name), "disabled": disabled, "per_signal": entries_per_signal,
-                     "hashes_per_signal": hashes_per_signal, "redis_bytes": store.r.memory_usage(entries_key(name)) or 0,
+                     "entries": store.entry_count(name), "disabled": disabled, "packed_codes": codes,
+                     "per_signal": per_signal, "snapshot": snaps,
+                     "snapshot_behind": max((x["behind"] for x in snaps.values()), default=None),
+                     "redis_bytes": store.r.memory_usage(entries_key(name)) or 0,
                      "thresholds": bank.thresholds, "dihedral": bank.dihedral})
     return rows
+
+
+def _snapshot_text(r: dict[str, Any]) -> str:
+    if not r["snapshot"]:
+        return "no snapshot" + ("" if r["packed_codes"] else " (needs `vigil bank backfill`)")
+    oldest = min(r["snapshot"].values(), key=lambda x: x["version"])
+    return f"snapshot v{oldest['version']}, {_age(oldest['age_s'])} old, {r['snapshot_behind']} changes behind"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def cmd_bank_list(args: argparse.Namespace) -> int:
@@ -243,9 +344,10 @@ def cmd_bank_list(args: argparse.Namespace) -> int:
     else:
         print(f"bank version {store.version()}")
         for r in rows:
-            sig = ", ".join(f"{k} {v}" for k, v in sorted(r["per_signal"].items())) or "no signals"
+            sig = "per-signal counts need `vigil bank backfill`" if r["per_signal"] is None else \
+                ", ".join(f"{k} {v}" for k, v in sorted(r["per_signal"].items())) or "no signals"
             print(f"{r['bank']:<20} {r['action']:<7} {'enabled' if r['enabled'] else 'DISABLED':<9}"
-                  f" {r['entries']:>8} entries ({sig})")
+                  f" {r['entries']:>8} entries ({sig}); {_snapshot_text(r)}")
     return EXIT_OK
 
 
@@ -260,7 +362,7 @@ def cmd_bank_remove(args: argparse.Namespace) -> int:
 def cmd_bank_stats(args: argparse.Namespace) -> int:
     store, _ = _store(args)
     last = store.audit(count=1)
-    rows = _bank_rows(store)
+    rows = _bank_rows(store, count_disabled=args.count_disabled)
     info = store.r.info("memory")
     out = {"version": store.version(), "last_change": last[0] if last else None, "banks": rows,
            "redis_used_memory_bytes": info.get("used_memory")}
@@ -271,9 +373,12 @@ def cmd_bank_stats(args: argparse.Namespace) -> int:
     print(f"bank version {out['version']}; redis uses {out['redis_used_memory_bytes'] / 2**20:.1f} MiB"
           + (f"; last change {lc['op']} on {lc['bank']} by {lc['actor']} at {lc['at_ms']}" if lc else ""))
     for r in rows:
-        sig = ", ".join(f"{k} {v}" for k, v in sorted(r["hashes_per_signal"].items())) or "no hashes"
+        sig = "per-signal counts need `vigil bank backfill`" if r["per_signal"] is None else \
+            ", ".join(f"{k} {v}" for k, v in sorted(r["per_signal"].items())) or "no hashes"
+        disabled = "" if r["disabled"] is None else f" ({r['disabled']} disabled)"
         print(f"{r['bank']:<20} {r['action']:<7} {'enabled' if r['enabled'] else 'DISABLED':<9} "
-              f"{r['entries']:>9} entries ({r['disabled']} disabled)  {r['redis_bytes'] / 2**20:8.2f} MiB  {sig}")
+              f"{r['entries']:>9} entries{disabled}  {r['redis_bytes'] / 2**20:8.2f} MiB  enabled: {sig}; "
+              f"{_snapshot_text(r)}")
     return EXIT_OK
 
 
@@ -532,7 +637,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label", help="label for the imported entries (default: the list's own category)")
     b.add_argument("--skip-invalid", action="store_true",
                    help="load the valid lines and report the rest (default: all or nothing)")
-    bank_cmd("list", "banks with their entries per signal", cmd_bank_list)
+    b.add_argument("--no-snapshot", action="store_true",
+                   help="do not write the bank's snapshot at the end (default: write it, as `vigil bank snapshot`)")
+    bank_cmd("list", "banks with their enabled entries per signal and snapshot lag", cmd_bank_list)
+    b = bank_cmd("snapshot", "write binary snapshots of banks for fast matcher cold starts", cmd_bank_snapshot,
+                 epilog="A matcher starting up GETs each bank's snapshot (a few ~8 MB strings per signal) instead of "
+                        "scanning its packed codes hash field by field (10M entries: ~26 s of Redis time), then "
+                        "replays every change made since the snapshot. Re-run it periodically (e.g. hourly, "
+                        "`--all` from a CronJob) so that replay stays short; a snapshot older than the change "
+                        "stream's oldest entry (the stream keeps ~1M changes) is ignored and matchers fall back to "
+                        "the scan. Writing one is safe while banks change: changes made meanwhile are replayed.")
+    b.add_argument("names", nargs="*", metavar="NAME", help="banks to snapshot")
+    b.add_argument("--all", action="store_true", help="every bank with packed codes (others are listed as skipped)")
+    b = bank_cmd("backfill", "write the packed codes of a bank created before they existed (codes-v2)",
+                 cmd_bank_backfill,
+                 epilog="Reads every entry's JSON and writes its packed codes, then marks the bank codes-v2 so "
+                        "matchers load it from the codes (and it can be snapshotted). Stop the bank's writers "
+                        "(imports, `vigil bank add/remove/disable`) first: a change made during the backfill can be "
+                        "overwritten with the entry's older state. Re-running it is harmless.")
+    b.add_argument("name")
     b = bank_cmd("remove", "remove entries from a bank", cmd_bank_remove)
     b.add_argument("name")
     b.add_argument("entry_ids", nargs="+", metavar="ENTRY_ID")
@@ -550,7 +673,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label")
     b.add_argument("--threshold", action="append", metavar="SIGNAL=N", help="per-signal max distance, e.g. pdq=20")
     b.add_argument("--dihedral", choices=("on", "off"))
-    bank_cmd("stats", "entries per signal, Redis memory, version and last change", cmd_bank_stats)
+    b = bank_cmd("stats", "entries per signal, snapshot lag, Redis memory, version and last change", cmd_bank_stats)
+    b.add_argument("--count-disabled", action="store_true",
+                   help="also count disabled entries (reads every entry's JSON: minutes at 10M entries)")
     b = bank_cmd("export", "write a bank's hashes as a list", cmd_bank_export)
     b.add_argument("name")
     b.add_argument("--format", choices=("local", "csv"), default="local",

@@ -119,10 +119,11 @@ class EntryTable:
         return self._label_names[self._label[handle]]
 
     # -- many entries (cold start) -------------------------------------------------------------------
-    def put_many(self, bank: str, entry_ids: list[bytes], labels: np.ndarray) -> np.ndarray:
-        """Handles of these entries of one bank (new ones appended), labels (label numbers) set."""
+    def put_many(self, bank: str, entry_ids: list[bytes] | np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Handles of these entries of one bank (new ones appended), labels (label numbers) set.
+        Ids as a list of bytes or an `S<w>` array (a snapshot chunk's, used as it is)."""
         no = self.bank_no(bank)
-        want = np.array(entry_ids, dtype="S")
+        want = _id_array(entry_ids)
         h = id_hashes(want, no) >> np.uint64(32)
         handles = self._find_many(no, want, h)
         new = np.flatnonzero(handles < 0)
@@ -132,12 +133,12 @@ class EntryTable:
         self._label[handles] = labels
         return handles
 
-    def append_new(self, bank: str, entry_ids: list[bytes], labels: np.ndarray) -> np.ndarray:
+    def append_new(self, bank: str, entry_ids: list[bytes] | np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Handles for entries of a bank that has none yet (a cold start's first pass over it): no
         lookups. They become findable, and repeats (HSCAN may return an entry twice) are found, at
         index_appended()."""
         no = self.bank_no(bank)
-        handles = self._append(no, np.array(entry_ids, dtype="S"))
+        handles = self._append(no, _id_array(entry_ids))
         self._label[handles] = labels
         self._unindexed = min(self._unindexed, int(handles[0])) if len(handles) else self._unindexed
         return handles
@@ -238,3 +239,10 @@ class EntryTable:
             merged = np.concatenate(self._runs)
             merged.sort()
             self._runs = [merged]
+
+
+def _id_array(entry_ids: list[bytes] | np.ndarray) -> np.ndarray:
+    """Ids as a fixed-width bytes array; an `S` array passes through without a copy."""
+    if isinstance(entry_ids, np.ndarray) and entry_ids.dtype.kind == "S":
+        return entry_ids
+    return np.array(entry_ids, dtype="S")

@@ -12,6 +12,7 @@ import redis
 
 from workers.bank.codes import CODE_SIGNALS, CodeBlock
 from workers.bank.model import Entry
+from workers.bank.snapshot import SnapshotMeta
 from workers.bank.store import BankStore, codes_key
 from workers.entry_table import EntryTable
 from workers.index import ExactIndex
@@ -56,9 +57,16 @@ class IndexedEntries:
             ex.remove(handle)
 
     # -- cold start -----------------------------------------------------------------------------
-    def load_packed(self, store: BankStore, banks: list[str]) -> None:
-        """Every enabled entry of these banks from their packed codes (BankStore.has_codes)."""
-        sizes = {s: _sum_hlen(store, [codes_key(b, s) for b in banks]) for s in CODE_SIGNALS}
+    def load_packed(self, store: BankStore, banks: list[str],
+                    snapshots: dict[tuple[str, str], SnapshotMeta] | None = None) -> None:
+        """Every enabled entry of these banks from their packed codes (BankStore.has_codes): from the
+        binary snapshot where `snapshots` names one for (bank, signal), else HSCAN of the codes hash.
+        A snapshot that turns out unusable raises SnapshotError (the caller reloads without it)."""
+        snapshots = snapshots or {}
+        sizes = {}
+        for s in CODE_SIGNALS:  # entries to make room for: the snapshot's where one is used
+            hashed = _sum_hlen(store, [codes_key(b, s) for b in banks if (b, s) not in snapshots])
+            sizes[s] = hashed if hashed < 0 else hashed + sum(m.entries for (_, sig), m in snapshots.items() if sig == s)
         most = max(max(sizes.values(), default=0), 0)
         self.table.reserve(len(self.table) + most + most // 8)  # headroom: the next puts don't copy it all
         for signal in CODE_SIGNALS:
@@ -66,17 +74,21 @@ class IndexedEntries:
                 continue
             if signal in self.hamming:
                 with self.hamming[signal].bulk(max(sizes[signal], 0)):
-                    self._load_signal(store, banks, signal)
+                    self._load_signal(store, banks, signal, snapshots)
             elif signal in self.exact:
-                self._load_signal(store, banks, signal)
+                self._load_signal(store, banks, signal, snapshots)
         self.table.compact()
 
-    def _load_signal(self, store: BankStore, banks: list[str], signal: str) -> None:
+    def _load_signal(self, store: BankStore, banks: list[str], signal: str,
+                     snapshots: dict[tuple[str, str], SnapshotMeta]) -> None:
         seen = np.zeros(0, bool)  # handles that have rows of this signal already (HSCAN repeats)
         for bank in banks:
             labels = store.labels(bank)
             first_pass = bank not in self._numbered  # no entry of it has a handle: none to look up
-            for block in _prefetch(store.iter_code_blocks(bank, signal, count=50_000)):
+            meta = snapshots.get((bank, signal))
+            blocks = store.iter_code_blocks(bank, signal, count=50_000) if meta is None \
+                else store.iter_snapshot_blocks(bank, signal, meta)
+            for block in _prefetch(blocks):
                 if block.per_entry is None:
                     first = np.arange(len(block.entries))
                 else:
@@ -151,8 +163,8 @@ def _sum_hlen(store: BankStore, keys: list[str]) -> int:
 
 
 def _prefetch(blocks: Iterator[CodeBlock], depth: int = 4) -> Iterator[CodeBlock]:
-    """Blocks read by a thread while the caller indexes the previous ones: Redis's HSCAN time
-    (~1 us an entry, on the server) overlaps the matcher's own work instead of adding to it."""
+    """Blocks read by a thread while the caller indexes the previous ones: Redis's time (HSCAN ~1 us
+    an entry on the server; snapshot chunk GETs far less) overlaps the matcher's own work."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
 

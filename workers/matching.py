@@ -2,6 +2,7 @@
 that turns a content's signals into evidence (which bank, which entry, which signal, what distance)."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Iterable
@@ -9,12 +10,15 @@ from typing import Iterable
 import numpy as np
 
 from workers.bank.model import Bank, Entry
-from workers.bank.store import BankStore, Change
+from workers.bank.snapshot import SnapshotError, SnapshotMeta
+from workers.bank.store import BankStore, Change, Snapshot
 from workers.indexed_entries import IndexedEntries
 from workers.mih import NO_FRAME, to_words
 from workers.settings import Settings
 from workers.signals import PERCEPTUAL_BITS, SignalValue
 from workers.signals.dihedral import VARIANTS as DIHEDRAL_VARIANTS
+
+log = logging.getLogger(__name__)
 
 
 def is_geometric(variant: str | None) -> bool:
@@ -40,6 +44,25 @@ class Match:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("label", "frame_ms")}
 
 
+def apply_changes(e: IndexedEntries, banks: dict[str, Bank], changes: Iterable[Change]) -> Change | None:
+    """Changes applied in order to this (index, banks) pair; returns the last one. Idempotent: the
+    last change of an entry or bank wins, so a replay over data that already has some is harmless."""
+    last = None
+    for ch in changes:
+        if ch.op == "bank_put":
+            banks[ch.bank] = Bank.from_json(ch.data)
+        elif ch.op == "bank_delete":
+            banks.pop(ch.bank, None)
+        elif ch.op == "entries_put":
+            for obj in ch.data:
+                e.put(Entry.from_json(obj))
+        elif ch.op == "entries_delete":
+            for entry_id in ch.data:
+                e.drop(ch.bank, entry_id)
+        last = ch
+    return last
+
+
 class BankIndex:
     """All enabled entries of all banks, searchable per signal. Owned by one matcher."""
 
@@ -60,37 +83,92 @@ class BankIndex:
         return self._e.video_frames
 
     # -- keeping in step with the store ------------------------------------------------------
-    def load(self, store: BankStore) -> None:
+    def load(self, store: BankStore, snapshots: bool = True) -> None:
         """Snapshot, then the caller tails the change stream from `stream_id`: no gap, replays harmless.
 
-        Banks with complete packed codes load from them in bulk; older banks from their JSON. The
-        new index replaces the old one only when complete, so searches meanwhile use the old one."""
+        Banks with complete packed codes load from their binary snapshots (BankStore.write_snapshot)
+        where the change stream still covers them, else from the codes hashes (HSCAN); older banks
+        from their JSON. The changes since the oldest snapshot used are replayed before the new
+        index replaces the old one, so searches meanwhile use the old one and never a stale new one.
+        An unusable snapshot (replaced mid-read, malformed, a gap in the stream) means one more
+        load without snapshots, never a wrong index. snapshots=False: HSCAN only (benchmarks, checks)."""
+        t0 = time.perf_counter()
+        try:
+            snap, fresh, banks, report = self._build(store, use_snapshots=snapshots)
+        except SnapshotError as exc:
+            log.warning("bank snapshot unusable; loading from the codes hashes instead",
+                        extra={"reason": str(exc)})
+            snap, fresh, banks, report = self._build(store, use_snapshots=False)
+        self._e, self.banks = fresh, banks
+        self.version, self.stream_id = snap.version, snap.stream_id
+        self.loaded, self.synced_at = True, time.time()
+        log.info("bank index built", extra={**report, "version": snap.version,
+                                             "seconds": round(time.perf_counter() - t0, 2)})
+
+    def _build(self, store: BankStore, use_snapshots: bool) -> tuple[Snapshot, IndexedEntries, dict[str, Bank], dict]:
         snap = store.snapshot_start()
         fresh = IndexedEntries(self.settings.pdq_min_quality)
         packed = [name for name in snap.banks if store.has_codes(name)]
-        fresh.load_packed(store, packed)
+        plan = self._snapshot_plan(store, snap, packed) if use_snapshots else {}
+        fresh.load_packed(store, packed, plan)
         for name in snap.banks:
             if name not in packed:
                 for entry in store.iter_entries(name):
                     fresh.put(entry)
-        self._e, self.banks = fresh, dict(snap.banks)
-        self.version, self.stream_id = snap.version, snap.stream_id
-        self.loaded, self.synced_at = True, time.time()
+        banks = dict(snap.banks)
+        replayed, since = self._replay(store, snap, plan, fresh, banks)
+        report = {"source": "snapshots" if plan else "hscan", "snapshots": len(plan), "snapshot_versions": sorted({m.version for m in plan.values()}),
+                  "replayed_changes": replayed, "replayed_since_version": since}
+        return snap, fresh, banks, report
+
+    @staticmethod
+    def _snapshot_plan(store: BankStore, snap: Snapshot, banks: list[str]) -> dict[tuple[str, str], SnapshotMeta]:
+        """(bank, signal) -> the snapshot to load it from: those the change stream still covers."""
+        first = store.first_change_version()
+        plan = {}
+        for bank in banks:
+            for signal, meta in store.snapshot_metas(bank).items():
+                if meta.covered(snap.version, first):
+                    plan[(bank, signal)] = meta
+                else:
+                    log.info("bank snapshot older than the change stream; scanning the codes hash",
+                             extra={"bank": bank, "signal": signal, "snapshot_version": meta.version,
+                                    "first_change_version": first})
+        return plan
+
+    @staticmethod
+    def _replay(store: BankStore, snap: Snapshot, plan: dict[tuple[str, str], SnapshotMeta],
+                e: IndexedEntries, banks: dict[str, Bank]) -> tuple[int, int | None]:
+        """Apply the changes from the oldest snapshot used up to this load's version; raises
+        SnapshotError unless every version in between is there."""
+        older = [m for m in plan.values() if m.version < snap.version]
+        if not older:
+            return 0, None
+        start = min(older, key=lambda m: m.version)
+        want, n = start.version + 1, 0
+        batch: list[Change] = []
+        for ch in store.changes_until(start.stream_id, snap.stream_id):
+            if ch.version <= start.version:
+                continue
+            if ch.version != want:
+                raise SnapshotError(f"change stream has version {ch.version} where {want} was expected")
+            want += 1
+            batch.append(ch)
+            if len(batch) >= 500:
+                apply_changes(e, banks, batch)
+                n, batch = n + len(batch), []
+        apply_changes(e, banks, batch)
+        n += len(batch)
+        if want != snap.version + 1:
+            raise SnapshotError(f"change stream ends at version {want - 1}, not {snap.version}")
+        return n, start.version
 
     def apply(self, changes: Iterable[Change]) -> None:
-        for ch in changes:
-            if ch.op == "bank_put":
-                self.banks[ch.bank] = Bank.from_json(ch.data)
-            elif ch.op == "bank_delete":
-                self.banks.pop(ch.bank, None)
-            elif ch.op == "entries_put":
-                for obj in ch.data:
-                    self._e.put(Entry.from_json(obj))
-            elif ch.op == "entries_delete":
-                for entry_id in ch.data:
-                    self._e.drop(ch.bank, entry_id)
-            self.version = max(self.version, ch.version)
-            self.stream_id = ch.stream_id
+        """Tailing: apply changes read after `stream_id` to the live index."""
+        last = apply_changes(self._e, self.banks, changes)
+        if last is not None:
+            self.version = max(self.version, last.version)
+            self.stream_id = last.stream_id
         self.synced_at = time.time()
 
     def counts(self) -> dict[str, int]:

@@ -51,9 +51,10 @@ def pack_codes(entry: Entry, signal: str) -> bytes:
 
 
 class CodeBlock(NamedTuple):
-    """One HSCAN batch of a signal's records, one row per value (a video has one per frame)."""
+    """A batch of a signal's records (an HSCAN reply or a snapshot chunk), one row per value (a
+    video has one per frame)."""
 
-    entries: list[bytes]  # entry ids, each once (HSCAN fields)
+    entries: list[bytes] | np.ndarray  # entry ids, each once: HSCAN fields, or an `S<w>` array (snapshots)
     per_entry: np.ndarray | None  # rows of each entry, in order; None when every entry has one
     codes: np.ndarray  # (rows, code bytes) uint8
     frames: np.ndarray  # (rows,) int64, NO_FRAME for none
@@ -70,10 +71,16 @@ def unpack_block(signal: str, found: dict[bytes, bytes]) -> CodeBlock:
     per_entry = None
     if len(blob) != len(vals):  # some entry has several values (frames)
         per_entry = np.fromiter(map(len, vals), np.int64, len(vals)) // rec
+    return block_from_records(signal, list(found), per_entry, blob)
+
+
+def block_from_records(signal: str, entries: list[bytes] | np.ndarray, per_entry: np.ndarray | None,
+                       blob: np.ndarray) -> CodeBlock:
+    """A CodeBlock from (rows, record bytes) uint8 records; shared by HSCAN replies and snapshots."""
     n = code_bytes(signal)
     frames = np.ascontiguousarray(blob[:, n: n + 8]).view(">i8").ravel().astype(np.int64)
     quality = blob[:, n + 8].astype(np.int16)
     quality[quality == NO_QUALITY] = -1
     video = (blob[:, n + 9] & VIDEO).astype(bool)
     labels = np.ascontiguousarray(blob[:, n + 10:]).view(">u4").ravel().astype(np.uint32)
-    return CodeBlock(list(found), per_entry, np.ascontiguousarray(blob[:, :n]), frames, quality, video, labels)
+    return CodeBlock(entries, per_entry, np.ascontiguousarray(blob[:, :n]), frames, quality, video, labels)

@@ -7,6 +7,10 @@ Layout (prefix `vigil:`):
                        workers.bank.codes): enabled entries only, written in the same script as the
                        JSON, so a matcher cold-starts from raw bytes instead of parsing 10M JSONs
   bank:<name>:labels   HASH  label id -> label, for the ids in the packed codes
+  bank:<name>:snap     HASH  signal -> snapshot meta JSON {gen, version, stream_id, chunks, entries,
+                       rows, bytes, at_ms} (workers.bank.snapshot.SnapshotMeta); no field: no snapshot
+  bank:<name>:snap:<signal>:<gen>:<i>  STRING  chunk i (0..chunks-1) of that snapshot of the codes
+                       hash: ~100k entries / <= ~8 MB each, binary (format in workers.bank.snapshot)
   layout               HASH  bank -> "codes-v2" once the bank's codes hashes are complete
   version              INT   bumped once per change
   changes              STREAM  {v, op, bank, data}: what matchers replay on top of a snapshot
@@ -14,13 +18,24 @@ Layout (prefix `vigil:`):
 
 A change and its version bump are one Lua script, so a matcher that snapshots and then reads the
 stream from the id it saw before the snapshot never misses a change (replays are idempotent).
+
+Binary snapshots (`write_snapshot`, `vigil bank snapshot`) exist because HSCAN of a 10M-field codes
+hash costs Redis ~26 s; GETting the same bytes as ~100 strings costs well under a second. They are
+consistent by the same argument: the writer reads the version V0 and stream id S0 *before* scanning,
+so every change the scan may have missed or half-seen is in the stream after S0. A matcher that loads
+a snapshot replays the stream from S0 (in version order, an entry's last change wins, and applying a
+change twice is harmless), which leaves each entry as the stream's last word on it, or as the scan saw
+it if the stream says nothing after S0. A snapshot is only used while the stream still holds every
+version after V0 (it is trimmed at ~CHANGES_MAXLEN), so operators re-run `vigil bank snapshot --all`
+periodically; an older one is ignored and the matcher HSCANs as before.
 """
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import redis
@@ -29,12 +44,22 @@ from workers.bank.codes import (  # noqa: F401  (re-exported: callers' layout na
     CODE_SIGNALS,
     CODES_LAYOUT,
     NO_FRAME,
+    TRAILER,
     CodeBlock,
+    code_bytes,
     label_id,
     pack_codes,
     unpack_block,
 )
 from workers.bank.model import ACTIONS, Bank, Entry
+from workers.bank.snapshot import (
+    CHUNK_BYTES,
+    CHUNK_ENTRIES,
+    SnapshotError,
+    SnapshotMeta,
+    pack_chunk,
+    parse_chunk,
+)
 
 PREFIX = "vigil:"
 BANKS = PREFIX + "banks"
@@ -55,6 +80,20 @@ def codes_key(bank: str, signal: str) -> str:
 
 def labels_key(bank: str) -> str:
     return f"{PREFIX}bank:{bank}:labels"
+
+
+def snap_key(bank: str) -> str:
+    return f"{PREFIX}bank:{bank}:snap"
+
+
+def chunk_key(bank: str, signal: str, gen: str, i: int) -> str:
+    return f"{PREFIX}bank:{bank}:snap:{signal}:{gen}:{i}"
+
+
+def stream_pos(stream_id: str) -> tuple[int, int]:
+    """A stream id as a comparable pair ("1700000000000-3" -> (1700000000000, 3))."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _codes_pairs(bank: str, entries: list[Entry]) -> list[tuple[str, str, bytes | str]]:
@@ -94,6 +133,16 @@ return v
 """
 
 
+# KEYS: the snapshot meta hash. ARGV: signal, new meta JSON ('' = no snapshot), its version.
+# Switches the signal's snapshot unless a newer one is already in place; returns {switched, old meta}.
+_SWITCH = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and tonumber(cjson.decode(old)['version']) > tonumber(ARGV[3]) then return {0, old} end
+if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return {1, old or ''}
+"""
+
+
 @dataclass(frozen=True)
 class Change:
     stream_id: str
@@ -117,6 +166,7 @@ class BankStore:
         self.r = client
         self.actor = actor
         self._apply = self.r.register_script(_APPLY)
+        self._switch = self.r.register_script(_SWITCH)
         self._raw_client: redis.Redis | None = None
 
     @classmethod
@@ -266,6 +316,98 @@ class BankStore:
             if cursor == 0:
                 return
 
+    # -- binary snapshots (see the module docstring) ------------------------------------------
+    def write_snapshot(self, bank: str, progress: Callable[[str, int, int], None] | None = None
+                       ) -> dict[str, dict[str, Any]]:
+        """Snapshot every code signal of the bank; returns signal -> {entries, rows, bytes, seconds,
+        version, switched}. `progress(signal, entries done, entries in the hash)` follows the scan."""
+        self.require_bank(bank)
+        if not self.has_codes(bank):
+            raise BankError(f"bank {bank!r} has no complete packed codes (written before codes-v2) to "
+                            f"snapshot; run `vigil bank backfill {bank}` first (with its writers stopped)")
+        start = self.snapshot_start()  # FIRST: readers replay from here whatever the scan misses
+        return {signal: self._snapshot_signal(bank, signal, start, progress) for signal in CODE_SIGNALS}
+
+    def _snapshot_signal(self, bank: str, signal: str, start: Snapshot,
+                         progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        rec = code_bytes(signal) + TRAILER
+        gen = f"{start.version}-{secrets.token_hex(4)}"
+        total = int(self.r.hlen(codes_key(bank, signal)))
+        chunks = entries = rows = nbytes = 0
+        ids: list[bytes] = []
+        values: list[bytes] = []
+        size = 0
+        pipe = self._raw.pipeline(transaction=False)
+
+        def flush() -> None:
+            nonlocal chunks, entries, rows, nbytes, size, ids, values
+            blob = pack_chunk(signal, ids, values)
+            pipe.set(chunk_key(bank, signal, gen, chunks), blob)
+            if len(pipe) >= 4:
+                pipe.execute()
+            chunks, entries, nbytes = chunks + 1, entries + len(ids), nbytes + len(blob)
+            rows += sum(map(len, values)) // rec
+            ids, values, size = [], [], 0
+            if progress:
+                progress(signal, entries, total)
+
+        cursor = 0
+        while True:
+            cursor, found = self._raw.hscan(codes_key(bank, signal), cursor, count=10_000)
+            for k, v in found.items():  # an entry HSCAN returns twice is kept twice: readers drop repeats
+                ids.append(k)
+                values.append(v)
+                size += len(k) + len(v)
+                if len(ids) >= CHUNK_ENTRIES or size >= CHUNK_BYTES:
+                    flush()
+            if cursor == 0:
+                break
+        if ids:
+            flush()
+        pipe.execute()
+        meta = SnapshotMeta(gen, start.version, start.stream_id, chunks, entries, rows, nbytes,
+                            int(time.time() * 1000))
+        switched, old = self._switch(keys=[snap_key(bank)],
+                                     args=[signal, meta.to_json() if chunks else "", start.version])
+        if switched:
+            if old:
+                prev = SnapshotMeta.from_json(old)
+                self._drop_chunks(bank, signal, prev.gen, prev.chunks)
+        else:  # a newer snapshot went in while this one was written: keep it
+            self._drop_chunks(bank, signal, gen, chunks)
+        return {"entries": entries, "rows": rows, "bytes": nbytes, "chunks": chunks, "version": start.version,
+                "switched": bool(switched), "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _drop_chunks(self, bank: str, signal: str, gen: str, chunks: int) -> None:
+        keys = [chunk_key(bank, signal, gen, i) for i in range(chunks)]
+        for i in range(0, len(keys), 500):
+            self.r.unlink(*keys[i: i + 500])
+
+    def snapshot_metas(self, bank: str) -> dict[str, SnapshotMeta]:
+        """Signal -> the bank's current snapshot of it (no entry: none)."""
+        out = {}
+        for signal, raw in self.r.hgetall(snap_key(bank)).items():
+            try:
+                out[signal] = SnapshotMeta.from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                continue  # unreadable meta: as if there were no snapshot
+        return out
+
+    def iter_snapshot_blocks(self, bank: str, signal: str, meta: SnapshotMeta) -> Iterator[CodeBlock]:
+        """The snapshot's chunks as CodeBlocks. SnapshotError if a chunk is gone (a newer snapshot
+        replaced this one mid-read) or malformed; the caller then loads from the codes hash."""
+        seen = 0
+        for i in range(meta.chunks):
+            raw = self._raw.get(chunk_key(bank, signal, meta.gen, i))
+            if raw is None:
+                raise SnapshotError(f"snapshot {bank}/{signal} gen {meta.gen}: chunk {i} is gone")
+            block = parse_chunk(signal, raw)
+            seen += len(block.entries)
+            yield block
+        if seen != meta.entries:
+            raise SnapshotError(f"snapshot {bank}/{signal} gen {meta.gen}: {seen} entries, meta says {meta.entries}")
+
     def labels(self, bank: str) -> dict[int, str]:
         """Label id -> label for the bank's packed codes."""
         return {int(k): v for k, v in self.r.hgetall(labels_key(bank)).items()}
@@ -317,6 +459,19 @@ class BankStore:
         stream_id = last[0][0] if last else "0-0"
         return Snapshot(int(version or 0), stream_id,
                         {n: Bank.from_json(json.loads(v)) for n, v in banks.items()})
+
+    def changes_until(self, after_id: str, until_id: str, page: int = 2000) -> Iterator[Change]:
+        """Every change after `after_id` up to and including `until_id`, read in pages."""
+        stop = stream_pos(until_id)
+        while stream_pos(after_id) < stop:
+            batch = self.read_changes(after_id, count=page)
+            if not batch:
+                return
+            for ch in batch:
+                if stream_pos(ch.stream_id) > stop:
+                    return
+                yield ch
+            after_id = batch[-1].stream_id
 
     def read_changes(self, after_id: str, block_ms: int | None = None, count: int = 500) -> list[Change]:
         reply = self.r.xread({CHANGES: after_id}, count=count, block=block_ms)
