@@ -279,3 +279,45 @@ def test_cli_snapshot_backfill_import_and_stats(store: BankStore, redis_url: str
     assert code == 0 and "1 changes behind" in out
     code, out = _cli(capsys, redis_url, "stats")
     assert code == 0 and "snapshot v" in out
+
+
+def test_a_rebuild_swaps_in_a_fresh_index_caught_up_with_changes_made_while_it_built(store: BankStore, monkeypatch):
+    """Live adds leave deferred merges (small INLINE_BUILD_ROWS here); rebuild_due asks for a fresh
+    index, which BankIndex.rebuild loads aside while a writer keeps changing the bank, then swaps in
+    up to date: the same answers as a fresh load, one segment, and the stream position moves on."""
+    from workers.mih import MultiIndexHamming
+
+    monkeypatch.setattr(MultiIndexHamming, "INLINE_BUILD_ROWS", 600)
+    monkeypatch.setattr(MultiIndexHamming, "TAIL", 100)
+    rng = np.random.default_rng(11)
+    hexes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(4000)]
+    store.create_bank("grow", "block")
+    store.add_entries("grow", [Entry(f"e{i}", "grow", (SignalValue("pdq", h, 100),)) for i, h in enumerate(hexes[:1000])])
+    store.write_snapshot("grow")
+    index = _load(store)
+    assert not index.rebuild_due
+    for i in range(1000, 3000, 50):  # the tailing matcher applies them one change at a time
+        store.add_entries("grow", [Entry(f"e{j}", "grow", (SignalValue("pdq", hexes[j], 100),)) for j in range(i, i + 50)])
+        index.catch_up(store)
+    assert index.rebuild_due
+    pdq = index._e.hamming["pdq"]
+    assert max(s.rows for s in pdq._segments[1:]) <= 600 and len(pdq._segments) > 2
+
+    def write() -> None:
+        for i in range(3000, 4000, 50):
+            store.add_entries("grow", [Entry(f"e{j}", "grow", (SignalValue("pdq", hexes[j], 100),)) for j in range(i, i + 50)])
+            store.remove_entries("grow", [f"e{i - 3000}"])
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    lock = threading.Lock()
+    before = index.stream_id
+    index.rebuild(store, lock)
+    writer.join()
+    assert index.stream_id != before
+    assert index._e.hamming["pdq"]._segments[0].rows >= 3000  # all rows loaded before the build: one segment
+    assert index.apply([], after=before) is False  # a batch read before the swap is dropped
+    index.catch_up(store)
+    queries = [SignalValue("pdq", h, 100) for h in hexes[::7]]
+    assert _state(index, queries) == _state(_load(store, snapshots=False), queries)
+    assert index.counts()["pdq"] == 4000 - 20

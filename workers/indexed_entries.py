@@ -56,6 +56,13 @@ class IndexedEntries:
         for ex in self.exact.values():
             ex.remove(handle)
 
+    def tidy(self) -> None:
+        """Compact the indexes that changes left slow to search (MultiIndexHamming.rebuild_due):
+        for an index being built aside, before searches see it."""
+        for idx in self.hamming.values():
+            if idx.rebuild_due:
+                idx.compact()
+
     # -- cold start -----------------------------------------------------------------------------
     def load_packed(self, store: BankStore, banks: list[str],
                     snapshots: dict[tuple[str, str], SnapshotMeta] | None = None) -> None:

@@ -3,6 +3,7 @@ that turns a content's signals into evidence (which bank, which entry, which sig
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Iterable
@@ -117,6 +118,7 @@ class BankIndex:
                     fresh.put(entry)
         banks = dict(snap.banks)
         replayed, since = self._replay(store, snap, plan, fresh, banks)
+        fresh.tidy()  # a long replay through the incremental path leaves deferred merges
         report = {"source": "snapshots" if plan else "hscan", "snapshots": len(plan), "snapshot_versions": sorted({m.version for m in plan.values()}),
                   "replayed_changes": replayed, "replayed_since_version": since}
         return snap, fresh, banks, report
@@ -163,13 +165,43 @@ class BankIndex:
             raise SnapshotError(f"change stream ends at version {want - 1}, not {snap.version}")
         return n, start.version
 
-    def apply(self, changes: Iterable[Change]) -> None:
-        """Tailing: apply changes read after `stream_id` to the live index."""
+    def apply(self, changes: Iterable[Change], after: str | None = None) -> bool:
+        """Tailing: apply changes read after `stream_id` to the live index. With `after` (the
+        stream_id the changes were read from), changes read before a rebuild swapped in a newer
+        index are dropped (False) rather than moving stream_id back."""
+        if after is not None and after != self.stream_id:
+            return False
         last = apply_changes(self._e, self.banks, changes)
         if last is not None:
             self.version = max(self.version, last.version)
             self.stream_id = last.stream_id
         self.synced_at = time.time()
+        return True
+
+    @property
+    def rebuild_due(self) -> bool:
+        """Changes since the load left deferred merges or many dead rows (workers.mih): a fresh
+        index would search markedly faster."""
+        return any(idx.rebuild_due for idx in self._e.hamming.values())
+
+    def rebuild(self, store: BankStore, lock: threading.Lock) -> None:
+        """Load a fresh index aside, bring it up to the change stream's end, and swap it in under
+        `lock` (held only for the last few changes), so searches neither wait for the build nor
+        see an index older than the one they had. Needs memory for both while it builds."""
+        fresh = BankIndex(self.settings)
+        fresh.load(store)
+        fresh.catch_up(store)  # the changes made while it loaded, outside the lock
+        fresh._e.tidy()
+        with lock:
+            fresh.catch_up(store)  # the last few
+            self._e, self.banks = fresh._e, fresh.banks
+            self.version, self.stream_id, self.synced_at = fresh.version, fresh.stream_id, fresh.synced_at
+            self.loaded = True
+
+    def catch_up(self, store: BankStore) -> None:
+        """Apply every change in the stream after stream_id (no waiting for new ones)."""
+        while changes := store.read_changes(self.stream_id, count=2000):
+            self.apply(changes)
 
     def counts(self) -> dict[str, int]:
         out = {s: idx.rows for s, idx in self._e.hamming.items()}

@@ -445,6 +445,12 @@ class MultiIndexHamming:
             newer, older = self._segments.pop(), self._segments.pop()
             self._segments.append(_Segment.build(self._codes, older.start, newer.stop, self.bits))
 
+    def compact(self) -> None:
+        """Rebuild as one segment of the live rows, inline: for an index not yet searched (a load
+        that replayed many changes) or one whose owner can wait."""
+        self._compact()
+        self._deferred = False
+
     def _compact(self) -> None:
         keep = np.nonzero(self._alive[: self._n])[0]
         codes, keys = self._codes[keep], self._keys[keep]
