@@ -167,3 +167,46 @@ def test_packed_cold_start_equals_json_load(store: BankStore):
     hits, frames, _ = _state(again, queries)
     assert ("a", "p4", "pdq", 0, "new-label", None, 7) in hits and frames == {("a", "v2"): 0}
     assert not any(h[1] == "v1" for h in hits)
+
+
+def test_large_changes_carry_ids_and_readers_get_the_entries(store: BankStore, monkeypatch):
+    """An import-sized change stores ids, not JSON, in the stream; read_changes hands readers the
+    entries as the bank holds them, skipping ones a later change removed (that change follows)."""
+    import workers.bank.store as store_module
+
+    store.create_bank("big", "block", label="csam")
+    start = store.snapshot_start().stream_id
+    entries = [Entry(f"e{i}", "big", (SignalValue("pdq", f"{i:064x}"),)) for i in range(300)]
+    store.add_entries("big", entries, new=True)
+    raw = store.r.xrevrange(store_module.CHANGES, count=1)[0][1]
+    assert raw["op"] == "entries_ref" and len(raw["data"]) < 300 * 10
+    store.remove_entries("big", ["e1", "e2"])
+    changes = store.read_changes(start)
+    assert [c.op for c in changes] == ["entries_put", "entries_delete"]
+    assert [o["entry_id"] for o in changes[0].data] == [f"e{i}" for i in range(300) if i not in (1, 2)]
+    index = BankIndex(Settings())
+    index.apply(changes)
+    assert index.counts()["pdq"] == 298
+    small = [Entry("s", "big", (SignalValue("pdq", "ab" * 32),))]
+    store.add_entries("big", small)  # a few entries: inline JSON, applied without a lookup
+    assert store.r.xrevrange(store_module.CHANGES, count=1)[0][1]["op"] == "entries_put"
+
+
+def test_writing_a_snapshot_trims_changes_no_reader_needs(store: BankStore, monkeypatch):
+    import workers.bank.store as store_module
+
+    monkeypatch.setattr(store_module, "CHANGES_KEEP_S", 0)
+    store.create_bank("a", "block")
+    store.create_bank("b", "block")
+    for i in range(5):
+        store.add_entries("a", [Entry(f"a{i}", "a", (SignalValue("pdq", f"{i:064x}"),))])
+    store.write_snapshot("a")
+    assert store.r.xlen(store_module.CHANGES) <= 1  # b has no snapshot: it loads from its hashes
+    store.write_snapshot("b")
+    for i in range(5):
+        store.add_entries("b", [Entry(f"b{i}", "b", (SignalValue("pdq", f"{i + 9:064x}"),))])
+    store.write_snapshot("b")  # a's older snapshot still needs the changes since it
+    assert store.r.xlen(store_module.CHANGES) >= 5
+    index = BankIndex(Settings())
+    index.load(store)
+    assert index.counts()["pdq"] == 10

@@ -59,7 +59,7 @@ def _write(store: BankStore, bank: str, records: list[formats.HashRecord], label
         seen.add(entry_id)
         fresh.append(Entry(entry_id, bank, (SignalValue(r.signal, r.value),), label=label or r.label,
                            source=r.source or source, note=r.note, added_at_ms=now, added_by=store.actor))
-    store.add_entries(bank, fresh)
+    store.add_entries(bank, fresh, new=True)  # ids are the hash itself: none present had other signals
     return len(fresh), len(records) - len(fresh)
 
 

@@ -13,7 +13,10 @@ Layout (prefix `vigil:`):
                        hash: ~100k entries / <= ~8 MB each, binary (format in workers.bank.snapshot)
   layout               HASH  bank -> "codes-v2" once the bank's codes hashes are complete
   version              INT   bumped once per change
-  changes              STREAM  {v, op, bank, data}: what matchers replay on top of a snapshot
+  changes              STREAM  {v, op, bank, data}: what matchers replay on top of a snapshot. A
+                       change of more than INLINE_CHANGE entries (an import batch) is op entries_ref
+                       with only their ids: readers HMGET the JSON (read_changes does), so a 10M-line
+                       import adds ~25 bytes an entry here, not the ~260 of its JSON again
   audit                STREAM  {v, op, bank, actor, at_ms, detail}: who changed what, kept for review
 
 A change and its version bump are one Lua script, so a matcher that snapshots and then reads the
@@ -27,7 +30,13 @@ a snapshot replays the stream from S0 (in version order, an entry's last change 
 change twice is harmless), which leaves each entry as the stream's last word on it, or as the scan saw
 it if the stream says nothing after S0. A snapshot is only used while the stream still holds every
 version after V0 (it is trimmed at ~CHANGES_MAXLEN), so operators re-run `vigil bank snapshot --all`
-periodically; an older one is ignored and the matcher HSCANs as before.
+periodically; an older one is ignored and the matcher HSCANs as before. Writing a snapshot also trims
+the stream to what is still needed: changes after the oldest snapshot, and the last CHANGES_KEEP_S
+seconds for matchers tailing it (one further behind reloads).
+
+Reading an entries_ref change's JSON later than it was written is safe by the same argument: the
+entries hash then holds that change's state or a later one, and every later change is itself in the
+stream after it, so the entry still ends as the stream's last word on it.
 """
 from __future__ import annotations
 
@@ -68,6 +77,8 @@ CHANGES = PREFIX + "changes"
 AUDIT = PREFIX + "audit"
 LAYOUT = PREFIX + "layout"
 CHANGES_MAXLEN = 1_000_000  # approximate; a matcher that falls further behind reloads the snapshot
+CHANGES_KEEP_S = 600  # write_snapshot trims no change younger than this
+INLINE_CHANGE = 100  # entries a change carries as JSON; larger ones carry ids (entries_ref)
 
 
 def entries_key(bank: str) -> str:
@@ -96,15 +107,16 @@ def stream_pos(stream_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _codes_pairs(bank: str, entries: list[Entry]) -> list[tuple[str, str, bytes | str]]:
-    """(key, field, value) that bring the codes hashes in line with these entries ('' deletes)."""
+def _codes_pairs(bank: str, entries: list[Entry], new: bool = False) -> list[tuple[str, str, bytes | str]]:
+    """(key, field, value) that bring the codes hashes in line with these entries ('' deletes).
+    new: the entries are absent from the bank, so there is nothing of theirs to delete."""
     out: list[tuple[str, str, bytes | str]] = []
     for e in entries:
         present = {sv.signal for sv in e.signals} if not e.disabled else set()
         for signal in CODE_SIGNALS:
             if signal in present:
                 out.append((codes_key(bank, signal), e.entry_id, pack_codes(e, signal)))
-            else:
+            elif not new:
                 out.append((codes_key(bank, signal), e.entry_id, ""))
         # (HDEL of an absent field is a no-op, so every signal is listed: a replaced entry that
         # lost a signal leaves nothing behind.)
@@ -222,16 +234,20 @@ class BankStore:
         blob = json.dumps(bank.to_json())
         return self._write("bank_put", bank.name, bank.to_json(), BANKS, [(bank.name, blob)], more)
 
-    def add_entries(self, bank: str, entries: list[Entry]) -> int:
-        """Add or replace entries (same id = same content, so re-adding is idempotent)."""
+    def add_entries(self, bank: str, entries: list[Entry], new: bool = False) -> int:
+        """Add or replace entries (same id = same content, so re-adding is idempotent). new=True
+        when the caller just saw none of these ids in the bank (the importer, whose ids are the
+        hash itself): their codes need no clean-up of signals an older version had."""
         self.require_bank(bank)
         if not entries:
             return self.version()
         self._check_labels(bank, {e.label for e in entries if e.label is not None})
         payload = [e.to_json() for e in entries]
-        return self._write("entries_put", bank, payload, entries_key(bank),
-                           [(e.entry_id, json.dumps(p, separators=(",", ":"))) for e, p in zip(entries, payload)],
-                           _codes_pairs(bank, entries))
+        blobs = [json.dumps(p, separators=(",", ":")) for p in payload]
+        op, data = ("entries_ref", [e.entry_id for e in entries]) if len(entries) > INLINE_CHANGE \
+            else ("entries_put", payload)
+        return self._write(op, bank, data, entries_key(bank), [(e.entry_id, b) for e, b in zip(entries, blobs)],
+                           _codes_pairs(bank, entries, new))
 
     def _check_labels(self, bank: str, labels: set[str]) -> None:
         """Two labels with one id would show the wrong one in decisions: refuse (never seen)."""
@@ -326,7 +342,9 @@ class BankStore:
             raise BankError(f"bank {bank!r} has no complete packed codes (written before codes-v2) to "
                             f"snapshot; run `vigil bank backfill {bank}` first (with its writers stopped)")
         start = self.snapshot_start()  # FIRST: readers replay from here whatever the scan misses
-        return {signal: self._snapshot_signal(bank, signal, start, progress) for signal in CODE_SIGNALS}
+        out = {signal: self._snapshot_signal(bank, signal, start, progress) for signal in CODE_SIGNALS}
+        self.trim_changes()
+        return out
 
     def _snapshot_signal(self, bank: str, signal: str, start: Snapshot,
                          progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
@@ -474,12 +492,33 @@ class BankStore:
             after_id = batch[-1].stream_id
 
     def read_changes(self, after_id: str, block_ms: int | None = None, count: int = 500) -> list[Change]:
+        """Changes after `after_id`; entries_ref changes come back as entries_put with the entries'
+        JSON as the entries hash holds it now (see the module docstring: still exact)."""
         reply = self.r.xread({CHANGES: after_id}, count=count, block=block_ms)
         out = []
         for _stream, items in reply or ():
             for stream_id, fields in items:
                 out.append(Change(stream_id, int(fields["v"]), fields["op"], fields["bank"], json.loads(fields["data"])))
+        refs = [i for i, ch in enumerate(out) if ch.op == "entries_ref"]
+        if refs:
+            pipe = self.r.pipeline(transaction=False)
+            for i in refs:
+                pipe.hmget(entries_key(out[i].bank), out[i].data)
+            for i, blobs in zip(refs, pipe.execute()):
+                # an id gone since was removed by a later change, which the stream also holds
+                out[i] = replace(out[i], op="entries_put", data=[json.loads(b) for b in blobs if b is not None])
         return out
+
+    def trim_changes(self) -> int:
+        """Drop changes no reader needs: older than every bank's oldest snapshot and than
+        CHANGES_KEEP_S. Banks without a snapshot load from their hashes, so need no history."""
+        floor = stream_pos(f"{int(time.time() * 1000) - CHANGES_KEEP_S * 1000}-0")
+        for bank in self.banks():
+            for meta in self.snapshot_metas(bank).values():
+                floor = min(floor, stream_pos(meta.stream_id))
+        if floor <= (0, 0):
+            return 0
+        return int(self.r.xtrim(CHANGES, minid=f"{floor[0]}-{floor[1]}", approximate=False))
 
     def first_change_version(self) -> int | None:
         first = self.r.xrange(CHANGES, count=1)
