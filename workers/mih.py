@@ -292,9 +292,10 @@ class MultiIndexHamming:
         return self._n - self._dead
 
     def nbytes(self) -> int:
-        """Bytes held by the index's arrays."""
-        arrays = [self._codes, self._alive, self._keys]
-        arrays += [a for a in (self._frame, self._order) if a is not None]
+        """Bytes of the index's arrays in use (row arrays up to the last row: the zeroed headroom
+        after it is not resident until rows arrive)."""
+        rows = [a[: self._n] for a in (self._codes, self._alive, self._keys, self._frame) if a is not None]
+        arrays = rows + [a for a in [self._order] if a is not None]
         arrays += [a for s in self._segments for a in (s.slots, s.overflow)]
         return sum(a.nbytes for a in arrays) + 200 * len(self._recent)
 
