@@ -46,6 +46,28 @@ def test_digests_match_exactly():
     assert idx.search([SignalValue("md5", "ab" * 15 + "ac")]) == []
 
 
+def test_digest_index_at_volume_every_kind_exact_and_removable():
+    """Thousands of MD5/SHA-1/SHA-256 entries (SHA-1 is padded to 192 bits inside): every banked
+    digest is found as itself only, a digest one bit off is not, a removed one stops matching."""
+    import hashlib
+
+    entries = []
+    for i in range(3000):
+        blob = f"file-{i}".encode()
+        sig = ("md5", "sha1", "sha256")[i % 3]
+        entries.append(Entry(f"e{i}", "b", (SignalValue(sig, hashlib.new(sig, blob).hexdigest()),)))
+    idx = _index([Bank("b", "block")], entries)
+    queries = [e.signals[0] for e in entries[::7]]
+    found = [[m.entry_id for m in idx.search([q])] for q in queries]
+    assert found == [[e.entry_id] for e in entries[::7]]
+    off = [SignalValue(q.signal, _flip(q.value, 1)) for q in queries]
+    assert all(idx.search([q]) == [] for q in off)
+    assert {s: idx.counts()[s] for s in ("md5", "sha1", "sha256")} == {"md5": 1000, "sha1": 1000, "sha256": 1000}
+    idx.apply([Change("999-0", 999, "entries_delete", "b", ["e0", "e7"])])
+    assert idx.search([entries[0].signals[0]]) == [] and idx.search([entries[7].signals[0]]) == []
+    assert [m.entry_id for m in idx.search([entries[14].signals[0]])] == ["e14"]
+
+
 def test_strongest_action_wins_and_allowlist_suppresses():
     block = Match("b", "e1", "pdq", 3, 31, "block", frame_ms=None)
     review = Match("r", "e2", "pdq", 1, 31, "review", frame_ms=None)

@@ -1,37 +1,12 @@
-"""In-memory indexes the matcher searches: exact lookup for digests, Hamming range search for
-perceptual hashes. Rows are appended and tombstoned, so a bank change costs O(change), not O(bank)."""
+"""Brute-force Hamming range search: the reference the matcher's index (workers.mih, which also
+serves digests, exactly) is checked against in the tests and benchmarks."""
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Hashable, Iterable
+from typing import Hashable
 
 import numpy as np
 
 Key = Hashable  # (bank, entry_id)
-
-
-class ExactIndex:
-    def __init__(self) -> None:
-        self._by_value: dict[str, set[Key]] = defaultdict(set)
-        self._by_key: dict[Key, list[str]] = {}
-
-    def __len__(self) -> int:
-        return len(self._by_key)
-
-    def add(self, key: Key, value: str) -> None:
-        self._by_value[value].add(key)
-        self._by_key.setdefault(key, []).append(value)
-
-    def remove(self, key: Key) -> None:
-        for value in self._by_key.pop(key, ()):
-            owners = self._by_value.get(value)
-            if owners is not None:
-                owners.discard(key)
-                if not owners:
-                    del self._by_value[value]
-
-    def search(self, value: str) -> Iterable[Key]:
-        return tuple(self._by_value.get(value, ()))
 
 
 class HammingIndex:

@@ -15,7 +15,6 @@ from workers.bank.model import Entry
 from workers.bank.snapshot import SnapshotMeta
 from workers.bank.store import BankStore, codes_key
 from workers.entry_table import EntryTable
-from workers.index import ExactIndex
 from workers.mih import MultiIndexHamming
 from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
 
@@ -27,7 +26,7 @@ class IndexedEntries:
         self.pdq_min_quality = pdq_min_quality
         self.table = EntryTable()
         self.hamming = {s: MultiIndexHamming(b) for s, b in PERCEPTUAL_BITS.items()}
-        self.exact = {s: ExactIndex() for s in DIGEST_HEX_LEN}
+        self.exact = {s: MultiIndexHamming(digest_bits(s), exact=True) for s in DIGEST_HEX_LEN}
         self.video_frames: dict[tuple[str, str], int] = {}  # video entry -> usable PDQ frames banked
         self._numbered: set[str] = set()  # banks whose entries have handles (cold start)
 
@@ -44,7 +43,7 @@ class IndexedEntries:
             if sv.signal in self.hamming:
                 self.hamming[sv.signal].add(handle, bytes.fromhex(sv.value), sv.frame_ms)
             elif sv.signal in self.exact:
-                self.exact[sv.signal].add(handle, sv.value)
+                self.exact[sv.signal].add(handle, digest_code(sv.signal, bytes.fromhex(sv.value)))
 
     def drop(self, bank: str, entry_id: str) -> None:
         handle = self.table.find(bank, entry_id)
@@ -79,10 +78,8 @@ class IndexedEntries:
         for signal in CODE_SIGNALS:
             if sizes[signal] == 0:
                 continue
-            if signal in self.hamming:
-                with self.hamming[signal].bulk(max(sizes[signal], 0)):
-                    self._load_signal(store, banks, signal, snapshots)
-            elif signal in self.exact:
+            index = self.hamming[signal] if signal in self.hamming else self.exact[signal]
+            with index.bulk(max(sizes[signal], 0)):
                 self._load_signal(store, banks, signal, snapshots)
         self.table.compact()
 
@@ -120,8 +117,7 @@ class IndexedEntries:
         for idx in self.hamming.values():
             idx.discard(handles)
         for ex in self.exact.values():
-            for h in handles.tolist():
-                ex.remove(h)
+            ex.discard(handles)
         for h in handles.tolist():
             self.video_frames.pop(self.table.key(h), None)
 
@@ -143,9 +139,7 @@ class IndexedEntries:
         if signal in self.hamming:
             self.hamming[signal].add_many(rows, codes, frames)
         else:
-            ex = self.exact[signal]
-            for h, c in zip(rows.tolist(), codes):
-                ex.add(h, c.tobytes().hex())
+            self.exact[signal].add_many(rows, digest_codes(signal, codes))
         if video.any():
             self._count_frames(bank, signal, rows[video], frames[video], quality[video])
 
@@ -192,3 +186,22 @@ def _prefetch(blocks: Iterator[CodeBlock], depth: int = 4) -> Iterator[CodeBlock
         if isinstance(item, Exception):
             raise item
         yield item
+
+
+def digest_bits(signal: str) -> int:
+    """Bits of a digest as the exact index holds it: padded with zeros to whole 64-bit words."""
+    return -(-DIGEST_HEX_LEN[signal] * 4 // 64) * 64
+
+
+def digest_codes(signal: str, codes: np.ndarray) -> np.ndarray:
+    """(rows, digest bytes) uint8 -> rows padded to digest_bits (SHA-1's 160 bits -> 192)."""
+    width = digest_bits(signal) // 8
+    if codes.shape[1] == width:
+        return codes
+    out = np.zeros((len(codes), width), np.uint8)
+    out[:, : codes.shape[1]] = codes
+    return out
+
+
+def digest_code(signal: str, value: bytes) -> bytes:
+    return value.ljust(digest_bits(signal) // 8, b"\0")

@@ -13,7 +13,7 @@ import numpy as np
 from workers.bank.model import Bank, Entry
 from workers.bank.snapshot import SnapshotError, SnapshotMeta
 from workers.bank.store import BankStore, Change, Snapshot
-from workers.indexed_entries import IndexedEntries
+from workers.indexed_entries import IndexedEntries, digest_bits, digest_code
 from workers.mih import NO_FRAME, to_words
 from workers.settings import Settings
 from workers.signals import PERCEPTUAL_BITS, SignalValue
@@ -205,7 +205,7 @@ class BankIndex:
 
     def counts(self) -> dict[str, int]:
         out = {s: idx.rows for s, idx in self._e.hamming.items()}
-        out.update({s: len(idx) for s, idx in self._e.exact.items()})
+        out.update({s: idx.rows for s, idx in self._e.exact.items()})
         return out
 
     # -- searching ------------------------------------------------------------------------------
@@ -238,9 +238,11 @@ class BankIndex:
         e = self._e  # one consistent index even if a load swaps it meanwhile
         for signal, svs in by_signal.items():
             if signal in e.exact:
-                for sv in svs:
-                    for handle in e.exact[signal].search(sv.value):
-                        self._emit(matches, e, active, handle, sv, 0)
+                q = to_words(np.frombuffer(b"".join(digest_code(signal, bytes.fromhex(sv.value)) for sv in svs),
+                                           np.uint8), digest_bits(signal) // 64)
+                qi, handles, _frames, _dist = e.exact[signal].search_arrays(q, 0)
+                for i, h in zip(qi.tolist(), handles.tolist()):
+                    self._emit(matches, e, active, h, svs[i], 0)
             elif signal in e.hamming:
                 limit = max(self.threshold(b, signal) for b in active.values())
                 q = to_words(np.frombuffer(b"".join(bytes.fromhex(sv.value) for sv in svs), np.uint8),

@@ -165,9 +165,8 @@ class _Segment:
     _plans: dict = field(default_factory=dict)
 
     @classmethod
-    def build(cls, codes: np.ndarray, start: int, stop: int, bits: int) -> "_Segment":
+    def build(cls, codes: np.ndarray, start: int, stop: int, widths: list[int]) -> "_Segment":
         rows = stop - start
-        widths = chunk_widths(bits, rows)
         if stop >= MULTI or (len(widths) + 1) * rows >= MULTI:
             raise ValueError("too many rows for 31-bit slots")
         lo_bits = [int(x) for x in np.cumsum([0] + widths[:-1])]
@@ -250,6 +249,10 @@ class MultiIndexHamming:
 
     Keys are ints in [0, 2**32): the caller's handles (BankIndex numbers its entries), so a row
     costs 4 bytes of key instead of a Python object. Several rows may share a key (video frames).
+
+    exact=True: distance 0 only (MD5/SHA digests), with one chunk table over the first ~log2(rows)
+    bits (a code equal to the query has that chunk equal): one probe a query, ~30-45 bytes a row,
+    where a dict of hex strings costs ~400.
     """
 
     TAIL = 8192  # rows scanned by brute force before they get chunk tables
@@ -258,10 +261,12 @@ class MultiIndexHamming:
     INLINE_BUILD_ROWS = 262_144  # largest merge or compaction done while searches wait (~0.2 s)
     REBUILD_COST = 1.25  # rebuild_due once searches cost this much more than after a rebuild
 
-    def __init__(self, bits: int):
+    def __init__(self, bits: int, exact: bool = False):
         if bits % 64:
             raise ValueError("bits must be a multiple of 64")
         self.bits = bits
+        self.exact = exact
+        self._usual = 0 if exact else round(bits * 31 / 256)  # the distance chunkings are chosen for
         self.words = bits // 64
         self._reset(0)
 
@@ -385,10 +390,15 @@ class MultiIndexHamming:
             return False
         if self._dead > self._n // 4:
             return True
-        usual = round(self.bits * 31 / 256)
+        usual = self._usual
         now = sum(seg.probe_cost(usual) for seg in self._segments) + (self._n - self._covered()) / 8
         rows = self.rows
-        return now > self.REBUILD_COST * probe_cost(chunk_widths(self.bits, rows), rows, usual)
+        return now > self.REBUILD_COST * probe_cost(self._widths(rows), rows, usual)
+
+    def _widths(self, rows: int) -> list[int]:
+        if self.exact:  # about one row per bucket
+            return [min(24, max(8, rows.bit_length()))]
+        return chunk_widths(self.bits, rows)
 
     def _rows_of(self, key: int) -> list[int]:
         rows = [r for r in self._recent.get(key, ()) if self._alive[r]]
@@ -438,13 +448,14 @@ class MultiIndexHamming:
         covered = self._covered()
         if self._n - covered < self.TAIL:
             return
-        self._segments.append(_Segment.build(self._codes, covered, self._n, self.bits))
+        self._segments.append(_Segment.build(self._codes, covered, self._n, self._widths(self._n - covered)))
         while len(self._segments) >= 2 and 2 * self._segments[-1].rows >= self._segments[-2].rows:
             if inline and self._segments[-1].rows + self._segments[-2].rows > self.INLINE_BUILD_ROWS:
                 self._deferred = True  # a big merge would stall searches: left to a rebuild
                 break
             newer, older = self._segments.pop(), self._segments.pop()
-            self._segments.append(_Segment.build(self._codes, older.start, newer.stop, self.bits))
+            self._segments.append(_Segment.build(self._codes, older.start, newer.stop,
+                                                 self._widths(newer.stop - older.start)))
 
     def compact(self) -> None:
         """Rebuild as one segment of the live rows, inline: for an index not yet searched (a load
@@ -476,6 +487,8 @@ class MultiIndexHamming:
         """Every (query index, key, frame_ms or NO_FRAME, distance) within max_distance, for
         queries already as (n, words) uint64 (to_words): what BankIndex reads, no per-hit tuples."""
         empty = np.empty(0, np.int64)
+        if self.exact and max_distance > 0:
+            raise ValueError("an exact index answers distance 0 only")
         if len(q) == 0 or self._n == 0 or max_distance < 0:
             return empty, empty, empty, empty
         parts = []
