@@ -646,7 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "replays every change made since the snapshot. Re-run it periodically (e.g. hourly, "
                         "`--all` from a CronJob) so that replay stays short; a snapshot older than the change "
                         "stream's oldest entry (the stream keeps ~1M changes) is ignored and matchers fall back to "
-                        "the scan. Writing one is safe while banks change: changes made meanwhile are replayed.")
+                        "the scan. Writing one is safe while banks change: changes made meanwhile are replayed. "
+                        "It then trims the change stream to what readers still need: changes after every bank's "
+                        "oldest snapshot, and the last 10 minutes for running matchers.")
     b.add_argument("names", nargs="*", metavar="NAME", help="banks to snapshot")
     b.add_argument("--all", action="store_true", help="every bank with packed codes (others are listed as skipped)")
     b = bank_cmd("backfill", "write the packed codes of a bank created before they existed (codes-v2)",
