@@ -7,7 +7,9 @@ file; a quarter of the photos are banked so both allow and block paths run. Per 
   burst: N uploads submitted at once -> sustained uploads/s (first submit to last decision) and
          CPU seconds per upload of every process (psutil), the capacity model's input;
   paced: uploads at half the burst rate for a fixed time -> decision latency p50/p99/max and the
-         mean of each stage, from the decisions' own latency_ms (submit -> decision published).
+         mean of each stage, from the decisions' own latency_ms (submit -> decision published);
+  cached: the paced files uploaded again, as new events at the same pace -> the latency of a
+         decision from the decision cache (same SHA-256, same bank version: no decode, no match).
 
 hash_cpu_ms shows why workers pin BLAS/OpenMP and OpenCV to one thread each.
 Everything (broker, Redis, workers, this client) shares the machine's cores, so the figures
@@ -85,6 +87,7 @@ class Phase:
     bytes_mean: float = 0.0  # mean size of the uploaded files
     cpu_s: dict[str, float] = field(default_factory=dict)  # process kind -> CPU seconds
     load: float = 0.0  # 1-minute load average when the phase ended: other work on the machine shows here
+    from_cache: int = 0  # decisions whose notes say they came from the decision cache
 
     @property
     def rate(self) -> float:
@@ -147,10 +150,11 @@ def _submit(settings: Settings, files: list[Path], pace_s: float = 0.0, timeout:
     stages = {s: statistics.fmean(m["latency_ms"].get(s, 0.0) for m in decided) for s in STAGES}
     return Phase(len(files), (last_decision - first_submit) / 1000, [m["latency_ms"]["total"] for m in decided],
                  counts, stages, bytes_mean=statistics.fmean(f.stat().st_size for f in files),
-                 load=psutil.getloadavg()[0])
+                 load=psutil.getloadavg()[0],
+                 from_cache=sum(any("cache" in n for n in m.get("notes", ())) for m in decided))
 
 
-def measure(hashers: int, matchers: int, burst: int, paced_seconds: float, folder: Path) -> tuple[Phase, Phase]:
+def measure(hashers: int, matchers: int, burst: int, paced_seconds: float, folder: Path) -> tuple[Phase, Phase, Phase]:
     originals = bank_originals(folder)
     warmup, uploads = write_uploads(folder, 0, 12), write_uploads(folder, 12, burst)
     settings = Settings(media_roots=(str(folder),), actor="bench-pipeline", log_level="WARNING")
@@ -172,7 +176,8 @@ def measure(hashers: int, matchers: int, burst: int, paced_seconds: float, folde
         rate = burst_phase.rate / 2
         paced_files = write_uploads(folder, 12 + burst, max(20, int(rate * paced_seconds)))
         paced = _submit(s, paced_files, pace_s=1 / rate)
-    return burst_phase, paced
+        cached = _submit(s, paced_files, pace_s=1 / rate)  # the same bytes again: the decision cache
+    return burst_phase, paced, cached
 
 
 def hash_cpu_ms(uploads: int = 24) -> dict[str, float]:
@@ -202,7 +207,7 @@ def run(quick: bool = False) -> str:
     burst, paced_s = (120, 8.0) if quick else (400, 25.0)
     cores = len(psutil.Process().cpu_affinity() or []) or psutil.cpu_count()
     configs = [(1, 1)] if quick else [(1, 1), (2, 1)]
-    results: dict[str, tuple[Phase, Phase]] = {}
+    results: dict[str, tuple[Phase, Phase, Phase]] = {}
     for hashers, matchers in configs:
         with tempfile.TemporaryDirectory(prefix="vigil-bench-pipeline-") as d:
             results[f"{hashers} x {matchers}"] = measure(hashers, matchers, burst, paced_s, Path(d))
@@ -217,7 +222,7 @@ def run(quick: bool = False) -> str:
              "| config | burst uploads/s | burst p50 / p99 / max ms | paced uploads/s "
              "| paced p50 / p99 / max ms | decisions (burst) |",
              "|---|---|---|---|---|---|"]
-    for label, (b, p) in results.items():
+    for label, (b, p, _) in results.items():
         lines.append(f"| {label} | {b.rate:.1f} | {b.q(0.5):.0f} / {b.q(0.99):.0f} / {max(b.latencies_ms):.0f} "
                      f"| {p.rate:.1f} | {p.q(0.5):.0f} / {p.q(0.99):.0f} / {max(p.latencies_ms):.0f} "
                      f"| {', '.join(f'{k} {v}' for k, v in sorted(b.decisions.items()))} |")
@@ -225,20 +230,27 @@ def run(quick: bool = False) -> str:
               "hops = the rest of the total: hasher produce -> Kafka -> matcher consume -> decision produced.", "",
               "| config | " + " | ".join(STAGES) + " | hops | total mean | load avg (1 min) |",
               "|---|" + "---|" * (len(STAGES) + 3)]
-    for label, (_, p) in results.items():
+    for label, (_, p, _) in results.items():
         total = statistics.fmean(p.latencies_ms)
         lines.append(f"| {label} | " + " | ".join(f"{p.stage_ms[s]:.1f}" for s in STAGES)
                      + f" | {total - sum(p.stage_ms.values()):.1f} | {total:.1f} | {p.load:.1f} |")
+    lines += ["", "Decision cache: the paced run's files uploaded again as new events at the same pace (identical "
+              "bytes, unchanged bank: decided by the hasher from the cache, without decoding), against the paced "
+              "run itself:", "", "| config | decided from the cache | cached p50 / p99 / max ms | "
+              "paced (decoded, matched) p50 / p99 / max ms |", "|---|---|---|---|"]
+    for label, (_, p, c) in results.items():
+        lines.append(f"| {label} | {c.from_cache} of {c.uploads} | {c.q(0.5):.0f} / {c.q(0.99):.0f} / "
+                     f"{max(c.latencies_ms):.0f} | {p.q(0.5):.0f} / {p.q(0.99):.0f} / {max(p.latencies_ms):.0f} |")
     lines += ["", "CPU per upload in the burst (ms of CPU time per upload, by process; psutil user+system):", ""]
     kinds = list(next(iter(results.values()))[0].cpu_s)
     lines += ["| config | " + " | ".join(kinds) + " | all |", "|---|" + "---|" * (len(kinds) + 1)]
-    for label, (b, _) in results.items():
+    for label, (b, _, _) in results.items():
         per = {k: b.cpu_s.get(k, 0.0) * 1000 / b.uploads for k in kinds}
         lines.append(f"| {label} | " + " | ".join(f"{per[k]:.1f}" for k in kinds) + f" | {sum(per.values()):.1f} |")
     lines += ["", "hash_media alone, in this process (decode + all signals of one 720p JPEG upload), CPU ms per upload:",
               "", "| thread pools | CPU ms / upload |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in hash_cpu.items()]
-    for label, (b, _) in results.items():
+    for label, (b, _, _) in results.items():
         if label == "1 x 1":
             hasher_ms = b.cpu_s.get("hasher", 0.0) * 1000 / b.uploads
             matcher_ms = b.cpu_s.get("matcher", 0.0) * 1000 / b.uploads
