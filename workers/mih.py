@@ -98,18 +98,22 @@ def to_words(codes: np.ndarray, words: int) -> np.ndarray:
     return codes.view(">u8").astype(np.uint64)
 
 
-def popcount_rows(x: np.ndarray) -> np.ndarray:
-    """Bits set per row of (n, words) uint64."""
+def rows_within(x: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows of (n, words) uint64 with at most max_distance bits set, their bit counts): few passes
+    over n, since this runs on every candidate."""
     counts = np.bitwise_count(x)  # uint8, <= 64 each
     if x.shape[1] == 4:  # sum four bytes at once; only an all-ones row (256) wraps to 0
         packed = counts.view(np.uint32).ravel()
-        out = ((packed * np.uint32(0x01010101)) >> np.uint32(24)).astype(np.int64)
-        out[packed == 0x40404040] = 256
-        return out
-    out = counts[:, 0].astype(np.int64)
+        total = packed * np.uint32(0x01010101)
+        total >>= np.uint32(24)
+        j = np.flatnonzero(total <= max_distance)
+        j = j[packed[j] != 0x40404040]
+        return j, total[j].astype(np.int64)
+    total = counts[:, 0].astype(np.int16)
     for w in range(1, x.shape[1]):
-        out += counts[:, w]
-    return out
+        total += counts[:, w]
+    j = np.flatnonzero(total <= max_distance)
+    return j, total[j].astype(np.int64)
 
 
 EMPTY = 0xFFFFFFFF  # slot of an empty bucket
@@ -163,6 +167,7 @@ class _Segment:
     slots: np.ndarray  # (sum(2**w),) uint32
     overflow: np.ndarray  # uint32: for each bucket of 2+ rows, its count then its rows
     _plans: dict = field(default_factory=dict)
+    _costs: dict = field(default_factory=dict)
 
     @classmethod
     def build(cls, codes: np.ndarray, start: int, stop: int, widths: list[int]) -> "_Segment":
@@ -209,7 +214,10 @@ class _Segment:
         return cached
 
     def probe_cost(self, max_distance: int) -> float:
-        return probe_cost(self.widths, self.rows, max_distance)
+        cost = self._costs.get(max_distance)
+        if cost is None:
+            cost = self._costs[max_distance] = probe_cost(self.widths, self.rows, max_distance)
+        return cost
 
     def buckets(self, q: np.ndarray, max_distance: int) -> np.ndarray:
         """(queries, probes) bucket numbers. Widths descend, so each chunk's first bucket is a
@@ -516,10 +524,10 @@ class MultiIndexHamming:
                 continue
             x = codes.take(rows, mode="clip").view(np.uint64).reshape(-1, self.words)
             x ^= qq.take(qid, axis=0)
-            dist = popcount_rows(x)
-            j = np.flatnonzero(dist <= max_distance)
-            j = j[self._alive[rows[j]]]
-            parts.append((qid[j] + s, rows[j].astype(np.int64), dist[j]))
+            j, dist = rows_within(x, max_distance)
+            alive = self._alive[rows[j]]
+            j = j[alive]
+            parts.append((qid[j] + s, rows[j].astype(np.int64), dist[alive]))
         if not parts:
             return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
         qid, rows, dist = (np.concatenate(p) for p in zip(*parts))
