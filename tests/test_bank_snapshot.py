@@ -21,7 +21,7 @@ from workers.bank.store import (
 )
 from workers.cli import main as vigil
 from workers.hashing import hash_frame, hash_media
-from workers.matching import BankIndex
+from workers.matching import BankIndex, IndexRebuilder
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -312,7 +312,10 @@ def test_a_rebuild_swaps_in_a_fresh_index_caught_up_with_changes_made_while_it_b
     writer.start()
     lock = threading.Lock()
     before = index.stream_id
-    index.rebuild(store, lock)
+    rebuilds = IndexRebuilder(index, store, lock)  # what the matcher's sync loop calls after each change
+    assert rebuilds.maybe_start()
+    assert not rebuilds.maybe_start()  # one at a time
+    rebuilds.thread.join(60)
     writer.join()
     assert index.stream_id != before
     assert index._e.hamming["pdq"]._segments[0].rows >= 3000  # all rows loaded before the build: one segment
@@ -321,3 +324,31 @@ def test_a_rebuild_swaps_in_a_fresh_index_caught_up_with_changes_made_while_it_b
     queries = [SignalValue("pdq", h, 100) for h in hexes[::7]]
     assert _state(index, queries) == _state(_load(store, snapshots=False), queries)
     assert index.counts()["pdq"] == 4000 - 20
+
+
+def test_a_failed_rebuild_leaves_the_index_serving_and_waits_before_retrying(store: BankStore, monkeypatch, caplog):
+    from workers.mih import MultiIndexHamming
+
+    monkeypatch.setattr(MultiIndexHamming, "INLINE_BUILD_ROWS", 300)
+    monkeypatch.setattr(MultiIndexHamming, "TAIL", 100)
+    rng = np.random.default_rng(12)
+    hexes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(2000)]
+    store.create_bank("grow", "block")
+    store.add_entries("grow", [Entry(f"e{i}", "grow", (SignalValue("pdq", h, 100),)) for i, h in enumerate(hexes[:500])])
+    index = _load(store)
+    for i in range(500, 2000, 50):
+        store.add_entries("grow", [Entry(f"e{j}", "grow", (SignalValue("pdq", hexes[j], 100),)) for j in range(i, i + 50)])
+        index.catch_up(store)
+    assert index.rebuild_due
+
+    def broken(*_a, **_k):
+        raise ConnectionError("redis went away")
+
+    monkeypatch.setattr(BankIndex, "load", broken)
+    rebuilds = IndexRebuilder(index, store, threading.Lock())
+    assert rebuilds.maybe_start()
+    rebuilds.thread.join(30)
+    assert "bank index rebuild failed; matching continues from the current index" in caplog.text
+    assert not rebuilds.maybe_start()  # waits RETRY_S before the next attempt
+    queries = [SignalValue("pdq", h, 100) for h in hexes[::50]]
+    assert len(index.search(queries)) == len(queries)  # the old index still answers

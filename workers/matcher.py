@@ -22,7 +22,7 @@ from workers.bank.store import BankStore
 from workers.errors import MediaError
 from workers.logs import now_ms
 from workers.decisions import DecisionCache
-from workers.matching import BankIndex
+from workers.matching import BankIndex, IndexRebuilder
 from workers.messages import Source, dead_letter, encode, parse_json
 from workers.upload_matcher import UploadMatcher
 from workers.security import faust_broker_options
@@ -47,9 +47,8 @@ class Matcher:
         self.cache = DecisionCache(self.store.r, settings.decision_cache_ttl_s) \
             if settings.decision_cache_ttl_s > 0 else None
         self.loaded = asyncio.Event()
-        self._rebuilder: threading.Thread | None = None
-        self._rebuild_after = 0.0
         self.index_lock = threading.Lock()  # the upload thread searches while the loop applies changes
+        self.rebuilds = IndexRebuilder(self.index, self.store, self.index_lock)
         self.uploads = UploadMatcher(settings, self.name, self.index, self.index_lock, self.cache, self.store.r)
         self.stop_uploads = threading.Event()
         self.health = metrics.Health()
@@ -191,34 +190,13 @@ class Matcher:
                 if changes:
                     log.info("bank changed", extra={"version": self.index.version, "changes": len(changes)})
                 self._publish_bank_metrics()
-                self._maybe_rebuild()
+                self.rebuilds.maybe_start()
                 backoff = 0.2
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.warning("redis unavailable; matching continues from memory", extra={"error": str(exc),
                                                                                        "retry_s": backoff})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-
-    def _maybe_rebuild(self) -> None:
-        """Rebuild the index aside when changes have made it slow to search (BankIndex.rebuild_due);
-        one at a time, and not again within a minute of a failed one."""
-        busy = self._rebuilder is not None and self._rebuilder.is_alive()
-        if busy or time.monotonic() < self._rebuild_after or not self.index.rebuild_due:
-            return
-
-        def rebuild() -> None:
-            t0 = time.perf_counter()
-            try:
-                self.index.rebuild(self.store, self.index_lock)
-                log.info("bank index rebuilt", extra={"version": self.index.version,
-                                                      "seconds": round(time.perf_counter() - t0, 1)})
-            except Exception as exc:  # noqa: BLE001  (matching goes on from the current index)
-                self._rebuild_after = time.monotonic() + 60
-                log.warning("bank index rebuild failed; matching continues from the current index",
-                            extra={"error": str(exc)})
-
-        self._rebuilder = threading.Thread(target=rebuild, name="bank-rebuild", daemon=True)
-        self._rebuilder.start()
 
     def _publish_bank_metrics(self) -> None:
         metrics.BANK_VERSION.set(self.index.version)

@@ -64,6 +64,37 @@ def apply_changes(e: IndexedEntries, banks: dict[str, Bank], changes: Iterable[C
     return last
 
 
+class IndexRebuilder:
+    """Runs BankIndex.rebuild in a thread when the index asks for one (rebuild_due): one at a time,
+    and not again within RETRY_S of a failed one, while matching goes on from the current index."""
+
+    RETRY_S = 60.0
+
+    def __init__(self, index: "BankIndex", store: BankStore, lock: threading.Lock):
+        self.index, self.store, self.lock = index, store, lock
+        self.thread: threading.Thread | None = None
+        self._not_before = 0.0
+
+    def maybe_start(self) -> bool:
+        busy = self.thread is not None and self.thread.is_alive()
+        if busy or time.monotonic() < self._not_before or not self.index.rebuild_due:
+            return False
+        self.thread = threading.Thread(target=self._run, name="bank-rebuild", daemon=True)
+        self.thread.start()
+        return True
+
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.index.rebuild(self.store, self.lock)
+            log.info("bank index rebuilt", extra={"version": self.index.version,
+                                                  "seconds": round(time.perf_counter() - t0, 1)})
+        except Exception as exc:  # noqa: BLE001  (matching goes on from the current index)
+            self._not_before = time.monotonic() + self.RETRY_S
+            log.warning("bank index rebuild failed; matching continues from the current index",
+                        extra={"error": str(exc)})
+
+
 class BankIndex:
     """All enabled entries of all banks, searchable per signal. Owned by one matcher."""
 
