@@ -164,7 +164,7 @@ def run(lines: int = 1_000_000, redis_lines: int = 200_000) -> str:
     return "\n".join([
         "## Hash-list import (parse + validate, no Redis)",
         "",
-        f"`python -m benchmarks.bench_import --lines {lines}`: one process, one core; random PDQ hashes.",
+        f"`python -m benchmarks.bench_import --lines {lines} --redis-lines {redis_lines}`: one process, one core; random PDQ hashes.",
         "",
         "| format | entries | file | time | entries/s | 10M extrapolated |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
