@@ -281,31 +281,43 @@ def test_cli_snapshot_backfill_import_and_stats(store: BankStore, redis_url: str
     assert code == 0 and "snapshot v" in out
 
 
+def _grown_index(store: BankStore, monkeypatch, inline_rows: int, loaded: int, grown: int, total: int):
+    """A bank of `loaded` random PDQ entries (snapshotted), a matcher's index loaded from it, then
+    entries up to `grown` added 50 per change and tailed, with merges above `inline_rows` deferred so
+    the index asks for a rebuild. Returns (index, the hex values, add(lo, hi))."""
+    from workers.mih import MultiIndexHamming
+
+    monkeypatch.setattr(MultiIndexHamming, "INLINE_BUILD_ROWS", inline_rows)
+    monkeypatch.setattr(MultiIndexHamming, "TAIL", 100)
+    rng = np.random.default_rng(total)
+    hexes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(total)]
+
+    def add(lo: int, hi: int) -> None:
+        store.add_entries("grow", [Entry(f"e{j}", "grow", (SignalValue("pdq", hexes[j], 100),)) for j in range(lo, hi)])
+
+    store.create_bank("grow", "block")
+    add(0, loaded)
+    store.write_snapshot("grow")
+    index = _load(store)
+    assert not index.rebuild_due
+    for i in range(loaded, grown, 50):  # the tailing matcher applies them one change at a time
+        add(i, i + 50)
+        index.catch_up(store)
+    assert index.rebuild_due
+    return index, hexes, add
+
+
 def test_a_rebuild_swaps_in_a_fresh_index_caught_up_with_changes_made_while_it_built(store: BankStore, monkeypatch):
     """Live adds leave deferred merges (small INLINE_BUILD_ROWS here); rebuild_due asks for a fresh
     index, which BankIndex.rebuild loads aside while a writer keeps changing the bank, then swaps in
     up to date: the same answers as a fresh load, one segment, and the stream position moves on."""
-    from workers.mih import MultiIndexHamming
-
-    monkeypatch.setattr(MultiIndexHamming, "INLINE_BUILD_ROWS", 600)
-    monkeypatch.setattr(MultiIndexHamming, "TAIL", 100)
-    rng = np.random.default_rng(11)
-    hexes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(4000)]
-    store.create_bank("grow", "block")
-    store.add_entries("grow", [Entry(f"e{i}", "grow", (SignalValue("pdq", h, 100),)) for i, h in enumerate(hexes[:1000])])
-    store.write_snapshot("grow")
-    index = _load(store)
-    assert not index.rebuild_due
-    for i in range(1000, 3000, 50):  # the tailing matcher applies them one change at a time
-        store.add_entries("grow", [Entry(f"e{j}", "grow", (SignalValue("pdq", hexes[j], 100),)) for j in range(i, i + 50)])
-        index.catch_up(store)
-    assert index.rebuild_due
+    index, hexes, add = _grown_index(store, monkeypatch, inline_rows=600, loaded=1000, grown=3000, total=4000)
     pdq = index._e.hamming["pdq"]
     assert max(s.rows for s in pdq._segments[1:]) <= 600 and len(pdq._segments) > 2
 
     def write() -> None:
         for i in range(3000, 4000, 50):
-            store.add_entries("grow", [Entry(f"e{j}", "grow", (SignalValue("pdq", hexes[j], 100),)) for j in range(i, i + 50)])
+            add(i, i + 50)
             store.remove_entries("grow", [f"e{i - 3000}"])
 
     writer = threading.Thread(target=write)
@@ -327,19 +339,7 @@ def test_a_rebuild_swaps_in_a_fresh_index_caught_up_with_changes_made_while_it_b
 
 
 def test_a_failed_rebuild_leaves_the_index_serving_and_waits_before_retrying(store: BankStore, monkeypatch, caplog):
-    from workers.mih import MultiIndexHamming
-
-    monkeypatch.setattr(MultiIndexHamming, "INLINE_BUILD_ROWS", 300)
-    monkeypatch.setattr(MultiIndexHamming, "TAIL", 100)
-    rng = np.random.default_rng(12)
-    hexes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes().hex() for _ in range(2000)]
-    store.create_bank("grow", "block")
-    store.add_entries("grow", [Entry(f"e{i}", "grow", (SignalValue("pdq", h, 100),)) for i, h in enumerate(hexes[:500])])
-    index = _load(store)
-    for i in range(500, 2000, 50):
-        store.add_entries("grow", [Entry(f"e{j}", "grow", (SignalValue("pdq", hexes[j], 100),)) for j in range(i, i + 50)])
-        index.catch_up(store)
-    assert index.rebuild_due
+    index, hexes, _ = _grown_index(store, monkeypatch, inline_rows=300, loaded=500, grown=2000, total=2000)
 
     def broken(*_a, **_k):
         raise ConnectionError("redis went away")
