@@ -30,6 +30,10 @@ class IndexedEntries:
         self.video_frames: dict[tuple[str, str], int] = {}  # video entry -> usable PDQ frames banked
         self._numbered: set[str] = set()  # banks whose entries have handles (cold start)
 
+    def indexes(self) -> list[MultiIndexHamming]:
+        """Every signal's index: perceptual (Hamming) and digest (exact)."""
+        return [*self.hamming.values(), *self.exact.values()]
+
     # -- one entry ------------------------------------------------------------------------------
     def put(self, entry: Entry) -> None:
         self.drop(entry.bank, entry.entry_id)
@@ -50,15 +54,13 @@ class IndexedEntries:
         if handle is None:
             return
         self.video_frames.pop((bank, entry_id), None)
-        for idx in self.hamming.values():
+        for idx in self.indexes():
             idx.remove(handle)
-        for ex in self.exact.values():
-            ex.remove(handle)
 
     def tidy(self) -> None:
         """Compact the indexes that changes left slow to search (MultiIndexHamming.rebuild_due):
         for an index being built aside, before searches see it."""
-        for idx in self.hamming.values():
+        for idx in self.indexes():
             if idx.rebuild_due:
                 idx.compact()
 
@@ -114,10 +116,8 @@ class IndexedEntries:
                     self._discard(repeats)
 
     def _discard(self, handles: np.ndarray) -> None:
-        for idx in self.hamming.values():
+        for idx in self.indexes():
             idx.discard(handles)
-        for ex in self.exact.values():
-            ex.discard(handles)
         for h in handles.tolist():
             self.video_frames.pop(self.table.key(h), None)
 

@@ -213,7 +213,7 @@ class BankIndex:
     def rebuild_due(self) -> bool:
         """Changes since the load left deferred merges or many dead rows (workers.mih): a fresh
         index would search markedly faster."""
-        return any(idx.rebuild_due for idx in self._e.hamming.values())
+        return any(idx.rebuild_due for idx in self._e.indexes())
 
     def rebuild(self, store: BankStore, lock: threading.Lock) -> None:
         """Load a fresh index aside, bring it up to the change stream's end, and swap it in under
