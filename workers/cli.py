@@ -322,6 +322,13 @@ def _bank_rows(store, count_disabled: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+def _signals_text(r: dict[str, Any], none: str) -> str:
+    """A bank row's enabled entries per signal, for list and stats."""
+    if r["per_signal"] is None:
+        return "per-signal counts need `vigil bank backfill`"
+    return ", ".join(f"{k} {v}" for k, v in sorted(r["per_signal"].items())) or none
+
+
 def _snapshot_text(r: dict[str, Any]) -> str:
     if not r["snapshot"]:
         return "no snapshot" + ("" if r["packed_codes"] else " (needs `vigil bank backfill`)")
@@ -344,8 +351,7 @@ def cmd_bank_list(args: argparse.Namespace) -> int:
     else:
         print(f"bank version {store.version()}")
         for r in rows:
-            sig = "per-signal counts need `vigil bank backfill`" if r["per_signal"] is None else \
-                ", ".join(f"{k} {v}" for k, v in sorted(r["per_signal"].items())) or "no signals"
+            sig = _signals_text(r, "no signals")
             print(f"{r['bank']:<20} {r['action']:<7} {'enabled' if r['enabled'] else 'DISABLED':<9}"
                   f" {r['entries']:>8} entries ({sig}); {_snapshot_text(r)}")
     return EXIT_OK
@@ -373,8 +379,7 @@ def cmd_bank_stats(args: argparse.Namespace) -> int:
     print(f"bank version {out['version']}; redis uses {out['redis_used_memory_bytes'] / 2**20:.1f} MiB"
           + (f"; last change {lc['op']} on {lc['bank']} by {lc['actor']} at {lc['at_ms']}" if lc else ""))
     for r in rows:
-        sig = "per-signal counts need `vigil bank backfill`" if r["per_signal"] is None else \
-            ", ".join(f"{k} {v}" for k, v in sorted(r["per_signal"].items())) or "no hashes"
+        sig = _signals_text(r, "no hashes")
         disabled = "" if r["disabled"] is None else f" ({r['disabled']} disabled)"
         print(f"{r['bank']:<20} {r['action']:<7} {'enabled' if r['enabled'] else 'DISABLED':<9} "
               f"{r['entries']:>9} entries{disabled}  {r['redis_bytes'] / 2**20:8.2f} MiB  enabled: {sig}; "
