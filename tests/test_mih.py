@@ -261,3 +261,20 @@ def test_big_merges_and_compactions_wait_for_a_rebuild_and_stay_exact() -> None:
     assert mih._n == 6000 and mih.rebuild_due
     _same(mih, ref, queries, 31)
     assert mih.rows == ref.rows == 3000
+
+
+def test_more_hits_than_the_kernel_has_room_for_are_all_returned() -> None:
+    """Thousands of rows within the distance of one query (a long video banked frame by frame): the
+    compiled probe counts past its output and is called again with room for every hit."""
+    rng = np.random.default_rng(11)
+    codes = rng.integers(0, 256, (40_000, 8), dtype=np.uint8)
+    same = rng.integers(0, 256, 8, dtype=np.uint8)
+    codes[::8] = same  # 5,000 identical rows
+    idx = MultiIndexHamming(64)
+    idx.add_many(list(range(len(codes))), codes)
+    seg = idx._segments[0]
+    assert seg.probe_cost(2) * idx.SCAN_ADVANTAGE < seg.rows  # probed, not scanned
+    hits = idx.search([same.tobytes()], 2)[0]
+    want = [i for i, c in enumerate(codes) if np.unpackbits(c ^ same).sum() <= 2]
+    assert len(want) >= 5000
+    assert sorted(k for k, _, _ in hits) == want

@@ -17,7 +17,7 @@ import faust
 import redis
 
 import topics
-from workers import faust_transport, live, logs, metrics
+from workers import faust_transport, live, logs, metrics, mih_kernel
 from workers.bank.store import BankStore
 from workers.errors import MediaError
 from workers.logs import now_ms
@@ -205,6 +205,7 @@ class Matcher:
             metrics.BANK_ENTRIES.labels(signal).set(n)
 
     def run(self) -> None:
+        mih_kernel.warm()  # compiled or loaded from numba's cache before the first search, not during it
         server = metrics.serve(self.settings.metrics_host, self.settings.metrics_port, self.health)
         log.info("matcher started", extra={"worker": self.name, "metrics": f"http://{self.settings.metrics_host}:"
                                            f"{server.server_address[1]}/metrics", "kafka": self.settings.kafka})

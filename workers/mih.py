@@ -35,6 +35,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from workers import mih_kernel
+from workers.mih_kernel import EMPTY, MULTI
+
 NO_FRAME = np.iinfo(np.int64).min  # frame_ms None
 Hit = tuple[int, int | None, int]  # (key, frame_ms, distance)
 
@@ -98,26 +101,6 @@ def to_words(codes: np.ndarray, words: int) -> np.ndarray:
     return codes.view(">u8").astype(np.uint64)
 
 
-def rows_within(x: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rows of (n, words) uint64 with at most max_distance bits set, their bit counts): few passes
-    over n, since this runs on every candidate."""
-    counts = np.bitwise_count(x)  # uint8, <= 64 each
-    if x.shape[1] == 4:  # sum four bytes at once; only an all-ones row (256) wraps to 0
-        packed = counts.view(np.uint32).ravel()
-        total = packed * np.uint32(0x01010101)
-        total >>= np.uint32(24)
-        j = np.flatnonzero(total <= max_distance)
-        j = j[packed[j] != 0x40404040]
-        return j, total[j].astype(np.int64)
-    total = counts[:, 0].astype(np.int16)
-    for w in range(1, x.shape[1]):
-        total += counts[:, w]
-    j = np.flatnonzero(total <= max_distance)
-    return j, total[j].astype(np.int64)
-
-
-EMPTY = 0xFFFFFFFF  # slot of an empty bucket
-MULTI = 0x80000000  # slot flag: the rest is where the bucket's [count, rows...] start in `overflow`
 
 
 BUILD_THREADS = min(2, os.cpu_count() or 1)
@@ -198,19 +181,15 @@ class _Segment:
     def rows(self) -> int:
         return self.stop - self.start
 
-    def plan(self, max_distance: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """Every probe of a query as a flip mask, and each chunk's span of them (cached per distance).
-        Chunks probed at radius -1 get an empty span."""
+    def plan(self, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every probe of a query as (flip mask, chunk it flips), cached per distance. Chunks probed
+        at radius -1 get no probes."""
         cached = self._plans.get(max_distance)
         if cached is None:
-            masks, spans, at = [], [], 0
-            for c, r in enumerate(chunk_radii(len(self.widths), max_distance)):
-                m = flip_masks(self.widths[c], r) if r >= 0 else np.empty(0, np.int64)
-                masks.append(m)
-                spans.append((at, at + len(m)))
-                at += len(m)
-            cached = np.concatenate(masks), spans
-            self._plans[max_distance] = cached
+            radii = chunk_radii(len(self.widths), max_distance)
+            masks = [flip_masks(w, r) if r >= 0 else np.empty(0, np.int64) for w, r in zip(self.widths, radii)]
+            chunk_of = np.repeat(np.arange(len(masks), dtype=np.int64), [len(m) for m in masks])
+            cached = self._plans[max_distance] = (np.concatenate(masks), chunk_of)
         return cached
 
     def probe_cost(self, max_distance: int) -> float:
@@ -219,37 +198,29 @@ class _Segment:
             cost = self._costs[max_distance] = probe_cost(self.widths, self.rows, max_distance)
         return cost
 
-    def buckets(self, q: np.ndarray, max_distance: int) -> np.ndarray:
-        """(queries, probes) bucket numbers. Widths descend, so each chunk's first bucket is a
-        multiple of its size and OR-ing it in equals adding it. One broadcast XOR per chunk straight
-        into the output: no gather of (queries x probes) chunk values."""
-        masks, spans = self.plan(max_distance)
-        out = np.empty((len(q), len(masks)), np.int64)
-        for lo, w, base, (a, b) in zip(self.lo_bits, self.widths, self.base, spans):
-            if b > a:
-                v = chunk_values(q, lo, w)
-                v |= base
-                np.bitwise_xor(v[:, None], masks[a:b], out=out[:, a:b])
+    def keys(self, q: np.ndarray) -> np.ndarray:
+        """(queries, chunks) bucket of each query in each chunk's table. Widths descend, so each
+        chunk's first bucket is a multiple of its size and OR-ing it in equals adding it."""
+        out = np.empty((len(q), len(self.widths)), np.int64)
+        for c, (lo, w, base) in enumerate(zip(self.lo_bits, self.widths, self.base)):
+            out[:, c] = chunk_values(q, lo, w)
+            out[:, c] |= base
         return out
 
-    def candidates(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, query of each row): every row whose chunk is within the probe radius of a query's.
-        A row may repeat. Few numpy passes: the gathers (random reads) dominate."""
-        probes = len(self.plan(max_distance)[0])
-        slot = self.slots.take(self.buckets(q, max_distance).ravel(), mode="clip")
-        one = np.flatnonzero(slot < MULTI)
-        rows, qid = slot[one], one // probes
-        slot ^= MULTI  # now buckets of several rows are the ones below MULTI - 1
-        many = np.flatnonzero(slot < MULTI - 1)
-        if len(many):
-            head = slot[many].astype(np.int64)
-            cnt = self.overflow.take(head, mode="clip").astype(np.int64)
-            ends = np.cumsum(cnt)
-            pos = np.arange(int(ends[-1]), dtype=np.int64)
-            pos += np.repeat(head + 1 - (ends - cnt), cnt)
-            rows = np.concatenate([rows, self.overflow.take(pos, mode="clip")])
-            qid = np.concatenate([qid, np.repeat(many // probes, cnt)])
-        return rows, qid
+    def probe(self, codes: np.ndarray, alive: np.ndarray, q: np.ndarray, max_distance: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(query, row, distance) of every live row within max_distance; a row may repeat."""
+        masks, chunk_of = self.plan(max_distance)
+        q = np.ascontiguousarray(q)  # the layout warm() compiled for
+        keys = self.keys(q)
+        room = 64 * len(q) + 1024
+        while True:
+            out = np.empty((3, room), np.int64)
+            found = mih_kernel.probe(self.slots, self.overflow, codes, alive, q, keys, masks, chunk_of,
+                                     int(max_distance), out[0], out[1], out[2])
+            if found <= room:
+                return out[0, :found], out[1, :found], out[2, :found]
+            room = found  # more hits than room (many near-identical rows): once more, with room for all
 
 
 class MultiIndexHamming:
@@ -265,13 +236,13 @@ class MultiIndexHamming:
 
     TAIL = 8192  # rows scanned by brute force before they get chunk tables
     SCAN_ADVANTAGE = 8  # a scanned row is this much cheaper than a probed one (sequential vs random)
-    MAX_PAIRS = 4_000_000  # (query, row) candidates per pass, bounding temporaries (~200 MB)
+    MAX_PAIRS = 4_000_000  # (query, row) pairs per brute-force pass, bounding temporaries (~200 MB)
     INLINE_BUILD_ROWS = 262_144  # largest merge or compaction done while searches wait (~0.2 s)
     REBUILD_COST = 1.25  # rebuild_due once searches cost this much more than after a rebuild
 
     def __init__(self, bits: int, exact: bool = False):
-        if bits % 64:
-            raise ValueError("bits must be a multiple of 64")
+        if bits % 64 or not 64 <= bits <= 256:
+            raise ValueError("bits must be 64, 128, 192 or 256 (the kernel's code widths)")
         self.bits = bits
         self.exact = exact
         self._usual = 0 if exact else round(bits * 31 / 256)  # the distance chunkings are chosen for
@@ -513,25 +484,8 @@ class MultiIndexHamming:
         return qi, self._keys[rows].astype(np.int64), frames, dist
 
     def _probe(self, seg: _Segment, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
-        per_query = max(1.0, seg.probe_cost(max_distance))
-        step = max(1, int(self.MAX_PAIRS // per_query))
-        codes = self._codes.view(np.dtype((np.void, 8 * self.words))).ravel()  # one gather per row
-        parts = []
-        for s in range(0, len(q), step):
-            qq = q[s: s + step]
-            rows, qid = seg.candidates(qq, max_distance)
-            if len(rows) == 0:
-                continue
-            x = codes.take(rows, mode="clip").view(np.uint64).reshape(-1, self.words)
-            x ^= qq.take(qid, axis=0)
-            j, dist = rows_within(x, max_distance)
-            alive = self._alive[rows[j]]
-            j = j[alive]
-            parts.append((qid[j] + s, rows[j].astype(np.int64), dist[alive]))
-        if not parts:
-            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64)
-        qid, rows, dist = (np.concatenate(p) for p in zip(*parts))
-        # a row within radius in several chunks is a candidate several times
+        qid, rows, dist = seg.probe(self._codes, self._alive, q, max_distance)
+        # a row within radius in several chunks is found several times
         _, first = np.unique(qid * self._n + rows, return_index=True)
         return qid[first], rows[first], dist[first]
 
