@@ -2,7 +2,8 @@
 
 Indexes compared on the same codes and queries, one core each (faiss pinned to one thread; q/s
 is queries per CPU-second of this process):
-  mih         workers.mih.MultiIndexHamming (exact; chunking picked for the bank size)
+  mih         workers.mih.MultiIndexHamming (exact; chunking picked for the bank size; the probe
+              loop compiled by numba, workers/mih_kernel.py)
   flat        faiss IndexBinaryFlat, range_search (exhaustive)
   faiss-mih   faiss IndexBinaryMultiHash(256, nhash=16, b=16), nflip = d // 16: what
               python-threatexchange's PDQMultiHashIndex (and so HMA's PDQ index) builds
