@@ -74,6 +74,12 @@ def k8s_objects() -> list[tuple[str, dict]]:
     return out
 
 
+def pod_spec(obj: dict) -> dict:
+    """The pod template's spec of a Deployment or Job, or of a CronJob's job template ({} if none)."""
+    spec = obj.get("spec", {})
+    return spec.get("jobTemplate", {}).get("spec", spec).get("template", {}).get("spec", {})
+
+
 def k8s_find(kind: str, name: str | None = None) -> list[dict]:
     return [d for _, d in k8s_objects() if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
 
@@ -854,11 +860,11 @@ def test_every_vigil_command_in_the_artifacts_is_a_real_cli_command():
         if s.get("command") and s["command"][0] == "vigil":
             commands.add(tuple(s["command"]))
     for _, d in k8s_objects():
-        spec = d.get("spec", {}).get("template", {}).get("spec", {})
-        for c in spec.get("containers", []):
+        for c in pod_spec(d).get("containers", []):
             commands.add(tuple(c["command"]))
     commands.add(tuple([c for c in stages()[-1] if c.cmd.upper() == "CMD"][-1].value))
-    assert {("vigil", "worker", "hasher"), ("vigil", "worker", "matcher"), ("vigil", "topics", "create")} <= commands
+    assert {("vigil", "worker", "hasher"), ("vigil", "worker", "matcher"), ("vigil", "topics", "create"),
+            ("vigil", "bank", "snapshot", "--all")} <= commands
     parser = build_parser()
     for cmd in commands:
         assert cmd[0] == "vigil"
@@ -867,3 +873,23 @@ def test_every_vigil_command_in_the_artifacts_is_a_real_cli_command():
         except SystemExit:
             pytest.fail(f"`{' '.join(cmd)}` is not a valid vigil command")
         assert callable(args.func)
+
+
+def test_k8s_bank_snapshot_cronjob_writes_snapshots_as_the_bank_admin():
+    """docs/operations.md tells operators to snapshot banks periodically: the CronJob does it, one at
+    a time, with the bank-admin Redis user (workers' credentials cannot write banks)."""
+    cron = one("CronJob", "vigil-bank-snapshot")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = pod_spec(cron)
+    (c,) = pod["containers"]
+    assert c["command"] == ["vigil", "bank", "snapshot", "--all"]
+    secret = one("Secret", "vigil-secrets")["stringData"]
+    (redis_env,) = [e for e in c["env"] if e["name"] == "VIGIL_REDIS"]
+    key = redis_env["valueFrom"]["secretKeyRef"]["key"]
+    assert key != "VIGIL_REDIS" and "vigil-bank-admin" in secret[key]
+    acl = (REPO / "deploy" / "redis" / "acl.conf").read_text()
+    assert "user vigil-bank-admin on" in acl
+    psc, csc = pod["securityContext"], c["securityContext"]
+    assert psc["runAsNonRoot"] is True and csc["readOnlyRootFilesystem"] is True
+    assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"]["drop"] == ["ALL"]
+    assert "vigil bank snapshot --all" in (REPO / "docs" / "operations.md").read_text()
