@@ -151,6 +151,7 @@ class _Segment:
     overflow: np.ndarray  # uint32: for each bucket of 2+ rows, its count then its rows
     _plans: dict = field(default_factory=dict)
     _costs: dict = field(default_factory=dict)
+    _chunks: np.ndarray | None = None
 
     @classmethod
     def build(cls, codes: np.ndarray, start: int, stop: int, widths: list[int]) -> "_Segment":
@@ -198,25 +199,22 @@ class _Segment:
             cost = self._costs[max_distance] = probe_cost(self.widths, self.rows, max_distance)
         return cost
 
-    def keys(self, q: np.ndarray) -> np.ndarray:
-        """(queries, chunks) bucket of each query in each chunk's table. Widths descend, so each
-        chunk's first bucket is a multiple of its size and OR-ing it in equals adding it."""
-        out = np.empty((len(q), len(self.widths)), np.int64)
-        for c, (lo, w, base) in enumerate(zip(self.lo_bits, self.widths, self.base)):
-            out[:, c] = chunk_values(q, lo, w)
-            out[:, c] |= base
-        return out
+    @property
+    def chunks(self) -> np.ndarray:
+        """(chunks, 3) first bit, width and first bucket of each chunk, for the compiled probe."""
+        if self._chunks is None:
+            self._chunks = np.array(list(zip(self.lo_bits, self.widths, self.base)), np.int64)
+        return self._chunks
 
     def probe(self, codes: np.ndarray, alive: np.ndarray, q: np.ndarray, max_distance: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(query, row, distance) of every live row within max_distance; a row may repeat."""
         masks, chunk_of = self.plan(max_distance)
         q = np.ascontiguousarray(q)  # the layout warm() compiled for
-        keys = self.keys(q)
         room = 64 * len(q) + 1024
         while True:
             out = np.empty((3, room), np.int64)
-            found = mih_kernel.probe(self.slots, self.overflow, codes, alive, q, keys, masks, chunk_of,
+            found = mih_kernel.probe(self.slots, self.overflow, codes, alive, q, self.chunks, masks, chunk_of,
                                      int(max_distance), out[0], out[1], out[2])
             if found <= room:
                 return out[0, :found], out[1, :found], out[2, :found]

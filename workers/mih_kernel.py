@@ -46,9 +46,23 @@ def _prefetch(typingctx, arr, i):
     return types.void(arr, i), codegen
 
 
+@njit(inline="always")
+def _chunk_value(q: np.ndarray, i: int, lo: int, width: int) -> int:
+    """Bits [lo, lo+width) of query i, bit 0 the most significant of word 0: mih.chunk_values for
+    one query (done here, numpy's dozen small passes per chunk cost more than a batch-1 probe)."""
+    word = lo >> 6
+    end = (lo & 63) + width
+    if end <= 64:
+        v = q[i, word] >> np.uint64(64 - end)
+    else:  # straddles two words
+        spill = end - 64
+        v = (q[i, word] << np.uint64(spill)) | (q[i, word + 1] >> np.uint64(64 - spill))
+    return np.int64(v & np.uint64((1 << width) - 1))
+
+
 @njit(cache=True, nogil=True, boundscheck=False)
 def probe(slots: np.ndarray, overflow: np.ndarray, codes: np.ndarray, alive: np.ndarray, q: np.ndarray,
-          keys: np.ndarray, masks: np.ndarray, chunk_of: np.ndarray, max_distance: int,
+          chunks: np.ndarray, masks: np.ndarray, chunk_of: np.ndarray, max_distance: int,
           out_q: np.ndarray, out_r: np.ndarray, out_d: np.ndarray) -> int:
     """Every live row within max_distance of each query, found through one segment's chunk tables
     (see mih._Segment), written as (query, row, distance) to out_*; returns how many there are. A
@@ -57,7 +71,7 @@ def probe(slots: np.ndarray, overflow: np.ndarray, codes: np.ndarray, alive: np.
     reassigning arrays inside the loop, halved the rate when measured: numba then keeps reference
     counting in the loop.)
 
-    keys: (queries, chunks) each query's bucket of each chunk (chunk value + the chunk's base);
+    chunks: (chunks, 3) each chunk's first bit, width and first bucket in `slots`;
     masks, chunk_of: every probe as (flip mask, chunk it flips), as mih._Segment.plan builds them.
     """
     nq, words = q.shape
@@ -70,9 +84,12 @@ def probe(slots: np.ndarray, overflow: np.ndarray, codes: np.ndarray, alive: np.
     cand = np.empty(2 * n_probes + 64, np.int64)
     cap = out_q.shape[0]
     found = 0
+    key = np.empty(chunks.shape[0], np.int64)
     for i in range(nq):
+        for c in range(chunks.shape[0]):  # widths descend, so OR-ing the base in equals adding it
+            key[c] = _chunk_value(q, i, chunks[c, 0], chunks[c, 1]) | chunks[c, 2]
         for p in range(n_probes):
-            bucket[p] = keys[i, chunk_of[p]] ^ masks[p]
+            bucket[p] = key[chunk_of[p]] ^ masks[p]
         for p in range(n_probes):  # independent loads: the out-of-order core overlaps them
             slot[p] = slots[bucket[p]]
         nc = 0
@@ -127,5 +144,5 @@ def warm() -> None:
     slots = np.full(2, EMPTY, np.uint32)
     out = np.empty(1, np.int64)
     probe(slots, np.zeros(1, np.uint32), np.zeros((1, 1), np.uint64), np.ones(1, np.bool_),
-          np.zeros((1, 1), np.uint64), np.zeros((1, 1), np.int64), np.zeros(1, np.int64),
+          np.zeros((1, 1), np.uint64), np.array([[0, 1, 0]], np.int64), np.zeros(1, np.int64),
           np.zeros(1, np.int64), 0, out, out.copy(), out.copy())
