@@ -68,8 +68,8 @@ def probe(slots: np.ndarray, overflow: np.ndarray, codes: np.ndarray, alive: np.
     (see mih._Segment), written as (query, row, distance) to out_*; returns how many there are. A
     row found through several chunks repeats. Past the outputs' length hits are counted, not
     written: the caller calls again with room for them all. (Growing the outputs in here, i.e.
-    reassigning arrays inside the loop, halved the rate when measured: numba then keeps reference
-    counting in the loop.)
+    reassigning arrays inside the loop, halved the rate when measured, likely from the reference
+    counting numba then keeps in the loop.)
 
     chunks: (chunks, 3) each chunk's first bit, width and first bucket in `slots`;
     masks, chunk_of: every probe as (flip mask, chunk it flips), as mih._Segment.plan builds them.
@@ -115,7 +115,7 @@ def probe(slots: np.ndarray, overflow: np.ndarray, codes: np.ndarray, alive: np.
             for k in range(counts[j]):
                 cand[nc] = overflow[h + k]
                 nc += 1
-        q0 = q[i, 0]  # in registers: reloading them per candidate halves the loads in flight
+        q0 = q[i, 0]  # the query's words, held across its candidates
         q1 = q[i, 1] if words > 1 else np.uint64(0)
         q2 = q[i, 2] if words > 2 else np.uint64(0)
         q3 = q[i, 3] if words > 3 else np.uint64(0)
