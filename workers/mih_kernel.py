@@ -5,7 +5,7 @@ numpy does each step as a pass over (batch x probes) temporaries and cannot pref
 reads wait on DRAM one out-of-order window at a time. Here the per-query buffers stay in L1/L2
 and the overflow and code reads are prefetched a few candidates ahead: 1.8x the queries per core
 of the numpy version on the same 10M PDQ index, batches of 32 (median of 10 interleaved rounds;
-the closing note of issue 6), and 10M PDQ at ~5,700 q/s/core in benchmarks/bench_bank.py.
+the closing note of issue 6); 4,858-5,902 q/s/core for 10M PDQ in benchmarks/bench_bank.py runs.
 
 Compiled on the first call in a process (warm(); ~5 s the first time on a machine), then loaded
 from numba's cache (next to this file, or NUMBA_CACHE_DIR) in ~0.5 s.
