@@ -11,6 +11,7 @@ from workers.bank.importer import add_media_file
 from workers.bank.model import Bank
 from workers.bank.store import BankStore
 from workers.client import OutcomeWatcher
+from workers.faust_transport import GapGuard, true_end_offsets
 from workers.live import LiveFrameProducer
 from workers.matching import Match
 
@@ -51,6 +52,94 @@ def test_review_bank_never_blocks_and_allowlist_suppresses():
 def test_event_ids_are_stable_per_stream_session():
     st = live.new_state(1234)
     assert live.event_id("s", st, "block") == live.event_id("s", dict(st), "block") == "live:s:1234:block"
+
+
+def test_replays_and_stale_frames_after_the_end_are_recognised():
+    st = live.new_state(1000)
+    assert not live.is_replay(st, 2, 0)  # nothing folded yet
+    st["at"] = [2, 40]
+    assert live.is_replay(st, 2, 40) and live.is_replay(st, 2, 7)  # delivered again: already counted
+    assert not live.is_replay(st, 2, 41) and not live.is_replay(st, 3, 7)  # offsets order one partition only
+    tomb = live.tombstone(st, end_captured_at_ms=9000, ended_at_ms=9500)
+    assert live.is_replay(tomb, 2, 40) and not live.is_replay(tomb, 2, 41)
+    assert live.is_stale(tomb, 8000)  # a crashed hasher re-sent a frame from before the end
+    assert not live.is_stale(tomb, 9001) and not live.is_stale(st, 8000)  # a new session; a live stream
+    assert not live.expired(tomb, 2, 9500 + live.ENDED_TTL_MS)
+    assert live.expired(tomb, 2, 9501 + live.ENDED_TTL_MS) and not live.expired(tomb, 3, 9501 + live.ENDED_TTL_MS)
+    assert not live.expired(st, 2, 10**15)  # live streams never expire
+
+
+def test_gap_guard_seeks_back_to_a_dropped_offset_then_resumes_in_order():
+    g = GapGuard(reseek_s=1.0, give_up_s=10.0)
+    assert [g.check("p0", o, now=0.0) for o in (7, 8, 9)] == ["process"] * 3  # starts where it is assigned
+    assert g.check("p1", 3, now=0.0) == "process"  # partitions are independent
+    # faust dropped offset 10: 11 and the rest are set aside until 10 comes back
+    assert g.check("p0", 11, now=0.0) == "seek"
+    assert g.check("p0", 12, now=0.5) == "wait"  # copies fetched before the seek
+    assert g.check("p0", 13, now=1.6) == "seek"  # 10 did not come: seek again
+    assert [g.check("p0", o, now=1.7) for o in (10, 11, 12)] == ["process"] * 3
+    assert g.check("p0", 11, now=1.8) == "process"  # a replay (seek or rebalance) is processed again
+
+
+def test_gap_guard_gives_up_on_offsets_the_log_no_longer_holds():
+    g = GapGuard(reseek_s=1.0, give_up_s=10.0)
+    g.check("p0", 5, now=0.0)
+    assert g.check("p0", 40, now=0.0) == "seek"
+    assert g.check("p0", 41, now=9.0) == "seek"
+    assert g.check("p0", 40, now=10.5) == "gap"  # retention removed 6..39: go on, and say so
+    assert g.check("p0", 41, now=10.6) == "process"
+    g.reset()  # a new assignment starts from the committed offset, else wherever its first message is
+    assert g.check("p0", 140, now=11.0, start=35) == "seek"  # 35..139 dropped before the first seen
+    assert g.check("p0", 35, now=11.1) == "process"
+    g.reset(now=12.0)
+    assert g.check("p0", 100, now=12.0) == "process"
+    assert g.idle(["p0", "p1"], after_s=30, now=41.0) == []
+    assert g.idle(["p0", "p1"], after_s=30, now=42.5) == ["p0", "p1"]  # nothing since 12.0
+    g.check("p0", 101, now=50.0)
+    assert g.idle(["p0", "p1"], after_s=30, now=73.0) == ["p1"]  # named again 30 s after it was
+
+
+@pytest.mark.integration
+def test_end_offsets_are_read_from_the_log_where_the_embedded_broker_trails(tmp_path):
+    """faust restores a table up to the changelog's end offset. tansu reports it as the last batch's
+    first offset + 1, so after a batch of several records it trails; true_end_offsets reads the
+    log and is exact. The producer batches as faust's does (several records per batch)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from workers.stack import EmbeddedBroker
+
+    broker = EmbeddedBroker(tmp_path).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic("ends", 2, 1)])["ends"].result()
+
+        async def ends() -> tuple[int, list[tuple[int, int, int]]]:
+            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=-1, linger_ms=5)
+            consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+            await producer.start()
+            await consumer.start()
+            tps, written, seen, trailing = [TopicPartition("ends", p) for p in (0, 1)], [0, 0], [], 0
+            for burst in range(1, 16):  # bursts of 1..7 records, as a table's changelog gets them
+                for i in range(burst % 7 + 1):
+                    await producer.send("ends", b'{"frames": 1}', partition=i % 2)
+                    written[i % 2] += 1
+                await producer.flush()
+                reported = await consumer.end_offsets(tps)
+                exact = await true_end_offsets([broker.bootstrap], reported)
+                trailing += sum(reported[tp] != written[tp.partition] for tp in tps)
+                seen += [(written[tp.partition], reported[tp], exact[tp]) for tp in tps]
+            await producer.stop()
+            await consumer.stop()
+            return trailing, seen
+
+        trailing, seen = asyncio.run(ends())
+        assert all(exact == written for written, _reported, exact in seen), seen
+        print(f"tansu's reported end trailed the log {trailing} times of {len(seen)}")
+    finally:
+        broker.stop()
 
 
 def _jpeg(name: str, edit=None, quality: int = 85) -> bytes:

@@ -23,6 +23,9 @@ from workers.settings import Settings
 
 CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp")
 MAX_WINDOW_FRAMES = 256  # bound on the matched frames kept per stream
+# An ended stream leaves a tombstone this long, so a replay of its last frames (after a crash or a
+# rebalance, seconds later) is recognised instead of starting a phantom stream with a second block.
+ENDED_TTL_MS = 10 * 60 * 1000
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -94,9 +97,37 @@ class LiveFrameProducer:
 
 # -- per-stream state ----------------------------------------------------------------------------
 def new_state(captured_at_ms: int) -> dict[str, Any]:
-    """Plain JSON, so it can live in a changelog-backed faust table and survive a restart."""
+    """Plain JSON, so it can live in a changelog-backed faust table and survive a restart.
+    `at` is the [partition, offset] of the last message folded in (see `is_replay`)."""
     return {"started_at_ms": captured_at_ms, "frames": 0, "skipped": 0, "matched_frames": 0,
-            "window": [], "status": "allow", "first_match": None, "last_match": None}
+            "window": [], "status": "allow", "first_match": None, "last_match": None, "at": None}
+
+
+def is_replay(state: dict[str, Any] | None, partition: int, offset: int) -> bool:
+    """A message this state already folded in: at-least-once delivery replays messages after a
+    crash or a rebalance, and folding one twice would count its frame twice (or, after the end,
+    start the stream again). Offsets order messages within a partition only."""
+    at = (state or {}).get("at")
+    return bool(at) and at[0] == partition and offset <= at[1]
+
+
+def tombstone(state: dict[str, Any], end_captured_at_ms: int, ended_at_ms: int) -> dict[str, Any]:
+    """What is kept of an ended stream until ENDED_TTL_MS: enough to recognise replays."""
+    return {"ended_at_ms": ended_at_ms, "end_captured_at_ms": end_captured_at_ms,
+            "started_at_ms": state["started_at_ms"], "at": state["at"]}
+
+
+def is_stale(state: dict[str, Any] | None, captured_at_ms: int) -> bool:
+    """A frame of a stream that has ended, captured before its end: a hasher that crashed re-hashes
+    frames it had already sent (new offsets, so not `is_replay`). A new session under the same
+    stream_id captures its frames after the end."""
+    return bool(state) and "ended_at_ms" in state and captured_at_ms <= state["end_captured_at_ms"]
+
+
+def expired(state: dict[str, Any], partition: int, now_ms: int) -> bool:
+    """A tombstone of this partition past its TTL (only the partition's owner may delete it)."""
+    return "ended_at_ms" in state and (state["at"] or [None])[0] == partition \
+        and now_ms - state["ended_at_ms"] > ENDED_TTL_MS
 
 
 def step(state: dict[str, Any], stream_id: str, seq: int, captured_at_ms: int, skipped: int,

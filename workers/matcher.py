@@ -62,10 +62,10 @@ class Matcher:
     def _build_app(self) -> faust.App:
         s = self.settings
         faust_transport.set_fetch_wait_ms(s.fetch_wait())
+        faust_transport.set_embedded(s.embedded)
         extra: dict[str, Any] = {}
         if s.embedded:
-            extra.update(broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
-                         broker_max_poll_interval=6.0, broker_rebalance_timeout=6.0)
+            extra.update(faust_transport.EMBEDDED_OPTIONS)
         app = faust.App(
             LIVE_GROUP,
             broker=[f"{faust_transport.SCHEME}://{h}" for h in s.kafka.split(",")] if s.kafka else None,
@@ -76,9 +76,9 @@ class Matcher:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             # The check guards RocksDB files left from an older run; the store here is memory, rebuilt
-            # from the changelog at start. With the embedded broker it fired on every rebalance after
-            # a SIGKILL (tansu's high-water trailing the offsets it had acknowledged) and crashed
-            # every matcher (tests/test_chaos.py, live).
+            # from the changelog at start. With the embedded broker it fired on rebalances after a
+            # SIGKILL (tansu's trailing end offset, see faust_transport) and crashed every matcher
+            # (tests/test_chaos.py).
             recovery_consistency_check=False,
             datadir=f"{s.data_dir or '/tmp'}/vigil-matcher-{self.name}",
             **extra,
@@ -92,12 +92,31 @@ class Matcher:
         # Per-stream state, changelog-backed: a restarted matcher recovers every stream's window
         # and status, so it never publishes a second block for the same stream.
         streams = app.Table("streams", default=None, partitions=s.partitions)
+        gaps = faust_transport.GapGuard()
+        swept = [time.monotonic()]
 
         @app.agent(live_hashes, name="live")
         async def live_frames(stream: faust.StreamT) -> None:
             await self.loaded.wait()
             async for event in stream.events():
                 msg = event.message
+                want = gaps.expected.get(msg.tp)
+                if want is None:  # a partition's first message since the assignment
+                    want = app.consumer.committed_offset(msg.tp)
+                    if want is None:  # never committed: the group reads it from the log's start
+                        want = (await app.consumer.earliest_offsets(msg.tp)).get(msg.tp)
+                verdict = gaps.check(msg.tp, msg.offset, start=want)
+                if verdict in ("seek", "wait"):
+                    faust_transport.refetch(msg)
+                    if verdict == "seek":
+                        log.warning("live-hashes offsets skipped by the consumer; fetching them again",
+                                    extra={"partition": msg.partition, "from": want, "at": msg.offset})
+                        metrics.LIVE_REFETCHES.inc()
+                        await app.consumer.seek(msg.tp, want)
+                    continue
+                if verdict == "gap":
+                    log.error("live-hashes offsets missing from the log; going on without them",
+                              extra={"partition": msg.partition, "from": want, "at": msg.offset})
                 metrics.EVENTS.labels("matcher", topics.LIVE_HASHES).inc()
                 try:
                     frame = parse_json(msg.value, "live_hashes", s.max_message_bytes)
@@ -107,10 +126,25 @@ class Matcher:
                     await dlq.send(key=msg.key, value=encode(dead_letter(src, exc.code, exc.message, "matcher",
                                                                           self.name)))
                     continue
-                for out in self.live_step(streams, frame):
+                for out in self.live_step(streams, frame, msg.partition, msg.offset):
                     await decisions.send(key=out["content_id"].encode(), value=encode(out))
                     metrics.observe_decision(out)
-                metrics.LIVE_ACTIVE.set(len(streams))
+                if time.monotonic() - swept[0] > 5:
+                    swept[0] = time.monotonic()
+                    self._sweep_streams(streams, msg.partition)
+
+        @app.timer(interval=5.0)
+        async def nudge_idle_partitions() -> None:
+            """A partition silent for 30 s is resumed and sought to its committed offset: harmless
+            when it is idle (replays are recognised), and it restarts one faust stopped fetching."""
+            if app.rebalancing or not self.loaded.is_set():
+                return
+            assigned = [tp for tp in app.consumer.assignment() if tp.topic == topics.LIVE_HASHES]
+            for tp in gaps.idle(assigned, after_s=30.0):
+                committed = app.consumer.committed_offset(tp)
+                app.consumer.resume_partitions({tp})
+                if committed is not None:
+                    await app.consumer.seek(tp, committed)
 
         @app.task
         async def bank_sync() -> None:
@@ -118,14 +152,22 @@ class Matcher:
 
         @app.on_partitions_assigned.connect
         async def assigned(_sender: Any, assigned: Any, **_: Any) -> None:
+            gaps.reset()
             self._assigned = True
 
         return app
 
-    def live_step(self, streams: Any, frame: dict[str, Any]) -> list[dict[str, Any]]:
-        """Fold one live frame into its stream's state; the decisions to publish (0, 1 or 2)."""
+    def live_step(self, streams: Any, frame: dict[str, Any], partition: int, offset: int) -> list[dict[str, Any]]:
+        """Fold one live frame into its stream's state; the decisions to publish (0, 1 or 2).
+        A replayed message changes nothing, so summaries count each frame once."""
         sid = frame["stream_id"]
-        state = streams.get(sid) or live.new_state(frame["captured_at_ms"])
+        state = streams.get(sid)
+        if live.is_replay(state, partition, offset) or live.is_stale(state, frame["captured_at_ms"]):
+            metrics.LIVE_REPLAYS.inc()
+            return []
+        if state is None or "ended_at_ms" in state:  # a new stream, or one that ended long enough ago
+            state = live.new_state(frame["captured_at_ms"])
+        state["at"] = [partition, offset]
         out = []
         if frame["signals"]:
             t0 = time.perf_counter()
@@ -138,10 +180,21 @@ class Matcher:
                 out.append(self._live_decision(sid, state, status, evidence, frame))
         if frame["end_of_stream"]:
             out.append(self._live_decision(sid, state, state["status"], [], frame, summary=True))
-            streams.pop(sid, None)
+            streams[sid] = live.tombstone(state, frame["captured_at_ms"], now_ms())
         else:
             streams[sid] = state
         return out
+
+    @staticmethod
+    def _sweep_streams(streams: Any, partition: int) -> None:
+        """Delete this partition's expired tombstones (in the event's context, so the deletes go to
+        the right changelog partition) and count the streams still live."""
+        now, live_streams = now_ms(), 0
+        for sid, state in list(streams.items()):
+            if live.expired(state, partition, now):
+                del streams[sid]
+            live_streams += "ended_at_ms" not in state
+        metrics.LIVE_ACTIVE.set(live_streams)
 
     def _live_decision(self, sid: str, state: dict[str, Any], status: str, evidence: list[dict],
                        frame: dict[str, Any], summary: bool = False) -> dict[str, Any]:
