@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 import aiokafka
-
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as fk
 
@@ -47,7 +47,7 @@ def set_embedded(embedded: bool) -> None:
     _exact_ends = bool(embedded)
 
 
-async def true_end_offsets(servers: list[str], reported: Mapping[Any, int], wait_ms: int = 50) -> dict[Any, int]:
+async def true_end_offsets(servers: list[str] | tuple[str, ...], reported: Mapping[Any, int], wait_ms: int = 50) -> dict[Any, int]:
     """End offsets read from the log: fetch from each reported end - 1 (the last batch's first
     record, where tansu's end points) and read on until nothing more comes. Never below the
     reported end; at most ~10 s. One short-lived consumer, only when a table is restored."""
@@ -55,7 +55,7 @@ async def true_end_offsets(servers: list[str], reported: Mapping[Any, int], wait
     probe = {tp: end for tp, end in ends.items() if end}
     if not probe:
         return ends
-    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False,
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=list(servers), enable_auto_commit=False,
                                          fetch_max_wait_ms=wait_ms, auto_offset_reset="latest")
     await consumer.start()
     try:
@@ -85,7 +85,7 @@ def set_fetch_wait_ms(ms: int) -> None:
 
 
 # Messages an agent set aside to be fetched again: never acked, so their offsets stay uncommitted.
-_refetch: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_refetch: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def refetch(message: Any) -> None:
@@ -152,12 +152,12 @@ class GapGuard:
 
 
 class ConsumerThread(fk.AIOKafkaConsumerThread):
-    _servers: list[str] = []
+    _servers: tuple[str, ...] = ()
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = _fetch_wait_ms  # read when the consumer starts its fetcher
-        self._servers = fk.server_list(transport.url, transport.default_port)
+        self._servers = tuple(fk.server_list(transport.url, transport.default_port))
         return consumer
 
     async def _highwaters(self, partitions: Any) -> Mapping[Any, int]:
