@@ -98,9 +98,8 @@ Verdict = Literal["process", "seek", "wait", "gap"]
 @dataclass
 class GapGuard:
     """The next offset the agent expects per partition (at first, the committed offset). A message
-    past it means messages were
-    dropped: "seek" (set it aside and seek back to the expected offset), then "wait" while copies
-    fetched before the seek go by, seeking again every `reseek_s` (a fetch batch being handed over
+    past it means messages were dropped: "seek" (set it aside and seek back to the expected
+    offset), then "wait" while copies fetched before the seek go by, seeking again every `reseek_s` (a fetch batch being handed over
     during the seek can move faust's read position past the offset again). If the expected offset
     has not come back after `give_up_s` (the log no longer holds it: retention), "gap": process the
     message and log the gap. A message at or before the expected offset is processed (a replay

@@ -95,6 +95,11 @@ class Matcher:
         gaps = faust_transport.GapGuard()
         swept = [time.monotonic()]
 
+        async def _start_offset(tp: Any) -> int | None:
+            """Where the group resumes a partition: its commit, else (never committed) the log's start."""
+            committed = app.consumer.committed_offset(tp)
+            return committed if committed is not None else (await app.consumer.earliest_offsets(tp)).get(tp)
+
         @app.agent(live_hashes, name="live")
         async def live_frames(stream: faust.StreamT) -> None:
             await self.loaded.wait()
@@ -102,9 +107,7 @@ class Matcher:
                 msg = event.message
                 want = gaps.expected.get(msg.tp)
                 if want is None:  # a partition's first message since the assignment
-                    want = app.consumer.committed_offset(msg.tp)
-                    if want is None:  # never committed: the group reads it from the log's start
-                        want = (await app.consumer.earliest_offsets(msg.tp)).get(msg.tp)
+                    want = await _start_offset(msg.tp)
                 verdict = gaps.check(msg.tp, msg.offset, start=want)
                 if verdict in ("seek", "wait"):
                     faust_transport.refetch(msg)
