@@ -1,6 +1,7 @@
 """Livestreams: the per-stream state machine, and the whole path on the real broker and Redis."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -11,8 +12,8 @@ from workers.bank.importer import add_media_file
 from workers.bank.model import Bank
 from workers.bank.store import BankStore
 from workers.client import OutcomeWatcher
-from workers.faust_transport import GapGuard, true_end_offsets
 from workers.live import LiveFrameProducer
+from workers.live_matcher import OutputsFirst, StateWrite, restore_states
 from workers.matching import Match
 
 
@@ -64,80 +65,68 @@ def test_replays_and_stale_frames_after_the_end_are_recognised():
     assert live.is_replay(tomb, 2, 40) and not live.is_replay(tomb, 2, 41)
     assert live.is_stale(tomb, 8000)  # a crashed hasher re-sent a frame from before the end
     assert not live.is_stale(tomb, 9001) and not live.is_stale(st, 8000)  # a new session; a live stream
-    assert not live.expired(tomb, 2, 9500 + live.ENDED_TTL_MS)
-    assert live.expired(tomb, 2, 9501 + live.ENDED_TTL_MS) and not live.expired(tomb, 3, 9501 + live.ENDED_TTL_MS)
-    assert not live.expired(st, 2, 10**15)  # live streams never expire
+    assert not live.expired(tomb, 9500 + live.ENDED_TTL_MS)
+    assert live.expired(tomb, 9501 + live.ENDED_TTL_MS)
+    assert not live.expired(st, 10**15)  # live streams never expire
 
 
-def test_gap_guard_seeks_back_to_a_dropped_offset_then_resumes_in_order():
-    g = GapGuard(reseek_s=1.0, give_up_s=10.0)
-    assert [g.check("p0", o, now=0.0) for o in (7, 8, 9)] == ["process"] * 3  # starts where it is assigned
-    assert g.check("p1", 3, now=0.0) == "process"  # partitions are independent
-    # faust dropped offset 10: 11 and the rest are set aside until 10 comes back
-    assert g.check("p0", 11, now=0.0) == "seek"
-    assert g.check("p0", 12, now=0.5) == "wait"  # copies fetched before the seek
-    assert g.check("p0", 13, now=1.6) == "seek"  # 10 did not come: seek again
-    assert [g.check("p0", o, now=1.7) for o in (10, 11, 12)] == ["process"] * 3
-    assert g.check("p0", 11, now=1.8) == "process"  # a replay (seek or rebalance) is processed again
-
-
-def test_gap_guard_gives_up_on_offsets_the_log_no_longer_holds():
-    g = GapGuard(reseek_s=1.0, give_up_s=10.0)
-    g.check("p0", 5, now=0.0)
-    assert g.check("p0", 40, now=0.0) == "seek"
-    assert g.check("p0", 41, now=9.0) == "seek"
-    assert g.check("p0", 40, now=10.5) == "gap"  # retention removed 6..39: go on, and say so
-    assert g.check("p0", 41, now=10.6) == "process"
-    g.reset()  # a new assignment starts from the committed offset, else wherever its first message is
-    assert g.check("p0", 140, now=11.0, start=35) == "seek"  # 35..139 dropped before the first seen
-    assert g.check("p0", 35, now=11.1) == "process"
-    g.reset(now=12.0)
-    assert g.check("p0", 100, now=12.0) == "process"
-    assert g.idle(["p0", "p1"], after_s=30, now=41.0) == []
-    assert g.idle(["p0", "p1"], after_s=30, now=42.5) == ["p0", "p1"]  # nothing since 12.0
-    g.check("p0", 101, now=50.0)
-    assert g.idle(["p0", "p1"], after_s=30, now=73.0) == ["p1"]  # named again 30 s after it was
+def test_state_writes_wait_for_their_frames_decisions_in_frame_order():
+    """A stream's state is written only after the decisions of its frame, and of every earlier
+    frame of the partition, are delivered: a crash can replay a decision, never lose one."""
+    q = OutputsFirst()
+    w = [StateWrite(("t", 0), [o, False], "s", b"{}", n) for o, n in ((10, 1), (11, 0), (12, 2))]
+    assert q.add(0, w[0]) == []  # its block is not delivered yet
+    assert q.add(0, w[1]) == []  # no decision of its own, but behind offset 10
+    assert q.add(0, w[2]) == []
+    other = StateWrite(("t", 1), [5, False], "s2", b"{}", 0)
+    assert q.add(1, other) == [other]  # partitions are independent
+    assert q.delivered(0, w[0]) == [w[0], w[1]]
+    assert q.delivered(0, w[2]) == [] and q.pending() == 1
+    assert q.delivered(0, w[2]) == [w[2]] and q.pending() == 0
+    q.add(0, StateWrite(("t", 0), [13, False], "s", b"{}", 1))
+    q.forget([0])  # revoked: the next owner replays from the committed offset
+    assert q.pending() == 0
 
 
 @pytest.mark.integration
-def test_end_offsets_are_read_from_the_log_where_the_embedded_broker_trails(tmp_path):
-    """faust restores a table up to the changelog's end offset. tansu reports it as the last batch's
-    first offset + 1, so after a batch of several records it trails; true_end_offsets reads the
-    log and is exact. The producer batches as faust's does (several records per batch)."""
-    import asyncio
+def test_state_restore_reads_to_a_barrier_where_the_embedded_broker_end_trails(tmp_path):
+    """A new owner restores each stream's last state from the changelog. tansu reports a
+    partition's end as its last batch's first offset + 1, which trails the log after a batch of
+    several records; reading up to a barrier record is exact whatever the reported end."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-    from confluent_kafka.admin import AdminClient, NewTopic
-
+    from workers.kafka import create_topics
+    from workers.settings import Settings
     from workers.stack import EmbeddedBroker
 
     broker = EmbeddedBroker(tmp_path).start()
     try:
-        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-        admin.create_topics([NewTopic("ends", 2, 1)])["ends"].result()
-
-        async def ends() -> tuple[int, list[tuple[int, int, int]]]:
-            producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks=-1, linger_ms=5)
-            consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
-            await producer.start()
-            await consumer.start()
-            tps, written, seen, trailing = [TopicPartition("ends", p) for p in (0, 1)], [0, 0], [], 0
-            for burst in range(1, 16):  # bursts of 1..7 records, as a table's changelog gets them
-                for i in range(burst % 7 + 1):
-                    await producer.send("ends", b'{"frames": 1}', partition=i % 2)
-                    written[i % 2] += 1
-                await producer.flush()
-                reported = await consumer.end_offsets(tps)
-                exact = await true_end_offsets([broker.bootstrap], reported)
-                trailing += sum(reported[tp] != written[tp.partition] for tp in tps)
-                seen += [(written[tp.partition], reported[tp], exact[tp]) for tp in tps]
-            await producer.stop()
-            await consumer.stop()
-            return trailing, seen
-
-        trailing, seen = asyncio.run(ends())
-        assert all(exact == written for written, _reported, exact in seen), seen
-        print(f"tansu's reported end trailed the log {trailing} times of {len(seen)}")
+        settings = Settings(kafka=broker.bootstrap, embedded=True, partitions=2)
+        create_topics(settings, [spec for spec in topics.all_topics(2) if spec.name == topics.LIVE_STATE])
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
+        probe = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "ends"})
+        want: dict[int, dict[str, dict]] = {0: {}, 1: {}}
+        written, trailing, reads = [0, 0], 0, 0
+        for burst in range(1, 16):  # bursts of 1..7 records per partition, as frames come
+            for i in range(burst % 7 + 1):
+                p, sid = i % 2, f"s{burst % 5}-{i}"
+                if burst % 4 == 0 and sid in want[p]:  # an expired tombstone is deleted
+                    producer.produce(topics.LIVE_STATE, key=sid.encode(), value=None, partition=p)
+                    del want[p][sid]
+                else:
+                    want[p][sid] = {"frames": burst, "at": [p, written[p]]}
+                    producer.produce(topics.LIVE_STATE, key=sid.encode(), value=json.dumps(want[p][sid]).encode(),
+                                     partition=p)
+                written[p] += 1
+            producer.flush()
+            for p in (0, 1):
+                _low, high = probe.get_watermark_offsets(TopicPartition(topics.LIVE_STATE, p), timeout=5)
+                trailing += high < written[p]
+                reads += 1
+            assert restore_states(settings, producer, [0, 1]) == want
+            written = [w + 1 for w in written]  # the barrier record is in the log too
+        probe.close()
+        print(f"tansu's reported end trailed the log {trailing} times of {reads}")
     finally:
         broker.stop()
 
@@ -240,7 +229,7 @@ def test_flood_of_one_stream_does_not_delay_another(cluster, live_bank):
 
 @pytest.mark.integration
 def test_matcher_restart_mid_stream_keeps_the_window(cluster, live_bank):
-    """Per-stream state lives in a changelog-backed table: after a restart the window still holds
+    """Per-stream state lives in a changelog: after a restart the window still holds
     the frames matched before it, and the stream is not blocked twice."""
     from workers.stack import stop
 

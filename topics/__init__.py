@@ -9,6 +9,7 @@ from topics.names import (  # noqa: F401
     DEAD_LETTER,
     LIVE_FRAMES,
     LIVE_HASHES,
+    LIVE_STATE,
     TopicSpec,
     all_topics,
 )

@@ -9,6 +9,7 @@ DECISIONS = "moderation.decisions"
 DEAD_LETTER = "moderation.dead-letter"
 LIVE_FRAMES = "moderation.live-frames"  # key=stream_id, value=encoded frame bytes, ids in headers
 LIVE_HASHES = "moderation.live-hashes"  # internal: hasher -> matcher for live frames, key=stream_id
+LIVE_STATE = "moderation.live-state"  # internal: the matcher's per-stream state, key=stream_id, compacted
 
 
 @dataclass(frozen=True)
@@ -30,4 +31,6 @@ def all_topics(partitions: int = 6) -> list[TopicSpec]:
         # Live frames are worthless after minutes; keep them short so a backlog cannot grow for long.
         TopicSpec(LIVE_FRAMES, partitions, {"retention.ms": str(3600 * 1000)}, "live frames, key=stream_id"),
         TopicSpec(LIVE_HASHES, partitions, {"retention.ms": str(3600 * 1000)}, "live frame hashes, key=stream_id"),
+        # Partition p holds the state of the streams on live-hashes partition p (same count).
+        TopicSpec(LIVE_STATE, partitions, {"cleanup.policy": "compact"}, "live stream state, key=stream_id"),
     ]

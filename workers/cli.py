@@ -112,7 +112,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _need(settings, "redis")
         from workers.matcher import Matcher
 
-        Matcher(settings).run()
+        matcher = Matcher(settings)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: matcher.stop())
+        matcher.run()
     return EXIT_OK
 
 

@@ -97,7 +97,7 @@ class LiveFrameProducer:
 
 # -- per-stream state ----------------------------------------------------------------------------
 def new_state(captured_at_ms: int) -> dict[str, Any]:
-    """Plain JSON, so it can live in a changelog-backed faust table and survive a restart.
+    """Plain JSON, so it can be written to the changelog (workers/live_matcher.py) and survive a restart.
     `at` is the [partition, offset] of the last message folded in (see `is_replay`)."""
     return {"started_at_ms": captured_at_ms, "frames": 0, "skipped": 0, "matched_frames": 0,
             "window": [], "status": "allow", "first_match": None, "last_match": None, "at": None}
@@ -124,10 +124,9 @@ def is_stale(state: dict[str, Any] | None, captured_at_ms: int) -> bool:
     return bool(state) and "ended_at_ms" in state and captured_at_ms <= state["end_captured_at_ms"]
 
 
-def expired(state: dict[str, Any], partition: int, now_ms: int) -> bool:
-    """A tombstone of this partition past its TTL (only the partition's owner may delete it)."""
-    return "ended_at_ms" in state and (state["at"] or [None])[0] == partition \
-        and now_ms - state["ended_at_ms"] > ENDED_TTL_MS
+def expired(state: dict[str, Any], now_ms: int) -> bool:
+    """A tombstone past its TTL."""
+    return "ended_at_ms" in state and now_ms - state["ended_at_ms"] > ENDED_TTL_MS
 
 
 def step(state: dict[str, Any], stream_id: str, seq: int, captured_at_ms: int, skipped: int,

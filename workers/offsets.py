@@ -105,9 +105,10 @@ class Delivery:
         self._committed_at = time.monotonic()
         return True
 
-    def send(self, topic: str, key: bytes | None, value: bytes, covers: list[Cell],
-             then: Callable[[], None] | None = None, attempt: int = 1) -> None:
-        """`covers` are done once delivered; `then` runs after that (on the producer's poll thread)."""
+    def send(self, topic: str, key: bytes | None, value: bytes | None, covers: list[Cell],
+             then: Callable[[], None] | None = None, attempt: int = 1, partition: int | None = None) -> None:
+        """`covers` are done once delivered; `then` runs after that (on the producer's poll thread).
+        `partition` pins the partition instead of hashing the key (a changelog follows its input)."""
         started = time.perf_counter()
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -119,13 +120,14 @@ class Delivery:
                     then()
             elif attempt < self.ATTEMPTS:
                 log.warning("delivery failed, retrying", extra={"error": str(err), "attempt": attempt})
-                self.send(topic, key, value, covers, then, attempt + 1)
+                self.send(topic, key, value, covers, then, attempt + 1, partition)
             else:
                 self.fatal = RuntimeError(f"cannot deliver to {topic} after {attempt} attempts: {err}")
 
+        where = {} if partition is None else {"partition": partition}
         while True:
             try:
-                self.producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                self.producer.produce(topic, key=key, value=value, on_delivery=delivered, **where)
                 return
             except BufferError:  # local queue full: serve callbacks, then retry
                 self.producer.poll(0.1)
