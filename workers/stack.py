@@ -3,6 +3,7 @@ redis-server, each on a free loopback port, owned by this process and never outl
 from __future__ import annotations
 
 import ctypes
+import random
 import shutil
 import signal
 import socket
@@ -24,7 +25,23 @@ def _die_with_parent() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port below the kernel's ephemeral range, for a child process to bind later. A
+    port from the ephemeral range (bind to 0) can be taken meanwhile by any outgoing connection, and
+    a worker's Kafka clients open dozens: a matcher failed to start that way in the chaos test."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    for _ in range(200 if ephemeral > 11000 else 0):
+        port = random.randint(10000, ephemeral - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # no room below the ephemeral range: take what the kernel gives
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

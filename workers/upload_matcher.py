@@ -59,7 +59,7 @@ class OpenVideo:
 
 class UploadMatcher:
     """One consumer of moderation.hashes in the matcher process. The bank index is shared with the
-    faust side (live frames, bank sync): every search and every change applied holds `lock` (a
+    live consumer and the bank sync loop: every search and every change applied holds `lock` (a
     reload builds a new index aside and swaps it in whole)."""
 
     def __init__(self, settings: Settings, name: str, index: BankIndex, lock: threading.Lock,

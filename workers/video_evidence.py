@@ -27,7 +27,7 @@ MAX_IMAGE_EVIDENCE = 200
 
 
 def new_state() -> dict[str, Any]:
-    """Plain JSON for a changelog-backed faust table."""
+    """A video's evidence so far, folded in part by part; plain JSON."""
     return {"parts": 0, "frames": [], "image": [], "video": {}, "decided": None}
 
 
