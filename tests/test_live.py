@@ -67,7 +67,25 @@ def test_replays_and_stale_frames_after_the_end_are_recognised():
     assert not live.is_stale(tomb, 9001) and not live.is_stale(st, 8000)  # a new session; a live stream
     assert not live.expired(tomb, 9500 + live.ENDED_TTL_MS)
     assert live.expired(tomb, 9501 + live.ENDED_TTL_MS)
-    assert not live.expired(st, 10**15)  # live streams never expire
+    assert not live.expired(st, 10**15)  # never seen by a matcher: nothing to go by
+    st["seen_at_ms"] = 5000
+    assert not live.expired(st, 5000 + live.IDLE_TTL_MS) and live.expired(st, 5001 + live.IDLE_TTL_MS)
+
+
+def test_frames_a_second_hasher_hashes_again_are_counted_once():
+    """A hasher that crashed before committing leaves frames the next one hashes again, at new
+    offsets; with the skip counts it carried they would count twice in the summary."""
+    banks = {"b": Bank("b", "block")}
+    st = live.new_state(1000)
+    live.step(st, "s", 0, 1000, 0, [], banks)
+    live.step(st, "s", 3, 1750, 2, [], banks)  # 1 and 2 skipped behind a backlog
+    assert live.is_rehash(st, 3, 1750) and live.is_rehash(st, 1, 1250)
+    assert not live.is_rehash(st, 4, 2000)
+    assert not live.is_rehash(st, 0, 9000)  # the source restarted its numbering: a later frame
+    live.step(st, "s", 6, 2500, 4, [], banks)  # the new hasher skipped 2..5; only 4 and 5 are new
+    assert st["frames"] + st["skipped"] == 7
+    live.step(st, "s", 9, 3250, 1, [], banks)  # a gap in the numbering: its own count stands
+    assert st["frames"] + st["skipped"] == 9
 
 
 def test_state_writes_wait_for_their_frames_decisions_in_frame_order():

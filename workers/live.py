@@ -26,6 +26,9 @@ MAX_WINDOW_FRAMES = 256  # bound on the matched frames kept per stream
 # An ended stream leaves a tombstone this long, so a replay of its last frames (after a crash or a
 # rebalance, seconds later) is recognised instead of starting a phantom stream with a second block.
 ENDED_TTL_MS = 10 * 60 * 1000
+# A stream whose ingest stopped without an end-of-stream marker is forgotten after this long
+# without a frame, so the state a matcher holds stays bounded by the streams actually live.
+IDLE_TTL_MS = 60 * 60 * 1000
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -98,9 +101,10 @@ class LiveFrameProducer:
 # -- per-stream state ----------------------------------------------------------------------------
 def new_state(captured_at_ms: int) -> dict[str, Any]:
     """Plain JSON, so it can be written to the changelog (workers/live_matcher.py) and survive a restart.
-    `at` is the [partition, offset] of the last message folded in (see `is_replay`)."""
+    `at` is the [partition, offset] of the last message folded in (see `is_replay`), `last` the
+    [seq, captured_at_ms] of the last frame (see `is_rehash`)."""
     return {"started_at_ms": captured_at_ms, "frames": 0, "skipped": 0, "matched_frames": 0,
-            "window": [], "status": "allow", "first_match": None, "last_match": None, "at": None}
+            "window": [], "status": "allow", "first_match": None, "last_match": None, "at": None, "last": None}
 
 
 def is_replay(state: dict[str, Any] | None, partition: int, offset: int) -> bool:
@@ -109,6 +113,14 @@ def is_replay(state: dict[str, Any] | None, partition: int, offset: int) -> bool
     start the stream again). Offsets order messages within a partition only."""
     at = (state or {}).get("at")
     return bool(at) and at[0] == partition and offset <= at[1]
+
+
+def is_rehash(state: dict[str, Any] | None, seq: int, captured_at_ms: int) -> bool:
+    """A frame this stream has already counted, hashed again by a hasher that took over from one
+    that crashed before committing (a new message, so not `is_replay`). Sequence numbers rise
+    within a session; a source that restarts its numbering captures later, so it is not caught."""
+    last = (state or {}).get("last")
+    return bool(last) and seq <= last[0] and captured_at_ms <= last[1]
 
 
 def tombstone(state: dict[str, Any], end_captured_at_ms: int, ended_at_ms: int) -> dict[str, Any]:
@@ -125,14 +137,23 @@ def is_stale(state: dict[str, Any] | None, captured_at_ms: int) -> bool:
 
 
 def expired(state: dict[str, Any], now_ms: int) -> bool:
-    """A tombstone past its TTL."""
-    return "ended_at_ms" in state and now_ms - state["ended_at_ms"] > ENDED_TTL_MS
+    """A tombstone past its TTL, or a stream without a frame for IDLE_TTL_MS (by the matcher's
+    clock, `seen_at_ms`, which an ingest's skewed clock cannot move)."""
+    if "ended_at_ms" in state:
+        return now_ms - state["ended_at_ms"] > ENDED_TTL_MS
+    return now_ms - state.get("seen_at_ms", now_ms) > IDLE_TTL_MS
 
 
 def step(state: dict[str, Any], stream_id: str, seq: int, captured_at_ms: int, skipped: int,
          matches: list[Match], banks: dict[str, Bank]) -> tuple[str | None, list[dict]]:
     """Fold one frame into the stream's state (in place). Returns the new status when it rose
-    (allow -> review -> block), with the evidence frames, else (None, [])."""
+    (allow -> review -> block), with the evidence frames, else (None, []). A hasher's skip count
+    may include frames counted before it took over: only the sequence numbers since the last
+    frame can be new."""
+    last = state.get("last")
+    if last and seq > last[0]:
+        skipped = min(skipped, seq - last[0] - 1)
+    state["last"] = [seq, captured_at_ms]
     state["frames"] += 1
     state["skipped"] += skipped
     verdict, evidence = decide(matches)

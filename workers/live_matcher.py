@@ -29,11 +29,12 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 import topics
 from workers import live, metrics
 from workers.errors import MediaError
-from workers.kafka import base_config, consumer_config, producer_config
+from workers.kafka import base_config
 from workers.logs import now_ms
+from workers.matcher_path import MatcherPath
 from workers.matching import BankIndex
-from workers.messages import Source, dead_letter, encode, parse_json
-from workers.offsets import Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
+from workers.messages import Source, encode, parse_json
+from workers.offsets import consumer_error
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -131,68 +132,47 @@ class OutputsFirst:
             self.queues.pop(p, None)
 
 
-class LiveMatcher:
-    """One consumer of moderation.live-hashes in the matcher process, sharing the bank index with
-    the upload consumer under `lock`. It owns the state of the streams on its partitions."""
+class LiveMatcher(MatcherPath):
+    """One consumer of moderation.live-hashes in the matcher process. It owns the state of the
+    streams on its partitions."""
+
+    topic = topics.LIVE_HASHES
 
     def __init__(self, settings: Settings, name: str, index: BankIndex, lock: threading.Lock):
-        self.settings = settings
-        self.name = name
-        self.index = index
-        self.lock = lock
-        self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP)})
-        self.producer = Producer({**producer_config(settings), "linger.ms": 0})
-        self.tracker = OffsetTracker()
-        self.delivery = Delivery(self.producer, self.tracker)
+        super().__init__(settings, name, index, lock, GROUP, **{"linger.ms": 0})
         self.writes = OutputsFirst()
         self.streams: dict[int, Streams] = {}
         self.to_restore: set[int] = set()
-        self.assigned = False
         self._swept = time.monotonic()
 
-    def run(self, stop: threading.Event) -> None:
-        """Wait for the bank, then serve until `stop`; deliver, write and commit what is done on the way out."""
-        while not self.index.loaded and not stop.wait(0.1):
-            pass
-        if stop.is_set():
-            self.consumer.close()
-            return
-        self.consumer.subscribe([topics.LIVE_HASHES], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        try:
-            while not stop.is_set():
-                msgs = take_batch(self.consumer, 200, 0.05)
-                if self.to_restore:  # before any frame of a newly assigned partition is folded
-                    self._restore()
-                for msg in msgs:
-                    self._handle(msg)
-                self.delivery.serve(self.consumer)
-                if time.monotonic() - self._swept > SWEEP_EVERY_S:
-                    self._sweep()
-        finally:
-            self._settle(30)
-            self.tracker.commit(self.consumer, asynchronous=False)
-            self.consumer.close()
+    def _turn(self) -> None:
+        for msg in self._messages():
+            if self.to_restore:  # assigned in the poll that returned it: restore before folding
+                self._restore()
+            self._handle(msg)
+        self.delivery.serve(self.consumer)
+        if time.monotonic() - self._swept > SWEEP_EVERY_S:
+            self._sweep()
 
     # -- one frame --------------------------------------------------------------------------------
     def _handle(self, msg: Message) -> None:
-        if consumer_error(msg):
-            return
-        self.assigned = True
         metrics.EVENTS.labels("matcher", topics.LIVE_HASHES).inc()
         tp, offset = (msg.topic(), msg.partition()), msg.offset()
         cell = self.tracker.started(tp[0], tp[1], offset)
         try:
             frame = parse_json(msg.value(), "live_hashes", self.settings.max_message_bytes)
         except MediaError as exc:
-            metrics.DEAD_LETTERS.labels("matcher", exc.code).inc()
-            src = Source(tp[0], tp[1], offset, None, msg.key(), msg.value())
-            log.warning("dead letter", extra={"code": exc.code, "reason": exc.message, "partition": tp[1],
-                                              "offset": offset})
-            self.delivery.send(topics.DEAD_LETTER, msg.key(), encode(dead_letter(src, exc.code, exc.message,
-                                                                                 "matcher", self.name)), [(tp, cell)])
+            self._dead(Source(tp[0], tp[1], offset, None, msg.key(), msg.value()), exc.code, exc.message,
+                       None, [(tp, cell)])
             return
         streams = self.streams.setdefault(tp[1], {})
-        outs = self.step(streams, frame, tp[1], offset)
+        try:
+            outs = self.step(streams, frame, tp[1], offset)
+        except Exception as exc:  # a bug must not stop the live path or lose the frame silently
+            log.exception("internal error", extra={"stream_id": frame["stream_id"], "seq": frame["seq"]})
+            self._dead(Source(tp[0], tp[1], offset, None, msg.key(), msg.value()), "internal_error",
+                       f"{type(exc).__name__}: {exc}", frame, [(tp, cell)])
+            return
         if outs is None:  # a replay: the state has it already
             self.tracker.done(tp, cell)
             return
@@ -206,15 +186,17 @@ class LiveMatcher:
 
     def step(self, streams: Streams, frame: dict[str, Any], partition: int, offset: int) -> list[dict] | None:
         """Fold one frame into its stream's state: the decisions to publish (0, 1 or 2), or None
-        for a message this state has already folded in (or a pre-end frame of an ended stream)."""
+        for a frame this state has already counted (delivered again, hashed again, or from
+        before the end of a stream that has ended)."""
         sid = frame["stream_id"]
         state = streams.get(sid)
-        if live.is_replay(state, partition, offset) or live.is_stale(state, frame["captured_at_ms"]):
+        if live.is_replay(state, partition, offset) or live.is_stale(state, frame["captured_at_ms"]) or \
+                (not frame["end_of_stream"] and live.is_rehash(state, frame["seq"], frame["captured_at_ms"])):
             metrics.LIVE_REPLAYS.inc()
             return None
         if state is None or "ended_at_ms" in state:  # a new stream, or a new session after an end
             state = live.new_state(frame["captured_at_ms"])
-        state["at"] = [partition, offset]
+        state["at"], state["seen_at_ms"] = [partition, offset], now_ms()
         out = []
         if frame["signals"]:
             t0 = time.perf_counter()
@@ -260,15 +242,20 @@ class LiveMatcher:
                                partition=w.tp[1])
 
     def _sweep(self) -> None:
-        """Forget tombstones past their TTL (deleted from the changelog too) and count live streams."""
+        """Forget tombstones past their TTL and streams idle past theirs (deleted from the changelog
+        too), and count live streams."""
         self._swept = time.monotonic()
         now, active = now_ms(), 0
         for p, streams in self.streams.items():
             for sid, state in list(streams.items()):
                 if live.expired(state, now):
+                    if "ended_at_ms" not in state:
+                        log.warning("live stream idle without an end; forgotten, with no summary",
+                                    extra={"stream_id": sid, "frames": state["frames"], "status": state["status"]})
                     del streams[sid]
                     self.delivery.send(topics.LIVE_STATE, sid.encode(), None, [], partition=p)
-                active += "ended_at_ms" not in state
+                else:
+                    active += "ended_at_ms" not in state
         metrics.LIVE_ACTIVE.set(active)
 
     def _restore(self) -> None:
@@ -292,20 +279,12 @@ class LiveMatcher:
                   extra={"messages": len(self.producer), "state_writes": self.writes.pending()})
 
     # -- group membership -------------------------------------------------------------------------
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned = True
-        self.to_restore.update(p.partition for p in partitions)
-        log.info("partitions assigned", extra={"topic": topics.LIVE_HASHES,
-                                               "partitions": [p.partition for p in partitions]})
+    def _assigned(self, partitions: list[int]) -> None:
+        self.to_restore.update(partitions)
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Deliver, write and commit what is done; the partitions' next owner restores their state."""
-        self._settle(10)
-        self.tracker.commit(self.consumer, asynchronous=False)
-        self.tracker.forget(partitions)
-        gone = [p.partition for p in partitions]
-        self.writes.forget(gone)
-        for p in gone:
+    def _revoked(self, partitions: list[int]) -> None:
+        """The partitions' next owner restores their streams from the changelog."""
+        self.writes.forget(partitions)
+        for p in partitions:
             self.streams.pop(p, None)
             self.to_restore.discard(p)
-        log.info("partitions revoked", extra={"topic": topics.LIVE_HASHES, "partitions": gone})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -94,8 +95,19 @@ class Matcher:
         server = metrics.serve(self.settings.metrics_host, self.settings.metrics_port, self.health)
         log.info("matcher started", extra={"worker": self.name, "metrics": f"http://{self.settings.metrics_host}:"
                                            f"{server.server_address[1]}/metrics", "kafka": self.settings.kafka})
-        threads = [threading.Thread(target=self.uploads.run, args=(self.stop_event,), name="uploads"),
-                   threading.Thread(target=self.live.run, args=(self.stop_event,), name="live")]
+        failed: list[str] = []
+
+        def serve(name: str, path: Callable[[threading.Event], None]) -> None:
+            """A path that fails stops the whole matcher, so it restarts, rather than serving half."""
+            try:
+                path(self.stop_event)
+            except Exception:
+                log.exception("matcher path failed; stopping the matcher", extra={"path": name})
+                failed.append(name)
+                self.stop_event.set()
+
+        threads = [threading.Thread(target=serve, args=("uploads", self.uploads.run), name="uploads"),
+                   threading.Thread(target=serve, args=("live", self.live.run), name="live")]
         for t in threads:
             t.start()
         try:
@@ -106,3 +118,5 @@ class Matcher:
                 t.join(45)
             server.shutdown()
             log.info("matcher stopped", extra={"worker": self.name})
+        if failed:
+            raise RuntimeError(f"the matcher's {' and '.join(failed)} path failed; see the log above")

@@ -91,8 +91,6 @@ def serve(host: str, port: int, health: Health) -> ThreadingHTTPServer:
     return server
 LIVE_SKIPPED = Counter("vigil_live_frames_skipped_total",
                        "Live frames skipped because a newer frame of the same stream was waiting.")
-LIVE_REFETCHES = Counter("vigil_live_refetches_total",
-                         "Times the live matcher found offsets its consumer had skipped and fetched them again.")
 LIVE_REPLAYS = Counter("vigil_live_replayed_frames_total",
-                       "Live frames delivered again (after a crash or a rebalance) and recognised as already counted.")
+                       "Live frames delivered or hashed again after a crash or a rebalance, recognised as counted.")
 LIVE_ACTIVE = Gauge("vigil_live_active_streams", "Live streams with state in this matcher (not yet ended).")

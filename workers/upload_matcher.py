@@ -16,17 +16,17 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message
 
 import topics
 from workers import metrics, video_evidence
 from workers.decisions import DecisionCache, decision_message, sha256_of
 from workers.errors import MediaError
 from workers.hasher import EARLY_BLOCK_KEY
-from workers.kafka import consumer_config, producer_config
+from workers.matcher_path import MatcherPath
 from workers.matching import BankIndex
-from workers.messages import Source, dead_letter, encode, parse_json
-from workers.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
+from workers.messages import Source, encode, parse_json
+from workers.offsets import Cell
 from workers.policy import decide
 from workers.settings import Settings
 from workers.signals import SignalValue
@@ -57,54 +57,32 @@ class OpenVideo:
     closed: bool = False  # the final part has come
 
 
-class UploadMatcher:
-    """One consumer of moderation.hashes in the matcher process. The bank index is shared with the
-    live consumer and the bank sync loop: every search and every change applied holds `lock` (a
-    reload builds a new index aside and swaps it in whole)."""
+class UploadMatcher(MatcherPath):
+    """One consumer of moderation.hashes in the matcher process."""
+
+    topic = topics.HASHES
 
     def __init__(self, settings: Settings, name: str, index: BankIndex, lock: threading.Lock,
                  cache: DecisionCache | None, redis_client: Any):
-        self.settings = settings
-        self.name = name
-        self.index = index
-        self.lock = lock
+        super().__init__(settings, name, index, lock, GROUP)
         self.cache = cache
         self.redis = redis_client
-        self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP)})
-        self.producer = Producer(producer_config(settings))
-        self.tracker = OffsetTracker()
-        self.delivery = Delivery(self.producer, self.tracker)
         self.videos: dict[str, OpenVideo] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
-        self.assigned = False
 
-    def run(self, stop: threading.Event) -> None:
-        """Wait for the bank, then serve until `stop`; deliver and commit what is done on the way out."""
-        while not self.index.loaded and not stop.wait(0.1):
-            pass
-        if stop.is_set():
-            self.consumer.close()
-            return
-        self.consumer.subscribe([topics.HASHES], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        try:
-            while not stop.is_set():
-                for msg in take_batch(self.consumer, 200, 0.05):
-                    self._handle(msg)
-                if self.delivery.serve(self.consumer):
-                    self._expire()
-        finally:
-            remaining = self.producer.flush(30)
-            if remaining:
-                log.error("undelivered decisions at shutdown; their offsets stay uncommitted",
-                          extra={"count": remaining})
-            self.tracker.commit(self.consumer, asynchronous=False)
-            self.consumer.close()
+    def _turn(self) -> None:
+        for msg in self._messages():
+            self._handle(msg)
+        if self.delivery.serve(self.consumer):
+            self._expire()
+
+    def _settle(self, timeout_s: float) -> None:
+        remaining = self.producer.flush(timeout_s)
+        if remaining:
+            log.error("undelivered decisions; their offsets stay uncommitted", extra={"count": remaining})
 
     # -- one message ------------------------------------------------------------------------------
     def _handle(self, msg: Message) -> None:
-        if consumer_error(msg):
-            return
-        self.assigned = True
         metrics.EVENTS.labels("matcher", topics.HASHES).inc()
         tp = (msg.topic(), msg.partition())
         cell = self.tracker.started(tp[0], tp[1], msg.offset())
@@ -207,14 +185,6 @@ class UploadMatcher:
                                    "decision": decision["decision"], "matches": len(decision["matches"]),
                                    "latency_ms": decision["latency_ms"]["total"]})
 
-    def _dead(self, src: Source, code: str, message: str, event: dict | None, covers: list[Cell]) -> None:
-        metrics.DEAD_LETTERS.labels("matcher", code).inc()
-        log.warning("dead letter", extra={"code": code, "reason": message, "partition": src.partition,
-                                          "offset": src.offset, **({"event_id": event.get("event_id")}
-                                                                   if isinstance(event, dict) else {})})
-        dl = dead_letter(src, code, message, "matcher", self.name, event if isinstance(event, dict) else None)
-        self.delivery.send(topics.DEAD_LETTER, src.key, encode(dl), covers)
-
     def _cache(self, sha256: str | None, decision: dict[str, Any]) -> None:
         if sha256 and self.cache is not None:
             self.cache.put(sha256, decision)
@@ -227,16 +197,7 @@ class UploadMatcher:
             log.warning("cannot mark early block in redis", extra={"event_id": event_id, "error": str(exc)})
 
     # -- group membership -------------------------------------------------------------------------
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned = True
-        log.info("partitions assigned", extra={"topic": topics.HASHES, "partitions": [p.partition for p in partitions]})
-
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Deliver and commit what is done; forget open videos, which the next owner replays whole."""
-        self.producer.flush(10)
-        self.tracker.commit(self.consumer, asynchronous=False)
-        self.tracker.forget(partitions)
-        gone = {(p.topic, p.partition) for p in partitions}
-        for eid in [e for e, r in self.videos.items() if r.tp in gone]:
+    def _revoked(self, partitions: list[int]) -> None:
+        """Open videos are forgotten: the next owner replays each whole, from its first part."""
+        for eid in [e for e, r in self.videos.items() if r.tp[1] in partitions]:
             del self.videos[eid]
-        log.info("partitions revoked", extra={"topic": topics.HASHES, "partitions": [p.partition for p in partitions]})
