@@ -60,13 +60,12 @@ class MatcherPath(ABC):
         """What is waiting, one poll at a time, each message handled before the next poll. A
         rebalance callback runs inside a poll, so a message is never handled after its partition
         was revoked (by then it is the next owner's), as it could be from a batch taken before."""
-        msg = self.consumer.poll(wait_s)
-        for _ in range(most):
+        for n in range(most):
+            msg = self.consumer.poll(wait_s if n == 0 else 0)
             if msg is None:
                 return
             if not consumer_error(msg):
                 yield msg
-            msg = self.consumer.poll(0)
 
     @abstractmethod
     def _turn(self) -> None:
