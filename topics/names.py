@@ -31,6 +31,10 @@ def all_topics(partitions: int = 6) -> list[TopicSpec]:
         # Live frames are worthless after minutes; keep them short so a backlog cannot grow for long.
         TopicSpec(LIVE_FRAMES, partitions, {"retention.ms": str(3600 * 1000)}, "live frames, key=stream_id"),
         TopicSpec(LIVE_HASHES, partitions, {"retention.ms": str(3600 * 1000)}, "live frame hashes, key=stream_id"),
-        # Partition p holds the state of the streams on live-hashes partition p (same count).
-        TopicSpec(LIVE_STATE, partitions, {"cleanup.policy": "compact"}, "live stream state, key=stream_id"),
+        # Partition p holds the state of the streams on live-hashes partition p (same count). A
+        # matcher given a partition reads it whole; small segments let compaction keep that short
+        # (every frame writes its stream's state, and the active segment is never compacted).
+        TopicSpec(LIVE_STATE, partitions, {"cleanup.policy": "compact", "segment.bytes": str(64 * 2**20),
+                                           "segment.ms": str(10 * 60 * 1000), "min.cleanable.dirty.ratio": "0.1"},
+                  "live stream state, key=stream_id"),
     ]
