@@ -66,7 +66,8 @@ def restore_states(settings: Settings, producer: Producer, partitions: list[int]
         for p in partitions:
             producer.produce(topics.LIVE_STATE, key=BARRIER_KEY, value=token, partition=p)
         if producer.flush(timeout_s):
-            raise RuntimeError(f"cannot write to {topics.LIVE_STATE} within {timeout_s:.0f} s")
+            raise RuntimeError(f"cannot write to {topics.LIVE_STATE} within {timeout_s:.0f} s: is the broker up, "
+                               "and does the topic exist? (`vigil topics create` makes it)")
         waiting = set(partitions)
         deadline = time.monotonic() + timeout_s
         while waiting:
