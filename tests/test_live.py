@@ -93,15 +93,15 @@ def test_state_writes_wait_for_their_frames_decisions_in_frame_order():
     frame of the partition, are delivered: a crash can replay a decision, never lose one."""
     q = OutputsFirst()
     w = [StateWrite(("t", 0), [o, False], "s", b"{}", n) for o, n in ((10, 1), (11, 0), (12, 2))]
-    assert q.add(0, w[0]) == []  # its block is not delivered yet
-    assert q.add(0, w[1]) == []  # no decision of its own, but behind offset 10
-    assert q.add(0, w[2]) == []
+    assert q.add(w[0]) == []  # its block is not delivered yet
+    assert q.add(w[1]) == []  # no decision of its own, but behind offset 10
+    assert q.add(w[2]) == []
     other = StateWrite(("t", 1), [5, False], "s2", b"{}", 0)
-    assert q.add(1, other) == [other]  # partitions are independent
-    assert q.delivered(0, w[0]) == [w[0], w[1]]
-    assert q.delivered(0, w[2]) == [] and q.pending() == 1
-    assert q.delivered(0, w[2]) == [w[2]] and q.pending() == 0
-    q.add(0, StateWrite(("t", 0), [13, False], "s", b"{}", 1))
+    assert q.add(other) == [other]  # partitions are independent
+    assert q.delivered(w[0]) == [w[0], w[1]]
+    assert q.delivered(w[2]) == [] and q.pending() == 1
+    assert q.delivered(w[2]) == [w[2]] and q.pending() == 0
+    q.add(StateWrite(("t", 0), [13, False], "s", b"{}", 1))
     q.forget([0])  # revoked: the next owner replays from the committed offset
     assert q.pending() == 0
 

@@ -111,13 +111,13 @@ class OutputsFirst:
     def __init__(self) -> None:
         self.queues: dict[int, deque[StateWrite]] = {}
 
-    def add(self, partition: int, write: StateWrite) -> list[StateWrite]:
-        self.queues.setdefault(partition, deque()).append(write)
-        return self.ready(partition)
+    def add(self, write: StateWrite) -> list[StateWrite]:
+        self.queues.setdefault(write.tp[1], deque()).append(write)
+        return self.ready(write.tp[1])
 
-    def delivered(self, partition: int, write: StateWrite) -> list[StateWrite]:
+    def delivered(self, write: StateWrite) -> list[StateWrite]:
         write.outstanding -= 1
-        return self.ready(partition)
+        return self.ready(write.tp[1])
 
     def ready(self, partition: int) -> list[StateWrite]:
         queue, out = self.queues.get(partition), []
@@ -160,30 +160,29 @@ class LiveMatcher(MatcherPath):
         metrics.EVENTS.labels("matcher", topics.LIVE_HASHES).inc()
         tp, offset = (msg.topic(), msg.partition()), msg.offset()
         cell = self.tracker.started(tp[0], tp[1], offset)
+        src = Source(tp[0], tp[1], offset, None, msg.key(), msg.value())
         try:
             frame = parse_json(msg.value(), "live_hashes", self.settings.max_message_bytes)
         except MediaError as exc:
-            self._dead(Source(tp[0], tp[1], offset, None, msg.key(), msg.value()), exc.code, exc.message,
-                       None, [(tp, cell)])
+            self._dead(src, exc.code, exc.message, None, [(tp, cell)])
             return
         streams = self.streams.setdefault(tp[1], {})
         try:
             outs = self.step(streams, frame, tp[1], offset)
         except Exception as exc:  # a bug must not stop the live path or lose the frame silently
             log.exception("internal error", extra={"stream_id": frame["stream_id"], "seq": frame["seq"]})
-            self._dead(Source(tp[0], tp[1], offset, None, msg.key(), msg.value()), "internal_error",
-                       f"{type(exc).__name__}: {exc}", frame, [(tp, cell)])
+            self._dead(src, "internal_error", f"{type(exc).__name__}: {exc}", frame, [(tp, cell)])
             return
         if outs is None:  # a replay: the state has it already
             self.tracker.done(tp, cell)
             return
         sid = frame["stream_id"]
-        write = StateWrite(tp, cell, sid, json.dumps(streams[sid], separators=(",", ":")).encode(), len(outs))
+        write = StateWrite(tp, cell, sid, encode(streams[sid]), len(outs))
         for out in outs:
             self.delivery.send(topics.DECISIONS, out["content_id"].encode(), encode(out), [],
-                               then=lambda w=write: self._write(self.writes.delivered(w.tp[1], w)))
+                               then=lambda: self._write(self.writes.delivered(write)))
             metrics.observe_decision(out)
-        self._write(self.writes.add(tp[1], write))
+        self._write(self.writes.add(write))
 
     def step(self, streams: Streams, frame: dict[str, Any], partition: int, offset: int) -> list[dict] | None:
         """Fold one frame into its stream's state: the decisions to publish (0, 1 or 2), or None
