@@ -36,7 +36,7 @@ RUN apt-get update \
  && mkdir -p /media /var/lib/vigil \
  && chown vigil:vigil /var/lib/vigil
 COPY --from=builder /opt/vigil /opt/vigil
-# NUMBA_CACHE_DIR: the matcher compiles its search loop (workers/mih_kernel.py) on first start
+# NUMBA_CACHE_DIR: the matcher compiles its search loop (workers/index/mih_kernel.py) on first start
 # into a writable place; /tmp is an emptyDir under Kubernetes' readOnlyRootFilesystem.
 ENV PATH=/opt/vigil/bin:$PATH \
     NUMBA_CACHE_DIR=/tmp/numba \

@@ -2,13 +2,13 @@
 
 Indexes compared on the same codes and queries, one core each (faiss pinned to one thread; q/s
 is queries per CPU-second of this process):
-  mih         workers.mih.MultiIndexHamming (exact; chunking picked for the bank size; the probe
-              loop compiled by numba, workers/mih_kernel.py)
+  mih         workers.index.mih.MultiIndexHamming (exact; chunking picked for the bank size; the probe
+              loop compiled by numba, workers/index/mih_kernel.py)
   flat        faiss IndexBinaryFlat, range_search (exhaustive)
   faiss-mih   faiss IndexBinaryMultiHash(256, nhash=16, b=16), nflip = d // 16: what
               python-threatexchange's PDQMultiHashIndex (and so HMA's PDQ index) builds
   pytx        threatexchange PDQIndex (that same faiss index behind its one-query-at-a-time API)
-  brute       workers.index.HammingIndex (numpy XOR+popcount), sizes <= 1M only
+  brute       workers.index.brute.HammingIndex (numpy XOR+popcount), sizes <= 1M only
 Queries come in batches of 32 (a video's frames arrive as one message) and of 1 (one image).
 Banks are random fill plus a realistic part: PDQ hashes of crops/scales of the bundled photos and
 of video frames; "real" queries are other crops/shifts/blurs of those same pictures. Recall is
@@ -36,8 +36,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from workers.index import HammingIndex
-from workers.mih import MultiIndexHamming
+from workers.index.brute import HammingIndex
+from workers.index.mih import MultiIndexHamming
 
 PDQ_D, PHASH_D = 31, 8
 BATCH = 32
@@ -210,7 +210,7 @@ def scale_rows(n: int, bits: int, d: int, kinds: list[str], real: tuple[np.ndarr
 def digest_rows(n: int, nbytes: int) -> list[str]:
     """MD5 (16 B) / SHA-256 (32 B) digests: the matcher's exact index (MultiIndexHamming, exact)
     against a plain dict of hex strings, at sizes a dict can hold here."""
-    from workers.mih import to_words
+    from workers.index.mih import to_words
 
     rng = np.random.default_rng(nbytes)
     codes = rng.integers(0, 256, (n, nbytes), dtype=np.uint8)
@@ -297,7 +297,7 @@ def key_bytes(r, key: str) -> int:
 
 def redis_section(n_entries: int, n_changes: int) -> list[str]:
     from workers.bank.store import BANKS, BankStore, codes_key, entries_key
-    from workers.stack import EmbeddedRedis
+    from workers.stack.embedded import EmbeddedRedis
 
     out = []
     with tempfile.TemporaryDirectory(prefix="vigil-bench-bank-") as tmp:
@@ -363,7 +363,7 @@ def snapshot_and_cold_starts(store, bank: str, n: int) -> str:
 def cold_start(store, bank: str, n: int, snapshots: bool = True) -> dict[str, float]:
     """Matcher cold start from Redis: BankIndex.load (binary snapshot, or HSCAN of the packed codes),
     while another thread keeps answering searches on a small index (the matcher's old state)."""
-    from workers.matching import BankIndex
+    from workers.index.matching import BankIndex
     from workers.settings import Settings
 
     old = MultiIndexHamming(256)
@@ -421,7 +421,7 @@ def add_remove_rates(store, n: int = 20_000, batch: int = 2000) -> str:
 
 def propagation(store, n_changes: int) -> str:
     """Seconds from a BankStore write returning to a BankIndex tailing read_changes having applied it."""
-    from workers.matching import BankIndex
+    from workers.index.matching import BankIndex
     from workers.settings import Settings
 
     settings = Settings()

@@ -19,8 +19,8 @@ import numpy as np
 import topics
 from workers.bank.importer import add_media_file
 from workers.bank.store import BankStore
-from workers.client import OutcomeWatcher, UploadProducer, upload_event
-from workers.runner import Cluster
+from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.stack.cluster import Cluster
 from workers.settings import Settings
 
 SIZE = (640, 360)

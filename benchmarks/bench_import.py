@@ -103,7 +103,7 @@ def redis_import(lines: int) -> list[str]:
 
     from workers.bank.importer import import_file
     from workers.bank.store import AUDIT, CHANGES, BankStore, codes_key, entries_key
-    from workers.stack import EmbeddedRedis
+    from workers.stack.embedded import EmbeddedRedis
 
     with tempfile.TemporaryDirectory(prefix="vigil-bench-import-redis-") as tmp:
         server = EmbeddedRedis(Path(tmp)).start()

@@ -19,12 +19,12 @@ import cv2
 import psutil
 
 import topics
-from workers import samples, transforms
+from workers.stack import samples, transforms
 from workers.bank.importer import add_media_file
 from workers.bank.store import BankStore
-from workers.client import OutcomeWatcher
-from workers.live import LiveFrameProducer
-from workers.runner import Cluster
+from workers.stream.client import OutcomeWatcher
+from workers.live.streams import LiveFrameProducer
+from workers.stack.cluster import Cluster
 from workers.settings import Settings
 
 BANKED = ("astronaut", "chelsea", "rocket")

@@ -29,12 +29,12 @@ import numpy as np
 import psutil
 
 from benchmarks import media
-from workers import transforms
+from workers.stack import transforms
 from workers.bank.model import Entry, entry_id_for_file
 from workers.bank.store import BankStore
-from workers.client import OutcomeWatcher, UploadProducer, upload_event
-from workers.hashing import hash_media
-from workers.runner import Cluster
+from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.signals.hashing import hash_media
+from workers.stack.cluster import Cluster
 from workers.settings import Settings
 
 WIDTH, HEIGHT = 1280, 720

@@ -23,7 +23,7 @@ from benchmarks.media import photos
 from tests.media_variants import write_video
 from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
 from workers.signals import hash_frames
-from workers.video_match import FrameHash, dedupe_frames, distances, frames_from_signals, pack
+from workers.signals.video_match import FrameHash, dedupe_frames, distances, frames_from_signals, pack
 
 OUT = Path(__file__).resolve().parent / "out"
 FPS = 25
@@ -104,7 +104,7 @@ def sampler_run(path: Path, strategy: SamplingStrategy, pdq: bool | str, max_sid
 
 def vigil_run(path: Path, strategy: SamplingStrategy, max_side: int | None) -> tuple[int, int]:
     """The hasher's own call, hash_video, as a query (with the dihedral variants)."""
-    from workers.hashing import hash_video
+    from workers.signals.hashing import hash_video
     from workers.settings import Settings
 
     settings = Settings(video_fps=strategy.fps, video_max_side=max_side or 0, video_max_frames=100_000)

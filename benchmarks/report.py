@@ -71,7 +71,7 @@ def package_versions() -> dict[str, str]:
 
 def redis_server_version() -> str:
     try:
-        from workers.stack import redis_server_binary
+        from workers.stack.embedded import redis_server_binary
 
         text = subprocess.run([redis_server_binary(), "--version"], capture_output=True, text=True,
                               timeout=10).stdout

@@ -8,7 +8,7 @@ import pytest
 
 from workers.bank.store import BankStore
 from workers.settings import Settings
-from workers.stack import EmbeddedRedis
+from workers.stack.embedded import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +33,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def cluster(media_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The whole pipeline on the embedded stack: 1 hasher, 1 matcher, as `vigil up` runs it."""
-    from workers.runner import Cluster
+    from workers.stack.cluster import Cluster
 
     data = tmp_path_factory.mktemp("cluster")
     settings = Settings(media_roots=(str(media_dir),), data_dir=str(data), partitions=3)

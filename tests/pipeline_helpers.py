@@ -7,8 +7,8 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 import topics
-from workers import samples, transforms
-from workers.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.stack import samples, transforms
+from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
 from workers.settings import Settings
 
 
@@ -41,7 +41,7 @@ def submit_and_wait(settings: Settings, paths: list[Path], timeout: float = 60.0
 
 def produce_raw(settings: Settings, values: list[tuple[bytes | None, bytes]]) -> None:
     """Put arbitrary bytes on the uploads topic, as a broken or hostile producer would."""
-    from workers.kafka import producer_config
+    from workers.stream.kafka import producer_config
 
     p = Producer(producer_config(settings))
     for key, value in values:

@@ -11,9 +11,9 @@ import psutil
 import pytest
 
 from tests.pipeline_helpers import write_photo
-from workers import transforms
-from workers.client import OutcomeWatcher, UploadProducer, upload_event
-from workers.runner import Cluster
+from workers.stack import transforms
+from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.stack.cluster import Cluster
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration

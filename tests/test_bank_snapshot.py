@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from workers import samples, transforms
+from workers.stack import samples, transforms
 from workers.bank import snapshot
 from workers.bank.codes import pack_codes, unpack_block
 from workers.bank.model import Entry
@@ -20,8 +20,8 @@ from workers.bank.store import (
     snap_key,
 )
 from workers.cli import main as vigil
-from workers.hashing import hash_frame, hash_media
-from workers.matching import BankIndex, IndexRebuilder
+from workers.signals.hashing import hash_frame, hash_media
+from workers.index.matching import BankIndex, IndexRebuilder
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -105,7 +105,7 @@ def test_snapshot_load_equals_hscan_load(store: BankStore, photo_signals, querie
                                          if s.signal == "pdq")
     assert written["sha256"]["entries"] == 1 and written["md5"]["entries"] == 1 and written["phash"]["entries"] == 2
     in_use = sum(r["entries"] > 0 for r in written.values()) + sum(r["entries"] > 0 for r in store.write_snapshot("b").values())
-    caplog.set_level(logging.INFO, logger="workers.matching")
+    caplog.set_level(logging.INFO, logger="workers.index.matching")
     snap = _load(store)
     assert _built(caplog) == {"source": "snapshots", "snapshots": in_use, "replayed_changes": 0,
                               "replayed_since_version": None}
@@ -129,7 +129,7 @@ def test_changes_after_the_snapshot_are_replayed(store: BankStore, photo_signals
     store.set_entry_disabled("a", "digest", True)
     store.update_bank("a", action="review", thresholds={"pdq": 10})
     store.update_bank("b", enabled=False)
-    caplog.set_level(logging.INFO, logger="workers.matching")
+    caplog.set_level(logging.INFO, logger="workers.index.matching")
     snap = _load(store)
     built = _built(caplog)
     assert built["source"] == "snapshots" and built["snapshots"] > 2
@@ -152,7 +152,7 @@ def test_a_snapshot_older_than_the_trimmed_stream_is_not_used(store: BankStore, 
     store.remove_entries("a", ["astro"])
     store.add_entries("a", [Entry("rocket", "a", tuple(photo_signals["rocket"]))])
     store.r.xtrim(CHANGES, maxlen=1, approximate=False)  # the stream no longer holds the remove
-    caplog.set_level(logging.INFO, logger="workers.matching")
+    caplog.set_level(logging.INFO, logger="workers.index.matching")
     index = _load(store)
     assert _built(caplog)["source"] == "hscan"
     assert _state(index, queries) == _state(_load(store, snapshots=False), queries)
@@ -174,7 +174,7 @@ def test_a_chunk_gone_or_damaged_under_the_reader_falls_back(store: BankStore, p
     store.add_entries("a", [Entry("rocket", "a", tuple(photo_signals["rocket"]))])
     key = chunk_key("a", "pdq", meta.gen, 1)
     store.r.delete(key) if damage == "delete" else store.r.setrange(key, 0, "JUNK")
-    caplog.set_level(logging.INFO, logger="workers.matching")
+    caplog.set_level(logging.INFO, logger="workers.index.matching")
     index = _load(store)
     warned = [r for r in caplog.records if r.levelno == logging.WARNING and "snapshot unusable" in r.getMessage()]
     assert warned and _built(caplog)["source"] == "hscan"
@@ -285,7 +285,7 @@ def _grown_index(store: BankStore, monkeypatch, inline_rows: int, loaded: int, g
     """A bank of `loaded` random PDQ entries (snapshotted), a matcher's index loaded from it, then
     entries up to `grown` added 50 per change and tailed, with merges above `inline_rows` deferred so
     the index asks for a rebuild. Returns (index, the hex values, add(lo, hi))."""
-    from workers.mih import MultiIndexHamming
+    from workers.index.mih import MultiIndexHamming
 
     monkeypatch.setattr(MultiIndexHamming, "INLINE_BUILD_ROWS", inline_rows)
     monkeypatch.setattr(MultiIndexHamming, "TAIL", 100)

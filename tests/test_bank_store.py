@@ -6,7 +6,7 @@ import pytest
 from workers.bank.importer import add_media_file, export_records, import_file
 from workers.bank.model import Entry, entry_id_for_hash
 from workers.bank.store import BankError, BankStore
-from workers.matching import BankIndex
+from workers.index.matching import BankIndex
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -101,7 +101,7 @@ def test_import_local_list_is_idempotent_and_all_or_nothing(store: BankStore, tm
 
 
 def test_add_media_file_banks_a_real_photo(store: BankStore, tmp_path):
-    from workers import samples, transforms
+    from workers.stack import samples, transforms
 
     store.create_bank("photos", "block")
     f = tmp_path / "astronaut.png"

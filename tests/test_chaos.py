@@ -15,12 +15,12 @@ import pytest
 
 import topics
 from tests.pipeline_helpers import write_photo
-from workers import samples, transforms
+from workers.stack import samples, transforms
 from workers.bank.importer import add_media_file
 from workers.bank.store import BankStore
-from workers.client import OutcomeWatcher, UploadProducer, upload_event
-from workers.live import LiveFrameProducer
-from workers.runner import Cluster
+from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.live.streams import LiveFrameProducer
+from workers.stack.cluster import Cluster
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration

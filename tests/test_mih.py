@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.index import HammingIndex
-from workers.mih import MultiIndexHamming, chunk_radii, chunk_values, flip_masks, to_words
+from workers.index.brute import HammingIndex
+from workers.index.mih import MultiIndexHamming, chunk_radii, chunk_values, flip_masks, to_words
 
 
 def _near(rng: np.random.Generator, code: np.ndarray, flips: int) -> np.ndarray:
@@ -147,7 +147,7 @@ def test_packed_codes_in_redis_follow_every_change_and_cold_start_agrees(tmp_pat
     from workers.bank.model import Entry
     from workers.bank.store import NO_FRAME, BankStore, codes_key, entries_key
     from workers.signals import SignalValue
-    from workers.stack import EmbeddedRedis
+    from workers.stack.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path).start()
     try:
@@ -216,7 +216,7 @@ def test_keys_out_of_order_are_found_for_removal() -> None:
 
 
 def test_parallel_segment_build_equals_serial(monkeypatch) -> None:
-    import workers.mih as mih
+    import workers.index.mih as mih
 
     rng = np.random.default_rng(12)
     codes = _bank(rng, 60_000, 32)

@@ -13,10 +13,10 @@ import topics
 from tests.pipeline_helpers import submit_and_wait, write_photo
 from workers.bank.importer import add_media_file
 from workers.bank.store import BankStore
-from workers.kafka import create_topics
-from workers.runner import Cluster
+from workers.stream.kafka import create_topics
+from workers.stack.cluster import Cluster
 from workers.settings import Settings
-from workers.stack import EmbeddedBroker, EmbeddedRedis
+from workers.stack.embedded import EmbeddedBroker, EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import pytest
 
 import topics
 from tests.pipeline_helpers import event_bytes, produce_raw, submit_and_wait, write_photo
-from workers import transforms
+from workers.stack import transforms
 from workers.bank.importer import add_media_file
 from workers.bank.store import BankStore
-from workers.client import OutcomeWatcher
+from workers.stream.client import OutcomeWatcher
 
 pytestmark = pytest.mark.integration
 BANKED = ("astronaut", "chelsea", "rocket")

@@ -22,14 +22,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import promql  # noqa: E402
 
-from workers import samples, transforms  # noqa: E402
+from workers.stack import samples, transforms  # noqa: E402
 from workers.bank.model import Entry, entry_id_for_file  # noqa: E402
 from workers.bank.store import BankStore  # noqa: E402
-from workers.client import OutcomeWatcher, UploadProducer, upload_event  # noqa: E402
-from workers.hashing import hash_media  # noqa: E402
-from workers.runner import Cluster  # noqa: E402
+from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event  # noqa: E402
+from workers.signals.hashing import hash_media  # noqa: E402
+from workers.stack.cluster import Cluster  # noqa: E402
 from workers.settings import Settings  # noqa: E402
-from workers.stack import free_port, spawn, stop, wait_for_port  # noqa: E402
+from workers.stack.embedded import free_port, spawn, stop, wait_for_port  # noqa: E402
 
 BANKED = ("astronaut", "coffee", "chelsea", "rocket")
 UNRELATED = ("china.jpg", "flower.jpg", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry", "retina")

@@ -17,14 +17,14 @@ from confluent_kafka import Message
 import topics
 from workers.bank.model import Entry, entry_id_for_hash
 from workers.bank.store import VERSION, BankStore, chunk_key, entries_key
-from workers.decisions import CACHE_KEY, DecisionCache
-from workers.hasher import EARLY_BLOCK_KEY, process_upload
-from workers.live_hasher import LiveHasher
-from workers.matching import BankIndex
-from workers.messages import Source
+from workers.uploads.decisions import CACHE_KEY, DecisionCache
+from workers.uploads.hasher import EARLY_BLOCK_KEY, process_upload
+from workers.live.hasher import LiveHasher
+from workers.index.matching import BankIndex
+from workers.stream.messages import Source
 from workers.settings import Settings
 from workers.signals import SignalValue
-from workers.stack import free_port, redis_server_binary, spawn, stop, wait_for_port
+from workers.stack.embedded import free_port, redis_server_binary, spawn, stop, wait_for_port
 
 ACL_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "redis" / "acl.conf"
 PASSWORDS = {"BANK-ADMIN": "admin-pw", "MATCHER": "matcher-pw", "HASHER": "hasher-pw"}

@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 
 import topics
-from workers import samples, status, transforms
+from workers.stack import samples, transforms
+from workers.ops import status
 from workers.bank.model import Entry, entry_id_for_file
 from workers.bank.store import BankStore
-from workers.client import OutcomeWatcher, UploadProducer, upload_event
-from workers.hashing import hash_media
-from workers.runner import Cluster
+from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.signals.hashing import hash_media
+from workers.stack.cluster import Cluster
 from workers.settings import Settings
-from workers.stack import free_port
+from workers.stack.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,7 +54,7 @@ def _submit(c: Cluster, files: list[Path]) -> dict:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workers.status", "status", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "workers.ops.status", "status", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import topics
 from tests.pipeline_helpers import write_photo
-from workers.client import OutcomeWatcher, UploadProducer, upload_event
+from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration

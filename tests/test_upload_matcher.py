@@ -14,14 +14,14 @@ from confluent_kafka import Producer
 
 import topics
 from tests.pipeline_helpers import write_photo
-from workers import samples, transforms
+from workers.stack import samples, transforms
 from workers.bank.importer import add_media_file
 from workers.bank.store import BankStore
-from workers.client import OutcomeWatcher
-from workers.hasher import _hashes
-from workers.hashing import hash_media
-from workers.kafka import producer_config
-from workers.runner import Cluster
+from workers.stream.client import OutcomeWatcher
+from workers.uploads.hasher import _hashes
+from workers.signals.hashing import hash_media
+from workers.stream.kafka import producer_config
+from workers.stack.cluster import Cluster
 from workers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -104,8 +104,8 @@ def test_matcher_paths_take_every_message_of_a_backlog_in_offset_order(cluster):
     """Both matcher paths take what is waiting one poll at a time, at most 200 a turn. A backlog
     of several turns' worth comes out whole and in order (a version that polled one message past
     the turn's limit dropped it: 1 event in 2,000 went undecided in the chaos test)."""
-    from workers.kafka import create_topics
-    from workers.matcher_path import MatcherPath
+    from workers.stream.kafka import create_topics
+    from workers.stream.matcher_path import MatcherPath
 
     class Drain(MatcherPath):
         topic = f"matcher-path-{uuid.uuid4().hex[:8]}"

@@ -23,12 +23,12 @@ from media_variants import (
     write_video,
 )
 from workers.errors import MediaError
-from workers.hashing import hash_frame, hash_frames_at, hash_video
+from workers.signals.hashing import hash_frame, hash_frames_at, hash_video
 from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
 from workers.signals import hash_frames
 from workers.settings import Settings
 from workers.signals.borders import remove_borders
-from workers.video_match import FrameHash, dedupe_frames, distances, frames_from_signals, match_video, pack
+from workers.signals.video_match import FrameHash, dedupe_frames, distances, frames_from_signals, match_video, pack
 
 BIKES = clip_path("bikes.mp4")  # 640x272, 10 s, 25 fps, keyframes 1.2-2.4 s apart
 CARPHONE = clip_path("carphone_pristine.mp4")  # 176x144, 4 s, one keyframe

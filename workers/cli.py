@@ -69,7 +69,7 @@ def _print_json(obj: Any) -> None:
 
 # -- vigil up / worker / topics ----------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
-    from workers.runner import Cluster
+    from workers.stack.cluster import Cluster
 
     settings = _settings(args)
     if not settings.media_roots:
@@ -96,13 +96,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers import logs
+    from workers.ops import logs
 
     settings = _settings(args)
     logs.setup(settings.log_level)
     _need(settings, "kafka")
     if args.kind == "hasher":
-        from workers.hasher import Hasher
+        from workers.uploads.hasher import Hasher
 
         hasher = Hasher(settings)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -110,7 +110,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         hasher.run()
     else:
         _need(settings, "redis")
-        from workers.matcher import Matcher
+        from workers.uploads.matcher import Matcher
 
         matcher = Matcher(settings)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,7 +120,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
-    from workers.kafka import create_topics
+    from workers.stream.kafka import create_topics
 
     settings = _settings(args)
     _need(settings, "kafka")
@@ -438,7 +438,7 @@ def cmd_bank_update(args: argparse.Namespace) -> int:
 
 # -- vigil submit / demo -----------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
-    from workers.client import OutcomeWatcher, UploadProducer, upload_event
+    from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
 
     settings = _settings(args)
     _need(settings, "kafka")
@@ -485,8 +485,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_live_push(args: argparse.Namespace) -> int:
     """Sample a video (or walk a directory of images) and push frames in real time."""
-    from workers.live import LiveFrameProducer
-    from workers.live_source import frames_from
+    from workers.live.streams import LiveFrameProducer
+    from workers.live.source import frames_from
 
     settings = _settings(args)
     _need(settings, "kafka")
@@ -518,7 +518,7 @@ def cmd_live_push(args: argparse.Namespace) -> int:
 
 
 def cmd_live_watch(args: argparse.Namespace) -> int:
-    from workers.client import OutcomeWatcher
+    from workers.stream.client import OutcomeWatcher
 
     settings = _settings(args)
     _need(settings, "kafka")
@@ -548,7 +548,7 @@ def cmd_live_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from workers.demo import run_demo
+    from workers.stack.demo import run_demo
 
     return run_demo(keep_going=args.keep)
 
@@ -727,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     lw.add_argument("--json", action="store_true", help="one JSON decision per line")
     lw.set_defaults(func=cmd_live_watch)
 
-    from workers import status
+    from workers.ops import status
 
     status.add_parser(nouns)
 

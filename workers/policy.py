@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from workers.matching import Match
+from workers.index.matching import Match
 
 STRENGTH = {"block": 2, "review": 1, "allow": 0}
 

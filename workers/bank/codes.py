@@ -17,7 +17,7 @@ import numpy as np
 from workers.bank.model import Entry
 from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
 
-NO_FRAME = np.iinfo(np.int64).min  # frame_ms None (workers.mih uses the same)
+NO_FRAME = np.iinfo(np.int64).min  # frame_ms None (workers.index.mih uses the same)
 NO_QUALITY = 255
 VIDEO = 1  # flags bit
 CODES_LAYOUT = "codes-v2"  # v1 records lacked quality, flags and label: such banks load from JSON

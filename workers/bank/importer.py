@@ -11,9 +11,9 @@ from typing import Any, Iterator
 from workers.bank import formats
 from workers.bank.model import Entry, entry_id_for_file
 from workers.bank.store import BankStore
-from workers.hashing import hash_media
+from workers.signals.hashing import hash_media
 from workers.media.image import sniff_media_type
-from workers.logs import now_ms
+from workers.ops.logs import now_ms
 from workers.settings import Settings
 from workers.signals import SignalValue, file_digests
 
@@ -125,8 +125,8 @@ def video_entry_signals(path: Path, settings: Settings) -> list[SignalValue]:
     from dataclasses import replace
 
     from workers.errors import MediaError
-    from workers.hashing import hash_video
-    from workers.video_match import FrameHash, dedupe_frames
+    from workers.signals.hashing import hash_video
+    from workers.signals.video_match import FrameHash, dedupe_frames
 
     parts, sampling = hash_video(path, replace(settings, video_max_frames=BANK_VIDEO_MAX_FRAMES),
                                  query=False, strategy="all")

@@ -13,8 +13,8 @@ import numpy as np
 from workers.bank.model import Bank, Entry
 from workers.bank.snapshot import SnapshotError, SnapshotMeta
 from workers.bank.store import BankStore, Change, Snapshot
-from workers.indexed_entries import IndexedEntries, digest_bits, digest_code
-from workers.mih import NO_FRAME, to_words
+from workers.index.indexed_entries import IndexedEntries, digest_bits, digest_code
+from workers.index.mih import NO_FRAME, to_words
 from workers.settings import Settings
 from workers.signals import PERCEPTUAL_BITS, SignalValue
 from workers.signals.dihedral import VARIANTS as DIHEDRAL_VARIANTS
@@ -105,7 +105,7 @@ class BankIndex:
         self.stream_id = "0-0"
         self.synced_at = 0.0
         self.loaded = False
-        # Multi-index hashing (workers.mih): exact range search, far faster than a scan on large
+        # Multi-index hashing (workers.index.mih): exact range search, far faster than a scan on large
         # banks (benchmarks/bench_bank.py), and it scans small ones anyway.
         self._e = IndexedEntries(settings.pdq_min_quality)
 
@@ -211,7 +211,7 @@ class BankIndex:
 
     @property
     def rebuild_due(self) -> bool:
-        """Changes since the load left deferred merges or many dead rows (workers.mih): a fresh
+        """Changes since the load left deferred merges or many dead rows (workers.index.mih): a fresh
         index would search markedly faster."""
         return any(idx.rebuild_due for idx in self._e.indexes())
 

@@ -1,5 +1,5 @@
 """What a matcher indexes about the bank's entries: every enabled entry's signals, keyed by an int
-handle (workers.entry_table), its label, and the usable-frame count of video entries. Filled from
+handle (workers.index.entry_table), its label, and the usable-frame count of video entries. Filled from
 the change stream one entry at a time, or at cold start from the packed codes in bulk."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from workers.bank.codes import CODE_SIGNALS, CodeBlock
 from workers.bank.model import Entry
 from workers.bank.snapshot import SnapshotMeta
 from workers.bank.store import BankStore, codes_key
-from workers.entry_table import EntryTable
-from workers.mih import MultiIndexHamming
+from workers.index.entry_table import EntryTable
+from workers.index.mih import MultiIndexHamming
 from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
 
 

@@ -19,15 +19,15 @@ import numpy as np
 from confluent_kafka import Consumer, Message, Producer
 
 import topics
-from workers import metrics
+from workers.ops import metrics
 from workers.errors import MediaError
-from workers.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
-from workers.hashing import hash_frame
-from workers.kafka import consumer_config, producer_config
-from workers.live import FrameHeaders, parse_headers
+from workers.stream.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
+from workers.signals.hashing import hash_frame
+from workers.stream.kafka import consumer_config, producer_config
+from workers.live.streams import FrameHeaders, parse_headers
 from workers.media.fetch import read_media, resolve_uri
 from workers.media.image import decode_image, image_size, image_structure
-from workers.messages import Source, dead_letter, encode
+from workers.stream.messages import Source, dead_letter, encode
 from workers.settings import Settings
 
 log = logging.getLogger("vigil.live")

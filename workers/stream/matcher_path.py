@@ -11,11 +11,11 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 import topics
-from workers import metrics
-from workers.kafka import consumer_config, producer_config
-from workers.matching import BankIndex
-from workers.messages import Source, dead_letter, encode
-from workers.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback
+from workers.ops import metrics
+from workers.stream.kafka import consumer_config, producer_config
+from workers.index.matching import BankIndex
+from workers.stream.messages import Source, dead_letter, encode
+from workers.stream.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback
 from workers.settings import Settings
 
 log = logging.getLogger("vigil.matcher")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from workers.matching import BankIndex, Match
+from workers.index.matching import BankIndex, Match
 from workers.policy import decide
 from workers.signals import SignalValue
 

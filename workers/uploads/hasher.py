@@ -18,17 +18,17 @@ import redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 import topics
-from workers import metrics
-from workers.decisions import DecisionCache
+from workers.ops import metrics
+from workers.uploads.decisions import DecisionCache
 from workers.errors import MediaError
-from workers.hashing import hash_media, hash_video
+from workers.signals.hashing import hash_media, hash_video
 from workers.media.image import sniff_media_type
 from workers.signals import file_digests, hash_bytes
-from workers.kafka import consumer_config, producer_config
-from workers.logs import now_ms
-from workers.offsets import Delivery, OffsetTracker, consumer_error, lag_stats_callback
+from workers.stream.kafka import consumer_config, producer_config
+from workers.ops.logs import now_ms
+from workers.stream.offsets import Delivery, OffsetTracker, consumer_error, lag_stats_callback
 from workers.media.fetch import iter_media, read_media, resolve_uri
-from workers.messages import Source, dead_letter, encode, parse_json
+from workers.stream.messages import Source, dead_letter, encode, parse_json
 from workers.settings import Settings
 
 log = logging.getLogger("vigil.hasher")
@@ -187,7 +187,7 @@ class Hasher:
         self.redis = redis.Redis.from_url(settings.redis, socket_timeout=1) if settings.redis else None
         self.cache = DecisionCache(self.redis, settings.decision_cache_ttl_s) \
             if self.redis is not None and settings.decision_cache_ttl_s > 0 else None
-        from workers.live_hasher import LiveHasher  # the live loop reuses this module's pieces
+        from workers.live.hasher import LiveHasher  # the live loop reuses this module's pieces
 
         self.live = LiveHasher(settings, self.name)
         self.live_thread = threading.Thread(target=self.live.run, args=(self.stop_event,), name="live", daemon=True)

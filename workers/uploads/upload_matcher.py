@@ -19,14 +19,15 @@ from typing import Any
 from confluent_kafka import Message
 
 import topics
-from workers import metrics, video_evidence
-from workers.decisions import DecisionCache, decision_message, sha256_of
+from workers.ops import metrics
+from workers.uploads import video_evidence
+from workers.uploads.decisions import DecisionCache, decision_message, sha256_of
 from workers.errors import MediaError
-from workers.hasher import EARLY_BLOCK_KEY
-from workers.matcher_path import MatcherPath
-from workers.matching import BankIndex
-from workers.messages import Source, encode, parse_json
-from workers.offsets import Cell
+from workers.uploads.hasher import EARLY_BLOCK_KEY
+from workers.stream.matcher_path import MatcherPath
+from workers.index.matching import BankIndex
+from workers.stream.messages import Source, encode, parse_json
+from workers.stream.offsets import Cell
 from workers.policy import decide
 from workers.settings import Settings
 from workers.signals import SignalValue

@@ -13,7 +13,7 @@ merge when the newer one grows to half the older one, so a bank change costs amo
 and there are O(log n) segments. Removal tombstones rows; a quarter dead rebuilds everything.
 A segment whose probes would cost more than scanning it (small segments, large distances) is
 scanned instead, so results are exact at every distance. The probe loop itself is compiled
-(workers/mih_kernel.py: 1.8x the queries per core of numpy passes at 10M rows).
+(workers/index/mih_kernel.py: 1.8x the queries per core of numpy passes at 10M rows).
 
 Searches wait while a change is applied, so no change may rebuild much inline: merges and
 compactions over more than INLINE_BUILD_ROWS rows (~0.2 s) are left undone, and `rebuild_due`
@@ -36,8 +36,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from workers import mih_kernel
-from workers.mih_kernel import EMPTY, MULTI
+from workers.index import mih_kernel
+from workers.index.mih_kernel import EMPTY, MULTI
 
 NO_FRAME = np.iinfo(np.int64).min  # frame_ms None
 Hit = tuple[int, int | None, int]  # (key, frame_ms, distance)

@@ -13,9 +13,9 @@ import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from workers.kafka import create_topics
+from workers.stream.kafka import create_topics
 from workers.settings import Settings
-from workers.stack import EmbeddedServices, free_port, spawn, stop
+from workers.stack.embedded import EmbeddedServices, free_port, spawn, stop
 
 log = logging.getLogger("vigil.runner")
 

@@ -27,14 +27,15 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 import topics
-from workers import live, metrics
+from workers.live import streams as live
+from workers.ops import metrics
 from workers.errors import MediaError
-from workers.kafka import base_config
-from workers.logs import now_ms
-from workers.matcher_path import MatcherPath
-from workers.matching import BankIndex
-from workers.messages import Source, encode, parse_json
-from workers.offsets import consumer_error
+from workers.stream.kafka import base_config
+from workers.ops.logs import now_ms
+from workers.stream.matcher_path import MatcherPath
+from workers.index.matching import BankIndex
+from workers.stream.messages import Source, encode, parse_json
+from workers.stream.offsets import consumer_error
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -45,7 +46,7 @@ GROUP = "vigil-matcher-live"
 BARRIER_KEY = b"\x00vigil-restore-barrier"
 SWEEP_EVERY_S = 5.0
 
-Streams = dict[str, dict[str, Any]]  # stream_id -> live state (workers/live.py), one partition's
+Streams = dict[str, dict[str, Any]]  # stream_id -> live state (workers/live/streams.py), one partition's
 
 
 def restore_states(settings: Settings, producer: Producer, partitions: list[int],

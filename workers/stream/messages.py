@@ -8,7 +8,7 @@ from typing import Any
 
 from topics import SCHEMA_VERSION, SchemaError, validate
 from workers.errors import MediaError
-from workers.logs import now_ms
+from workers.ops.logs import now_ms
 
 DLQ_VALUE_LIMIT = 64 * 1024
 

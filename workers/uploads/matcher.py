@@ -2,7 +2,7 @@
 and turns signals into decisions with their evidence.
 
 Two consumers share the index, each in its own thread and group: uploads
-(`workers/upload_matcher.py`) and live frames (`workers/live_matcher.py`, which keeps each stream's
+(`workers/uploads/upload_matcher.py`) and live frames (`workers/live/matcher.py`, which keeps each stream's
 state in a changelog across restarts). Separate consumers also keep an upload backlog from
 delaying live decisions. The main thread keeps the index in step with the bank."""
 from __future__ import annotations
@@ -14,13 +14,15 @@ from collections.abc import Callable
 
 import redis
 
-from workers import metrics, mih_kernel
+from workers.ops import metrics
+
+from workers.index import mih_kernel
 from workers.bank.store import BankStore
-from workers.decisions import DecisionCache
-from workers.live_matcher import LiveMatcher
-from workers.matching import BankIndex, IndexRebuilder
+from workers.uploads.decisions import DecisionCache
+from workers.live.matcher import LiveMatcher
+from workers.index.matching import BankIndex, IndexRebuilder
 from workers.settings import Settings
-from workers.upload_matcher import UploadMatcher
+from workers.uploads.upload_matcher import UploadMatcher
 
 log = logging.getLogger("vigil.matcher")
 

@@ -8,9 +8,9 @@ from typing import Any
 import redis
 
 import topics
-from workers import metrics
-from workers.logs import now_ms
-from workers.matching import BankIndex
+from workers.ops import metrics
+from workers.ops.logs import now_ms
+from workers.index.matching import BankIndex
 
 MAX_EVIDENCE = 50  # matches listed in one decision; the strongest and closest are kept
 CACHE_KEY = "vigil:decision-cache:{sha256}"

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from workers import samples, transforms
+from workers.stack import samples, transforms
 from workers.settings import Settings
 
 BANKED = ("astronaut", "coffee", "chelsea", "rocket")
@@ -29,8 +29,8 @@ EDITS = {
 def run_demo(keep_going: bool = False) -> int:
     from workers.bank.importer import add_media_file
     from workers.bank.store import BankStore
-    from workers.client import OutcomeWatcher, UploadProducer, upload_event
-    from workers.runner import Cluster
+    from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
+    from workers.stack.cluster import Cluster
 
     console = Console(width=max(140, Console().width))
     with tempfile.TemporaryDirectory(prefix="vigil-demo-media-") as media_dir:
@@ -86,7 +86,7 @@ def run_demo(keep_going: bool = False) -> int:
 
 
 def _report(console: Console, events: dict, outcomes: dict, metrics_text: str, keep_going: bool) -> int:
-    from workers.promtext import histogram_quantile
+    from workers.ops.promtext import histogram_quantile
 
     table = Table(title="decisions")
     for col in ("content id", "file", "decision", "bank", "entry", "signal", "distance", "latency ms", "ok"):

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import topics
-from workers.kafka import base_config, producer_config
+from workers.stream.kafka import base_config, producer_config
 from workers.settings import Settings
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from workers import metrics
+from workers.ops import metrics
 
 log = logging.getLogger("vigil.offsets")
 

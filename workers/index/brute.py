@@ -1,4 +1,4 @@
-"""Brute-force Hamming range search: the reference the matcher's index (workers.mih, which also
+"""Brute-force Hamming range search: the reference the matcher's index (workers.index.mih, which also
 serves digests, exactly) is checked against in the tests and benchmarks."""
 from __future__ import annotations
 

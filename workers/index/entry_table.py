@@ -2,7 +2,7 @@
 
 Ten million entries as Python tuples and dict slots cost ~1.5 GB; here an entry is its id bytes in
 a fixed-width array, a bank number, a label number and 8 bytes of lookup (~32 bytes at 10M). The
-indexes (workers.mih, perceptual and digest) key their rows by handle; a handle becomes
+indexes (workers.index.mih, perceptual and digest) key their rows by handle; a handle becomes
 (bank, entry_id) only for the few rows a search returns.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers.promtext import histogram_quantile
+from workers.ops.promtext import histogram_quantile
 
 EXIT_OK, EXIT_UNAVAILABLE = 0, 3
 LATENCY = "vigil_decision_latency_seconds"
@@ -49,7 +49,7 @@ class Scrape:
 
     @property
     def kind(self) -> str:
-        # Every worker imports workers.metrics, so unlabelled gauges (bank version...) exist on
+        # Every worker imports workers.ops.metrics, so unlabelled gauges (bank version...) exist on
         # hashers too; the readiness checks say which kind a target really is.
         if "bank_loaded" in self.checks:
             return "matcher"
@@ -129,7 +129,7 @@ def _buckets(s: Scrape, **labels: str) -> dict[float, float]:
 
 
 def _quantiles(buckets: dict[float, float]) -> dict[str, float | None]:
-    """p50/p99 via workers.promtext.histogram_quantile, so every vigil view interpolates alike."""
+    """p50/p99 via workers.ops.promtext.histogram_quantile, so every vigil view interpolates alike."""
     count = buckets.get(math.inf, 0.0)
     if count <= 0:
         return {"count": 0, "p50": None, "p99": None}
@@ -325,7 +325,7 @@ def add_parser(nouns_subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m workers.status`, until the CLI registers the noun."""
+    """`python -m workers.ops.status`, until the CLI registers the noun."""
     parser = argparse.ArgumentParser(prog="vigil")
     add_parser(parser.add_subparsers(dest="noun", required=True))
     args = parser.parse_args(argv)

@@ -16,8 +16,8 @@ from confluent_kafka import Producer
 import topics
 from workers.bank.model import LIVE_STRICT, Bank
 from workers.errors import MediaError
-from workers.kafka import producer_config
-from workers.matching import Match
+from workers.stream.kafka import producer_config
+from workers.index.matching import Match
 from workers.policy import STRENGTH, decide
 from workers.settings import Settings
 
@@ -100,7 +100,7 @@ class LiveFrameProducer:
 
 # -- per-stream state ----------------------------------------------------------------------------
 def new_state(captured_at_ms: int) -> dict[str, Any]:
-    """Plain JSON, so it can be written to the changelog (workers/live_matcher.py) and survive a restart.
+    """Plain JSON, so it can be written to the changelog (workers/live/matcher.py) and survive a restart.
     `at` is the [partition, offset] of the last message folded in (see `is_replay`), `last` the
     [seq, captured_at_ms] of the last frame (see `is_rehash`)."""
     return {"started_at_ms": captured_at_ms, "frames": 0, "skipped": 0, "matched_frames": 0,
