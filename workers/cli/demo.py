@@ -1,0 +1,14 @@
+"""`vigil demo`: the whole pipeline on the embedded stack with sample photos (workers/stack/demo.py)."""
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    pass
+
+
+def add_parser(nouns: argparse._SubParsersAction) -> None:
+    demo = nouns.add_parser("demo", help="run the whole pipeline on the embedded stack with sample photos")
+    demo.add_argument("--keep", action="store_true", help="keep going after a wrong decision (exit 1 at the end)")
+    demo.set_defaults(func=cmd_demo)
