@@ -10,7 +10,12 @@ import numpy as np
 
 from workers import signals as sig
 from workers.errors import MediaError
-from workers.media.image import decode_image, image_notes, sniff_media_type
+from workers.media.image import (
+    decode_for_signals,
+    decode_image,
+    image_notes,
+    sniff_media_type,
+)
 from workers.settings import Settings
 from workers.signals.borders import remove_borders
 
@@ -40,9 +45,12 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     if kind == "video":
         raise MediaError("unsupported_media", "videos are hashed from their file with hash_video")
     t0 = time.perf_counter()
-    rgb = decode_image(data, settings.max_image_pixels)
+    if settings.signal_impl == "fast":  # luma only, DCT-reduced where the short side allows
+        pixels = decode_for_signals(data, settings.max_image_pixels, settings.decode_min_side, grey=True)
+    else:  # the reference definitions: the full RGB decode, exactly as pdqhash and imagehash see it
+        pixels = decode_image(data, settings.max_image_pixels)
     t1 = time.perf_counter()
-    values = hash_frame(rgb, settings, dihedral=query) + (digests or sig.hash_bytes(data))
+    values = hash_frame(pixels, settings, dihedral=query) + (digests or sig.hash_bytes(data))
     t2 = time.perf_counter()
     notes = [] if media_type in (None, kind) else [f"media_type hint {media_type!r} but the bytes are {kind}"]
     notes += image_notes(data)  # e.g. bytes appended after the image (a polyglot): hashed, but said
