@@ -6,7 +6,7 @@ that follow the Safety by Design commitments mark what they make, with a signed 
 IPTC `digitalSourceType` in XMP and generator text in PNG/EXIF (`provenance_markers`). This
 module turns the bytes into one small JSON-able record the hasher publishes beside the hashes:
 
-    {"state": "absent" | "trusted" | "valid" | "invalid" | "malformed",   # the C2PA manifest
+    {"state": "absent" | "trusted" | "valid" | "invalid" | "malformed" | "unsupported",  # C2PA
      "ai_generated": bool, "digital_source_types": [...],                # from C2PA and markers
      "c2pa": {...}, "markers": [...], "problems": [...]}                 # when there are any
 
@@ -15,7 +15,7 @@ nothing (most re-encodes strip it), and a valid one proves only who signed it. `
 signature and hashes check out but the signer is not on the configured trust list; `trusted`
 means it is; `invalid` that validation failed (`problems` says why: `hash_mismatch` when the file
 was edited after signing, `invalid_signature`, ...); `malformed` that a manifest is there but
-cannot be read. Reading never raises: provenance must never cost an upload its hashes.
+cannot be read; `unsupported` that c2pa does not read the container (WebM, Matroska). Reading never raises: provenance must never cost an upload its hashes.
 """
 from __future__ import annotations
 
@@ -73,26 +73,15 @@ def read_provenance(data: bytes, trust_anchors: str = "") -> dict[str, Any]:
 
 def read_provenance_file(path: Path, trust_anchors: str = "") -> dict[str, Any]:
     """The provenance record of a file read as a stream (a video: never held in memory whole).
-    c2pa reads the container's boxes and hashes what the manifest covers; no XMP/PNG markers."""
+    c2pa walks the container's boxes (about 2 ms for an MP4 without a manifest) and hashes what a
+    manifest covers; a container it does not read (WebM, Matroska) is `unsupported`. No markers."""
     try:
         with open(path, "rb") as fh:
-            if not _has_label(fh):
-                return absent()
-            fh.seek(0)
             record = _c2pa_record(fh, trust_anchors)
     except Exception as exc:
         log.warning("c2pa read failed", extra={"error": f"{type(exc).__name__}: {exc}"[:MAX_TEXT]})
         record = {"state": "malformed", "ai_generated": False, "problems": ["unreadable"]}
     return _finish(record, [])
-
-
-def _has_label(fh: BinaryIO, chunk: int = 1 << 20) -> bool:
-    tail = b""
-    while block := fh.read(chunk):
-        if _C2PA_LABEL in tail + block:
-            return True
-        tail = block[-(len(_C2PA_LABEL) - 1):]
-    return False
 
 
 def _c2pa_record(stream: BinaryIO, trust_anchors: str) -> dict[str, Any]:
@@ -104,7 +93,9 @@ def _c2pa_record(stream: BinaryIO, trust_anchors: str) -> dict[str, Any]:
             store = json.loads(reader.json())
     except c2pa.C2paError as exc:
         if "ManifestNotFound" in type(exc).__name__ or "no JUMBF" in str(exc):
-            return absent()  # the label was there by chance
+            return absent()  # the label was there by chance, or a container without one
+        if "NotSupported" in type(exc).__name__:
+            return {"state": "unsupported", "ai_generated": False}
         return {"state": "malformed", "ai_generated": False, "problems": [_short(str(exc))]}
     return manifest_record(store)
 

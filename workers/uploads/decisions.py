@@ -11,6 +11,8 @@ import topics
 from workers.ops import metrics
 from workers.ops.logs import now_ms
 from workers.index.matching import BankIndex
+from workers.provenance_policy import ProvenanceRules
+from workers.settings import Settings
 
 MAX_EVIDENCE = 50  # matches listed in one decision; the strongest and closest are kept
 CACHE_KEY = "vigil:decision-cache:{sha256}"
@@ -39,6 +41,8 @@ def decision_message(event: dict[str, Any], decision: str, evidence: list[dict],
         "decided_at_ms": decided,
         "worker": worker,
     }
+    if "provenance" in event:  # what the file claims about its origin, on every decision about it
+        out["provenance"] = event["provenance"]
     if len(evidence) > MAX_EVIDENCE:
         out["notes"].append(f"{len(evidence) - MAX_EVIDENCE} further matches omitted")
     if "metadata" in event:
@@ -47,15 +51,15 @@ def decision_message(event: dict[str, Any], decision: str, evidence: list[dict],
     return out
 
 
-
 class DecisionCache:
     """Decisions by file SHA-256, valid only under the bank version they were made with: any bank
     change (add, remove, disable, thresholds...) bumps the version and so invalidates them all.
     Entries also expire after a TTL. Workers write only these keys, never the bank."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int):
+    def __init__(self, client: redis.Redis, ttl_s: int, policy: str = ""):
         self.r = client
         self.ttl_s = ttl_s
+        self.policy = policy  # policy_key(): a decision made under other rules is not reused
 
     def get(self, sha256: str) -> dict[str, Any] | None:
         try:
@@ -65,16 +69,29 @@ class DecisionCache:
         if raw is None:
             return None
         cached = json.loads(raw)
+        if cached.get("policy", "") != self.policy:
+            return None
         return cached if cached["bank_version"] == int(version or 0) else None
 
     def put(self, sha256: str, decision: dict[str, Any]) -> None:
         if decision.get("partial") or decision.get("source") != "upload":
             return
         blob = {k: decision[k] for k in ("decision", "matches", "bank_version", "media_type", "notes")}
+        blob["policy"] = self.policy
+        if "provenance" in decision:
+            blob["provenance"] = decision["provenance"]
         try:
             self.r.set(CACHE_KEY.format(sha256=sha256), json.dumps(blob), ex=self.ttl_s)
         except redis.RedisError:
             pass
+
+
+def policy_key(settings: Settings) -> str:
+    """The settings a cached decision depends on besides the bank version: the provenance rules."""
+    rules = ProvenanceRules.from_settings(settings).to_json()
+    rules["read"] = settings.provenance_read
+    rules["anchors"] = settings.provenance_trust_anchors
+    return json.dumps(rules, sort_keys=True)
 
 
 def sha256_of(event: dict[str, Any]) -> str | None:

@@ -29,6 +29,7 @@ from workers.index.matching import BankIndex
 from workers.stream.messages import Source, encode, parse_json
 from workers.stream.offsets import Cell
 from workers.policy import decide
+from workers.provenance_policy import BANK as PROVENANCE_BANK, ProvenanceRules, apply as provenance_apply
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -37,12 +38,26 @@ GROUP = "vigil-matcher"
 FINISHED_MEMORY = 10_000  # videos recently decided: late parts from a second hasher are ignored
 
 
-def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict[str, Any]:
+def build_decision(event: dict[str, Any], index: BankIndex, worker: str,
+                   rules: ProvenanceRules | None = None) -> dict[str, Any]:
     """A single-part hashes message (a still image) to its decision."""
     t0 = time.perf_counter()
     decision, evidence = decide(index.search([SignalValue.from_json(s) for s in event["signals"]]))
-    return decision_message(event, decision, [m.to_json() for m in evidence], [], index, worker,
-                            time.perf_counter() - t0)
+    decision, evidence_json = _with_provenance(decision, [m.to_json() for m in evidence], event, rules)
+    return decision_message(event, decision, evidence_json, [], index, worker, time.perf_counter() - t0)
+
+
+def _with_provenance(decision: str, evidence: list[dict[str, Any]], event: dict[str, Any],
+                     rules: ProvenanceRules | None) -> tuple[str, list[dict[str, Any]]]:
+    """The provenance rules folded in after the banks (provenance_policy.apply): a block bank
+    match still wins, and the rules' evidence follows the banks'."""
+    if rules is None or "provenance" not in event:
+        return decision, evidence
+    decision, evidence = provenance_apply(decision, evidence, event["provenance"], rules)
+    for e in evidence:
+        if e.get("bank") == PROVENANCE_BANK:
+            metrics.PROVENANCE_RULES.labels(e["entry_id"].split(":")[0], e["action"]).inc()
+    return decision, evidence
 
 
 @dataclass
@@ -70,6 +85,7 @@ class UploadMatcher(MatcherPath):
         self.redis = redis_client
         self.videos: dict[str, OpenVideo] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
+        self.rules = ProvenanceRules.from_settings(settings)
 
     def _turn(self) -> None:
         for msg in self._messages():
@@ -94,7 +110,7 @@ class UploadMatcher(MatcherPath):
             event = parse_json(msg.value(), "hashes", self.settings.max_message_bytes)
             if event["part"] == 0 and event["final"]:
                 with self.lock:
-                    decision = build_decision(event, self.index, self.name)
+                    decision = build_decision(event, self.index, self.name, self.rules)
                 self._cache(sha256_of(event), decision)
                 self._send(decision, [(tp, cell)])
             else:
@@ -135,6 +151,8 @@ class UploadMatcher(MatcherPath):
             if not event["final"] and decision != "block":
                 return
             evidence_json = [{**m.to_json(), **video_evidence.percents(run.state, self.index, m)} for m in evidence]
+            if event["final"]:  # provenance comes with the final part; an early block needs none
+                decision, evidence_json = _with_provenance(decision, evidence_json, event, self.rules)
             out = decision_message(event, decision, evidence_json, notes, self.index, self.name, match_s)
         if event["final"]:
             self._cache(run.state["sha256"], out)
