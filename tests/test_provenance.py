@@ -142,3 +142,17 @@ def test_invalid_manifest_and_source_type_rules(ai_jpeg):
     assert evaluate({"state": "absent", "ai_generated": False}, ProvenanceRules(ai_generated="review")) == []
     with pytest.raises(ValueError, match="not one of"):
         ProvenanceRules(ai_generated="delete")
+
+
+def test_cli_reads_a_file_and_checks_the_rules(ai_jpeg, tmp_path, capsys):
+    import json
+
+    from workers.cli import main
+
+    path = tmp_path / "ai.jpg"
+    path.write_bytes(ai_jpeg)
+    assert main(["provenance", "read", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[str(path)]["ai_generated"] is True
+    assert main(["provenance", "rules", "--provenance-ai-generated", "review", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ai_generated"] == "review"
+    assert main(["provenance", "read", str(tmp_path / "missing.jpg")]) == 2
