@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 from typing import Any
 
 from PIL import Image
@@ -38,9 +39,11 @@ _EXIF_IFD, _USER_COMMENT = 0x8769, 0x9286
 
 def read_markers(data: bytes) -> list[dict[str, str]]:
     """Every marker in the image's metadata, in file order of kind: XMP, PNG text, EXIF."""
-    with Image.open(io.BytesIO(data)) as im:
-        info = dict(im.info)
-        exif = im.getexif()
+    with warnings.catch_warnings():  # a corrupt EXIF block is the file's problem, not a marker
+        warnings.simplefilter("ignore")
+        with Image.open(io.BytesIO(data)) as im:
+            info = dict(im.info)
+            exif = im.getexif()
     out: list[dict[str, str]] = []
     xmp = info.get("xmp") or info.get("XML:com.adobe.xmp") or b""
     xmp = xmp.encode("utf-8", "replace") if isinstance(xmp, str) else bytes(xmp)
