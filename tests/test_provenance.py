@@ -144,15 +144,35 @@ def test_invalid_manifest_and_source_type_rules(ai_jpeg):
         ProvenanceRules(ai_generated="delete")
 
 
-def test_cli_reads_a_file_and_checks_the_rules(ai_jpeg, tmp_path, capsys):
+def test_cli_reads_a_file_and_stores_the_policy_like_a_bank(ai_jpeg, tmp_path, capsys, store, redis_url):
     import json
 
+    from workers.bank.store import BankStore
     from workers.cli import main
 
     path = tmp_path / "ai.jpg"
     path.write_bytes(ai_jpeg)
     assert main(["provenance", "read", str(path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[str(path)]["ai_generated"] is True
-    assert main(["provenance", "rules", "--provenance-ai-generated", "review", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["ai_generated"] == "review"
     assert main(["provenance", "read", str(tmp_path / "missing.jpg")]) == 2
+    before = store.version()
+    assert main(["policy", "provenance", "--redis", redis_url, "--ai-generated", "review",
+                 "--source-type", "compositeSynthetic=review", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["effective"]["ai_generated"] == "review" and out["version"] == before + 1
+    assert store.get_policy("provenance") == {"ai_generated": "review", "source_types": {"compositeSynthetic": "review"}}
+    assert store.audit(1)[0]["op"] == "policy_put"  # audited like a bank change
+    with pytest.raises(SystemExit) as refused:  # argparse refuses an unknown action
+        main(["policy", "provenance", "--redis", redis_url, "--invalid", "nuke"])
+    assert refused.value.code == 2
+    assert main(["policy", "provenance", "--redis", redis_url, "--source-type", "x=nuke"]) == 2
+    assert store.get_policy("provenance")["ai_generated"] == "review"  # nothing written by a refused change
+    assert main(["policy", "provenance", "--redis", redis_url, "--clear"]) == 0
+    assert BankStore.from_url(redis_url).get_policy("provenance") is None
+
+
+def test_stored_policy_overrides_settings_field_by_field():
+    rules = ProvenanceRules.from_settings(Settings(provenance_invalid="review"), {"ai_generated": "review"})
+    assert (rules.ai_generated, rules.invalid, rules.label) == ("review", "review", "synthetic")
+    with pytest.raises(ValueError, match="unknown fields"):
+        ProvenanceRules.from_settings(Settings(), {"ai": "review"})

@@ -102,3 +102,22 @@ def test_review_policy_routes_ai_and_tampered_media_to_review(review_cluster):
     assert {e["entry_id"] for e in _provenance_evidence(out["edited.jpg"])} == {"ai-generated", "invalid-manifest"}
     assert [e["entry_id"] for e in _provenance_evidence(out["camera.jpg"])] == ["source-type:digitalCapture"]
     assert out["plain.jpg"]["matches"] == []
+
+
+def test_policy_stored_like_a_bank_applies_at_once_and_invalidates_cached_decisions(cluster, media_dir):
+    store = BankStore.from_url(cluster.settings.redis, actor="pytest")
+    path = media_dir / "prov-policy-ai.jpg"
+    path.write_bytes(pm.sign(pm.photo_bytes("coffee"), "image/jpeg", pm.manifest()))
+    [(_, first)] = submit_and_wait(cluster.settings, [path]).values()
+    assert first["decision"] == "allow" and _provenance_evidence(first)[0]["label"] == "synthetic"
+    [(_, again)] = submit_and_wait(cluster.settings, [path]).values()
+    assert any("decided from the cache" in n for n in again["notes"]) and again["provenance"] == first["provenance"]
+    store.set_policy("provenance", {"ai_generated": "review", "label": "ai"})
+    try:
+        [(_, reviewed)] = submit_and_wait(cluster.settings, [path]).values()
+    finally:
+        store.set_policy("provenance", None)  # the cluster is shared: leave the default rules behind
+    assert reviewed["decision"] == "review" and not any("cache" in n for n in reviewed["notes"])
+    assert _provenance_evidence(reviewed)[0]["label"] == "ai"
+    [(_, cleared)] = submit_and_wait(cluster.settings, [path]).values()
+    assert cleared["decision"] == "allow"

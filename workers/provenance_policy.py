@@ -9,6 +9,9 @@ origin (workers/signals/provenance.py), beside `policy.decide`'s bank matches.
 - `provenance_source_types` sets an action per digitalSourceType term, and for that term
   replaces the AI-generated rule.
 
+The rules come from Settings (VIGIL_PROVENANCE_*, the matcher's flags), overridden field by field
+by the policy stored in Redis like a bank (`vigil policy provenance --ai-generated review`).
+
 Each rule that fires is evidence in the decision's `matches`, shaped like a bank match (bank
 `policy:provenance`, the rule as entry_id, the signal `c2pa` / `xmp` / `png-text` / `exif`,
 the assertion and the signer), and the decision is the strongest of the bank decision and the
@@ -18,6 +21,7 @@ nothing, and a valid one proves only who signed it: these rules label and route,
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,13 +47,25 @@ class ProvenanceRules:
                 raise ValueError(f"provenance rule {name}: action {action!r} is not one of {', '.join(ACTIONS)}")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ProvenanceRules":
-        return cls(settings.provenance_ai_generated, settings.provenance_invalid, settings.provenance_label,
-                   dict(settings.provenance_source_types))
+    def from_settings(cls, settings: Settings, stored: dict[str, Any] | None = None) -> "ProvenanceRules":
+        """The settings' rules (VIGIL_PROVENANCE_*, flags), overridden field by field by the rules
+        stored in Redis with `vigil policy provenance` (BankStore.get_policy("provenance"))."""
+        base = {"ai_generated": settings.provenance_ai_generated, "invalid": settings.provenance_invalid,
+                "label": settings.provenance_label, "source_types": dict(settings.provenance_source_types)}
+        unknown = set(stored or {}) - set(base)
+        if unknown:
+            raise ValueError(f"stored provenance policy has unknown fields: {', '.join(sorted(unknown))}")
+        merged = {**base, **(stored or {})}
+        return cls(str(merged["ai_generated"]), str(merged["invalid"]), str(merged["label"] or ""),
+                   {str(k): str(v) for k, v in dict(merged["source_types"]).items()})
 
     def to_json(self) -> dict[str, Any]:
         return {"ai_generated": self.ai_generated, "invalid": self.invalid, "label": self.label,
                 "source_types": dict(self.source_types)}
+
+    def key(self) -> str:
+        """What a cached decision remembers of the rules it was made under."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
 
 
 def evaluate(provenance: dict[str, Any] | None, rules: ProvenanceRules) -> list[dict[str, Any]]:

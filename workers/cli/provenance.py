@@ -1,5 +1,6 @@
-"""`vigil provenance read FILE...` (what a file claims about its origin) and `vigil provenance
-rules` (the provenance rules a matcher started with these settings would apply)."""
+"""`vigil provenance read FILE...`: what files claim about their origin, as the hasher reads it.
+The rules acting on it are `vigil policy provenance` (workers/cli/policy.py); the matcher's
+`--provenance-*` flags (rule_flags) set the defaults those stored rules override."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ ACTIONS = ("block", "review", "allow", "off")
 
 
 def rule_flags(p: argparse.ArgumentParser) -> None:
-    """The provenance rule flags, shared by `vigil provenance rules` and `vigil worker matcher`."""
+    """`vigil worker matcher`'s provenance rule flags: the defaults `vigil policy provenance` overrides."""
     p.add_argument("--provenance-ai-generated", choices=ACTIONS, metavar="ACTION",
                    help="action for media that says a model made it: block | review | allow (label only) | off "
                         "(env VIGIL_PROVENANCE_AI_GENERATED, default allow)")
@@ -27,27 +28,6 @@ def settings_with_rules(args: argparse.Namespace):
     return settings.with_overrides(provenance_ai_generated=getattr(args, "provenance_ai_generated", None),
                                    provenance_invalid=getattr(args, "provenance_invalid", None),
                                    provenance_label=getattr(args, "provenance_label", None))
-
-
-def cmd_rules(args: argparse.Namespace) -> int:
-    from workers.provenance_policy import ProvenanceRules
-
-    settings = settings_with_rules(args)
-    try:
-        rules = ProvenanceRules.from_settings(settings)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    out = {**rules.to_json(), "read": settings.provenance_read, "trust_anchors": settings.provenance_trust_anchors}
-    if args.json:
-        print_json(out)
-        return EXIT_OK
-    print(f"AI-generated media:     {rules.ai_generated}" + (f" (label {rules.label!r})" if rules.label else ""))
-    print(f"invalid C2PA manifests: {rules.invalid}")
-    for term, action in sorted(rules.source_types.items()):
-        print(f"digitalSourceType {term}: {action}")
-    print(f"read in the hasher:     {'yes' if settings.provenance_read else 'no'}; trust anchors: "
-          f"{settings.provenance_trust_anchors or 'none (valid signers are reported untrusted)'}")
-    return EXIT_OK
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -86,9 +66,9 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def add_parser(nouns: argparse._SubParsersAction) -> None:
     p = nouns.add_parser(
-        "provenance", help="what files claim about their origin (C2PA, AI markers), and the rules acting on it",
+        "provenance", help="what files claim about their origin: C2PA Content Credentials, AI-generation markers",
         description="Provenance is a claim, not a proof: a missing manifest proves nothing (re-encodes strip it) "
-                    "and a valid one proves only who signed it.")
+                    "and a valid one proves only who signed it. The rules acting on it: `vigil policy provenance`.")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     r = verbs.add_parser("read", help="print the provenance record of files, as the hasher reads it",
                          description="Read C2PA Content Credentials and XMP/PNG/EXIF AI-generation markers. "
@@ -97,10 +77,3 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     r.add_argument("--trust-anchors", metavar="PEM", help="trust anchors for 'trusted' (env VIGIL_PROVENANCE_TRUST_ANCHORS)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.set_defaults(func=cmd_read)
-    rules = verbs.add_parser("rules", help="show (and check) the provenance rules a matcher would apply",
-                             description="The rules come from VIGIL_PROVENANCE_* and these flags; pass the same "
-                                         "flags to `vigil worker matcher`. Example: vigil provenance rules "
-                                         "--provenance-ai-generated review --provenance-label synthetic")
-    rule_flags(rules)
-    rules.add_argument("--json", action="store_true", help="machine-readable output")
-    rules.set_defaults(func=cmd_rules)

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 import topics
 from workers.ops import metrics
-from workers.uploads.decisions import DecisionCache, policy_key
+from workers.uploads.decisions import DecisionCache
 from workers.errors import MediaError
 from workers.signals.hashing import hash_media, hash_video
 from workers.media.image import sniff_media_type
@@ -197,7 +197,7 @@ class Hasher:
         self.health = metrics.Health()
         self.health.checks["broker"] = lambda: self.broker_ok
         self.redis = redis.Redis.from_url(settings.redis, socket_timeout=1) if settings.redis else None
-        self.cache = DecisionCache(self.redis, settings.decision_cache_ttl_s, policy_key(settings)) \
+        self.cache = DecisionCache(self.redis, settings.decision_cache_ttl_s, settings) \
             if self.redis is not None and settings.decision_cache_ttl_s > 0 else None
         from workers.live.hasher import LiveHasher  # the live loop reuses this module's pieces
 

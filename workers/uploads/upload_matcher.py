@@ -9,6 +9,7 @@ decides on its tail alone.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from workers.uploads import video_evidence
 from workers.uploads.decisions import DecisionCache, decision_message, sha256_of
 from workers.errors import MediaError
 from workers.uploads.hasher import EARLY_BLOCK_KEY
+from workers.bank.store import POLICY
 from workers.stream.matcher_path import MatcherPath
 from workers.index.matching import BankIndex
 from workers.stream.messages import Source, encode, parse_json
@@ -86,6 +88,8 @@ class UploadMatcher(MatcherPath):
         self.videos: dict[str, OpenVideo] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
         self.rules = ProvenanceRules.from_settings(settings)
+        self.rules_version = -1  # the bank version the stored provenance policy was last read at
+        self.rules_retry_at = 0.0
 
     def _turn(self) -> None:
         for msg in self._messages():
@@ -110,8 +114,9 @@ class UploadMatcher(MatcherPath):
             event = parse_json(msg.value(), "hashes", self.settings.max_message_bytes)
             if event["part"] == 0 and event["final"]:
                 with self.lock:
-                    decision = build_decision(event, self.index, self.name, self.rules)
-                self._cache(sha256_of(event), decision)
+                    rules = self._current_rules()
+                    decision = build_decision(event, self.index, self.name, rules)
+                self._cache(sha256_of(event), decision, rules)
                 self._send(decision, [(tp, cell)])
             else:
                 self._video_part(event, tp, cell)
@@ -144,6 +149,7 @@ class UploadMatcher(MatcherPath):
             return
         with self.lock:
             t0 = time.perf_counter()
+            rules = self._current_rules()
             signals = [SignalValue.from_json(v) for v in event["signals"]]
             video_evidence.fold(run.state, signals, self.index.search(signals), self.index)
             decision, evidence, notes = video_evidence.verdict(run.state, self.index, event["final"])
@@ -152,10 +158,10 @@ class UploadMatcher(MatcherPath):
                 return
             evidence_json = [{**m.to_json(), **video_evidence.percents(run.state, self.index, m)} for m in evidence]
             if event["final"]:  # provenance comes with the final part; an early block needs none
-                decision, evidence_json = _with_provenance(decision, evidence_json, event, self.rules)
+                decision, evidence_json = _with_provenance(decision, evidence_json, event, rules)
             out = decision_message(event, decision, evidence_json, notes, self.index, self.name, match_s)
         if event["final"]:
-            self._cache(run.state["sha256"], out)
+            self._cache(run.state["sha256"], out, rules)
             self._finish(eid)
             self._send(out, run.covers)
             return
@@ -204,9 +210,26 @@ class UploadMatcher(MatcherPath):
                                    "decision": decision["decision"], "matches": len(decision["matches"]),
                                    "latency_ms": decision["latency_ms"]["total"]})
 
-    def _cache(self, sha256: str | None, decision: dict[str, Any]) -> None:
+    def _cache(self, sha256: str | None, decision: dict[str, Any], rules: ProvenanceRules) -> None:
         if sha256 and self.cache is not None:
-            self.cache.put(sha256, decision)
+            self.cache.put(sha256, decision, rules)
+
+    def _current_rules(self) -> ProvenanceRules:
+        """The provenance rules, with the policy stored in Redis re-read whenever the bank version
+        moved (a `vigil policy provenance` change bumps it). Called under the index lock, so the
+        version a decision states is the one its rules were read at. If Redis cannot be read, the
+        last rules stand and the read is tried again on the next decision."""
+        version = self.index.version
+        if version != self.rules_version and self.redis is not None and time.monotonic() >= self.rules_retry_at:
+            try:
+                raw = self.redis.hget(POLICY, "provenance")
+                self.rules = ProvenanceRules.from_settings(self.settings, json.loads(raw) if raw else None)
+                self.rules_version = version
+            except Exception as exc:  # Redis down, or a stored policy this version cannot read
+                self.rules_retry_at = time.monotonic() + 5.0  # decisions do not wait on Redis meanwhile
+                log.warning("cannot read the stored provenance policy; the last rules stand",
+                            extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        return self.rules
 
     def _mark_early_block(self, event_id: str) -> None:
         """Tells the hasher it may stop decoding this video."""
