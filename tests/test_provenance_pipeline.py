@@ -121,3 +121,16 @@ def test_policy_stored_like_a_bank_applies_at_once_and_invalidates_cached_decisi
     assert _provenance_evidence(reviewed)[0]["label"] == "ai"
     [(_, cleared)] = submit_and_wait(cluster.settings, [path]).values()
     assert cleared["decision"] == "allow"
+
+
+def test_signed_video_decision_carries_the_containers_manifest(cluster, media_dir):
+    from tests.media_variants import clip_path
+
+    path = media_dir / "prov-signed.mp4"
+    path.write_bytes(pm.sign(clip_path("bikes.mp4").read_bytes(), "video/mp4", pm.manifest()))
+    [(topic, msg)] = submit_and_wait(cluster.settings, [path], timeout=120).values()
+    assert topic == topics.DECISIONS and msg["media_type"] == "video", msg
+    topics.validate("decision", msg)
+    assert msg["provenance"]["state"] == "valid" and msg["provenance"]["ai_generated"] is True
+    assert msg["decision"] == "allow" and _provenance_evidence(msg)[0]["signal"] == "c2pa"
+    assert "provenance" in msg["latency_ms"]

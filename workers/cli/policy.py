@@ -78,6 +78,7 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     pv.add_argument("--source-type", action="append", metavar="TERM=ACTION",
                     help="action for one IPTC digitalSourceType term, replacing the AI rule for it "
                          "(TERM=unset removes one); repeatable")
+    pv.add_argument("--actor", help="who this change is attributed to in the audit stream (env VIGIL_ACTOR)")
     pv.add_argument("--clear", action="store_true", help="remove the stored rules: workers' settings apply again")
     pv.add_argument("--json", action="store_true", help="machine-readable output")
     pv.set_defaults(func=cmd_provenance)
