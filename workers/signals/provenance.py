@@ -30,7 +30,6 @@ from workers.signals.provenance_markers import read_markers, source_type_name
 
 log = logging.getLogger("vigil.provenance")
 
-IPTC_DST = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 # digitalSourceType values that say a trained model (generative AI) made all or part of the media.
 AI_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia"})
 # Every C2PA manifest store is a JUMBF superbox labelled "c2pa": bytes without that label hold no
@@ -162,6 +161,12 @@ def _finish(record: dict[str, Any], markers: list[dict[str, str]]) -> dict[str, 
         record["digital_source_types"] = unique
     record["ai_generated"] = bool(set(unique) & AI_SOURCE_TYPES) or any(m.get("generator") for m in markers)
     return record
+
+
+def check_trust_anchors(path: str) -> None:
+    """Fail at start-up, not per upload, when the configured trust anchors cannot be read."""
+    if path:
+        _context(path)
 
 
 @lru_cache(maxsize=4)

@@ -24,7 +24,7 @@ from workers.errors import MediaError
 from workers.signals.hashing import hash_media, hash_video
 from workers.media.image import sniff_media_type
 from workers.signals import file_digests, hash_bytes
-from workers.signals.provenance import read_provenance_file
+from workers.signals.provenance import check_trust_anchors, read_provenance_file
 from workers.stream.kafka import consumer_config, producer_config
 from workers.ops.logs import now_ms
 from workers.stream.offsets import Delivery, OffsetTracker, consumer_error, lag_stats_callback
@@ -184,6 +184,7 @@ class Hasher:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.name = settings.worker_name("hasher")
+        check_trust_anchors(settings.provenance_trust_anchors)  # a bad PEM path stops the worker here
         self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP)})
         self.producer = Producer(producer_config(settings))
         self.pool = ThreadPoolExecutor(max(1, settings.hasher_threads), thread_name_prefix="hash")
