@@ -176,3 +176,23 @@ def test_stored_policy_overrides_settings_field_by_field():
     assert (rules.ai_generated, rules.invalid, rules.label) == ("review", "review", "synthetic")
     with pytest.raises(ValueError, match="unknown fields"):
         ProvenanceRules.from_settings(Settings(), {"ai": "review"})
+
+
+def test_hostile_manifest_bytes_cost_little_and_never_raise(ai_jpeg):
+    import os
+    import struct
+    import time
+
+    plain = pm.photo_bytes("astronaut")
+    seg = b"\xff\xeb" + struct.pack(">H", 8002) + b"JP\x00\x00\x00\x00\x00\x01jumbc2pa" + os.urandom(7984)
+    junk = plain[:2] + seg * 20 + plain[2:]  # APP11 segments that look like JUMBF and are not
+    t0 = time.process_time()
+    assert read_provenance(junk)["state"] in ("absent", "malformed")
+    assert time.process_time() - t0 < 2.0
+    start = ai_jpeg.find(b"\xff\xeb")
+    end = start
+    while ai_jpeg[end:end + 2] == b"\xff\xeb":
+        end += 2 + struct.unpack(">H", ai_jpeg[end + 2:end + 4])[0]
+    twice = ai_jpeg[:end] + ai_jpeg[start:end] * 3 + ai_jpeg[end:]  # the manifest store repeated
+    rec = read_provenance(twice)
+    assert rec["state"] in ("invalid", "malformed") and rec["problems"]
