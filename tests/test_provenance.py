@@ -196,3 +196,16 @@ def test_hostile_manifest_bytes_cost_little_and_never_raise(ai_jpeg):
     twice = ai_jpeg[:end] + ai_jpeg[start:end] * 3 + ai_jpeg[end:]  # the manifest store repeated
     rec = read_provenance(twice)
     assert rec["state"] in ("invalid", "malformed") and rec["problems"]
+
+
+def test_a_stored_policy_change_moves_the_bank_version_and_leaves_the_index_alone(store):
+    from workers.index.matching import BankIndex
+
+    store.create_bank("b1", "block")
+    index = BankIndex(Settings())
+    index.load(store)
+    before = dict(index.banks)
+    version = store.set_policy("provenance", {"ai_generated": "review"})
+    index.catch_up(store)
+    assert index.version == version == store.version() and index.banks.keys() == before.keys()
+    assert store.set_policy("provenance", None) == version + 1 and store.get_policy("provenance") is None
