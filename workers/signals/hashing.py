@@ -13,6 +13,7 @@ from workers.errors import MediaError
 from workers.media.image import decode_image, image_notes, sniff_media_type
 from workers.settings import Settings
 from workers.signals.borders import remove_borders
+from workers.signals.provenance import read_provenance
 
 if TYPE_CHECKING:
     from workers.media.video import VideoSampling
@@ -26,6 +27,7 @@ class HashResult:
     partial: bool = False
     notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    provenance: dict | None = None  # what the file claims about its origin (signals/provenance.py)
 
 
 def hash_media(data: bytes, settings: Settings, media_type: str | None = None, query: bool = True,
@@ -33,7 +35,8 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     """Digests of the bytes plus perceptual signals of the decoded frame(s).
 
     The uploader's media_type is a hint; the bytes decide, so a video named .jpg is still a video.
-    query=False is for banking: a bank entry stores the media as it is, without query variants.
+    query=False is for banking: a bank entry stores the media as it is, without query variants
+    (and without provenance, which only decisions carry).
     digests: the bytes' MD5/SHA-256 when the caller already has them (the hasher's cache lookup).
     """
     kind = sniff_media_type(data)
@@ -46,7 +49,12 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     t2 = time.perf_counter()
     notes = [] if media_type in (None, kind) else [f"media_type hint {media_type!r} but the bytes are {kind}"]
     notes += image_notes(data)  # e.g. bytes appended after the image (a polyglot): hashed, but said
-    return HashResult(kind, values, frames=1, notes=notes, stage_seconds={"decode": t1 - t0, "hash": t2 - t1})
+    stages = {"decode": t1 - t0, "hash": t2 - t1}
+    provenance = None
+    if query and settings.provenance_read:
+        provenance = read_provenance(data, settings.provenance_trust_anchors)
+        stages["provenance"] = time.perf_counter() - t2
+    return HashResult(kind, values, frames=1, notes=notes, stage_seconds=stages, provenance=provenance)
 
 
 def hash_frame(pixels: np.ndarray, settings: Settings, frame_ms: int | None = None,
