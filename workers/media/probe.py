@@ -25,6 +25,7 @@ import av
 from PIL import Image
 
 from workers.errors import MediaError
+from workers.settings import Settings
 
 # Signatures of the image formats vigil decodes (workers.media.image: OpenCV, then Pillow).
 _IMAGE_SIGNATURES = (
@@ -65,6 +66,10 @@ class ProbeLimits:
             "protocol_whitelist": "file",
             "enable_drefs": "0",  # MP4 data references to other files (off by default; stays off)
         }
+
+
+def probe_limits(settings: Settings) -> ProbeLimits:
+    return ProbeLimits(settings.video_probe_bytes, settings.video_probe_seconds, settings.video_open_timeout_s)
 
 
 @lru_cache(maxsize=1)
