@@ -185,7 +185,7 @@ class VideoSampling:
                     gop.packets.append(packet)
                 if self._should_feed(packet, is_key, gop):
                     yield from self._feed(stream, gop)
-                    if self.strategy.kind == "keyframes" and is_key and not self._engaged():
+                    if self.strategy.kind == "keyframes" and is_key and not self._engaged() and not self._untimed:
                         # Get the keyframe out now rather than decoding the GOP's next frames.
                         yield from self._drain(stream, gop)
             yield from self._end_gop(stream, gop)
@@ -239,6 +239,12 @@ class VideoSampling:
         self._pending: list[float] = []  # times of packets fed whose frames have not come out yet
         self._key_times: set[float] = set()
         self._errors_in_row = 0
+        # A raw elementary stream (.h264, .hevc, .m2v) has no timestamps at all: its frames are
+        # decoded straight through, once each, and timed by counting them at the stream's rate.
+        self._untimed: bool | None = None  # decided by the first packet
+        rate = stream.average_rate or stream.guessed_rate
+        self._rate = float(rate) if rate else 30.0
+        self._clock = 0.0  # the next untimed frame's time (s)
 
     def _check_pixels(self, width: int, height: int) -> None:
         if width * height > self.limits.max_pixels:
@@ -261,6 +267,8 @@ class VideoSampling:
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker; _end_gop drains instead
             self.packets += 1
+            if self._untimed is None:
+                self._untimed = packet.pts is None and packet.dts is None
             if packet.is_corrupt:
                 self.corrupt_packets += 1
                 if self.corrupt_packets == 1:  # one note, however many: notes stay bounded
@@ -353,6 +361,8 @@ class VideoSampling:
 
     def _end_gop(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
         """Called before a keyframe starts a new GOP."""
+        if self._untimed:
+            return  # nothing to plan with: decode straight on (a refeed would repeat frames)
         if self._candidate is not None:  # a wanted frame sits in the unfed tail: decode to it
             yield from self._feed(stream, gop)
         if not self._dirty:
@@ -386,11 +396,17 @@ class VideoSampling:
     # -- frames --------------------------------------------------------------------------------
     def _emit(self, frame) -> VideoFrame | None:
         self.frames_decoded += 1
+        step = self._seconds(frame.duration) if frame.duration else 1.0 / self._rate
         if frame.pts is not None:
             t = self._seconds(frame.pts - (self._origin or 0))
         else:
-            t = self._last_t + 1.0 / 30 if self._last_t > -math.inf else 0.0
-            self._note("frames without timestamps; times estimated at 30 fps")
+            t = self._clock
+            self._note(f"frames without timestamps (a raw stream); times counted at {self._rate:g} fps")
+            self.duration_ms = max(self.duration_ms, int(round((t + step) * 1000)))
+            if t > self.limits.max_seconds:
+                self._mark_partial("max_seconds", f"stopped at {self.limits.max_seconds:g} s of video")
+                raise _Stop
+        self._clock = t + step
         # The decoder emits in display order: anything fed with an earlier time is not coming.
         self._pending = [p for p in self._pending if p > t + 1e-9]
         key = bool(frame.key_frame) or round(t, 6) in self._key_times
