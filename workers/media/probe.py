@@ -176,7 +176,8 @@ def _short(exc: Exception) -> str:
 def cut_inside_packet(path: str | os.PathLike, format_name: str) -> str | None:
     """A note when the file ends inside one of its container's own packets, which demuxers drop
     without a word: an MPEG-TS file not a whole number of 188/192/204-byte packets, a Matroska
-    segment declaring more bytes than the file has. None when nothing says it was cut (a cut
+    segment declaring more bytes than the file has, an Ogg file whose last page is cut or does
+    not end its stream. None when nothing says it was cut (a cut
     exactly on a packet boundary looks like a shorter file)."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -193,6 +194,33 @@ def cut_inside_packet(path: str | os.PathLike, format_name: str) -> str | None:
         declared = _matroska_segment_end(head)
         if declared is not None and declared > size:
             return f"the Matroska segment declares {declared} bytes, the file has {size}: cut short"
+    if format_name == "ogg":
+        with open(path, "rb") as f:
+            f.seek(max(0, size - _OGG_TAIL))
+            return _ogg_tail(f.read())
+    return None
+
+
+_OGG_TAIL = 2 * (27 + 255 + 255 * 255)  # two of the largest Ogg pages: the window holds a page start
+
+
+def _ogg_tail(tail: bytes) -> str | None:
+    """Walk the pages of the file's tail from the first true page start: the last page must be
+    whole and carry the end-of-stream flag the muxer writes when a recording is finished."""
+    start = tail.find(b"OggS")
+    while start >= 0:
+        pos = start
+        while pos + 27 <= len(tail) and tail[pos:pos + 4] == b"OggS" and tail[pos + 4] == 0:
+            segments = tail[pos + 26]
+            if pos + 27 + segments > len(tail):
+                return "the file ends inside an Ogg page header: cut short"
+            end = pos + 27 + segments + sum(tail[pos + 27:pos + 27 + segments])
+            if end > len(tail):
+                return f"the file ends {len(tail) - pos} bytes into an Ogg page of {end - pos}: cut short"
+            if end == len(tail):
+                return None if tail[pos + 5] & 0x04 else "the last Ogg page does not end its stream: cut short"
+            pos = end
+        start = tail.find(b"OggS", start + 1)  # a false "OggS" inside page data: try the next
     return None
 
 
