@@ -119,7 +119,7 @@ def media_kind(source: str | os.PathLike | bytes, limits: ProbeLimits = ProbeLim
     if fmt is not None:
         return MediaKind("image", fmt)
     try:
-        container = open_container(source, limits)
+        container = open_container(source, limits, options={"skip_frame": "all"})  # no probe decode: only streams matter
     except MediaError as exc:
         if _pillow_reads(source):  # an image without a fixed signature (TGA...)
             return MediaKind("image", "pillow")
