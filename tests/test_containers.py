@@ -157,3 +157,49 @@ def test_probe_limits_reach_ffmpeg(copies):
     assert err.value.code == "decode_failed" and "probing took over" in err.value.message
     with open_container(copies[".ts"], ProbeLimits(probe_bytes=32)) as c:  # a tiny probe still opens
         assert c.streams.video
+
+
+def _hashes(path, root) -> dict:
+    """The upload hasher's output for one file (process_upload, the hasher's per-message work)."""
+    import json
+    import uuid
+
+    import topics
+    from workers.stream.messages import Source
+    from workers.uploads.hasher import process_upload
+
+    event = {"schema_version": 1, "event_id": f"e-{uuid.uuid4()}", "content_id": "c", "media_uri": path.as_uri()}
+    out = process_upload(Source(topics.UPLOADS, 0, 0, 1_700_000_000_000, b"c", json.dumps(event).encode()),
+                         Settings(media_roots=(str(root),)), "test")
+    return {"topic": out.topic, **json.loads(out.value)}
+
+
+def test_the_upload_hasher_reads_every_container_and_says_partial_when_cut(copies, workdir):
+    import topics
+
+    for suffix in (".ts", ".flv", ".h264"):
+        msg = _hashes(copies[suffix], workdir)
+        assert msg["topic"] == topics.HASHES and msg["media_type"] == "video", (suffix, msg)
+        assert msg["partial"] is False and any(s["signal"] == "pdq" for s in msg["signals"])
+    data = copies[".ts"].read_bytes()
+    cut = workdir / "hasher-cut.ts"
+    cut.write_bytes(data[:len(data) // 2 // 188 * 188 + 7])
+    msg = _hashes(cut, workdir)
+    assert msg["partial"] is True and "partial: truncated" in msg["notes"], msg["notes"]
+    text = workdir / "notes.ts"
+    text.write_text("not a transport stream at all\n" * 50)
+    msg = _hashes(text, workdir)
+    assert msg["topic"] == topics.DEAD_LETTER and msg["code"] == "decode_failed", msg
+
+
+def test_live_push_sources_are_decided_by_their_bytes(copies, workdir):
+    from workers.live.source import frames_from
+
+    jpegs = list(frames_from(copies[".ts"], fps=1.0))
+    assert len(jpegs) == 4 and all(j[:3] == b"\xff\xd8\xff" for j in jpegs)
+    photo = workdir / "still.ts"  # a PNG, whatever its name says
+    photo.write_bytes(transforms.encode(samples.photo("coffee")[:64, :64], ".png"))
+    assert [j[:3] for j in frames_from(photo, fps=1.0)] == [b"\xff\xd8\xff"]
+    with pytest.raises(MediaError) as err:
+        list(frames_from(mv.audio_only(workdir / "tone.m4a", 1.0), fps=1.0))
+    assert err.value.code == "no_video_stream"
