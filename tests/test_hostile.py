@@ -611,18 +611,18 @@ def test_playlists_and_scripts_naming_other_files_are_not_followed(root, setting
 
 
 def test_crafted_transport_streams_probe_in_bounded_time_and_memory(root, settings):
-    """40 MB of transport packets that never say what they carry (null packets), and a real
-    stream header followed by 40 MB of noise on the video PID: FFmpeg reads at most probesize
+    """24 MB of transport packets that never say what they carry (null packets), and a real
+    stream header followed by 24 MB of noise on the video PID: FFmpeg reads at most probesize
     bytes to find the streams and gives up; the sampler stops after a run of undecodable packets."""
     clip = _ts_clip(root).read_bytes()
     null = b"\x47\x1f\xff\x10" + b"\xff" * 184
-    noise = np.random.default_rng(11).integers(0, 256, (40_000_000 // 188, 188), dtype=np.uint8)
+    noise = np.random.default_rng(11).integers(0, 256, (24_000_000 // 188, 188), dtype=np.uint8)
     first_video = next(i for i in range(0, len(clip), 188) if (clip[i + 1] & 0x1F) << 8 | clip[i + 2] == 0x100)
     noise[:, 0:4] = np.frombuffer(clip[first_video:first_video + 4], np.uint8)  # the video PID's header
     endless = noise.copy()
     endless[:, 1] &= 0xBF  # no payload-unit start: one PES that never ends
     noise[::20, 1] |= 0x40  # a PES of noise every 20 packets
-    cases = {"null-packets.ts": null * (40_000_000 // 188),  # then: SDT, PAT and PMT, and noise
+    cases = {"null-packets.ts": null * (24_000_000 // 188),  # then: SDT, PAT and PMT, and noise
              "endless-pes.ts": clip[:first_video] + endless.tobytes(),
              "noise-pes.ts": clip[:first_video] + noise.tobytes()}
     for name, data in cases.items():

@@ -38,7 +38,7 @@ _IMAGE_SIGNATURES = (
     (b"BM", "bmp"),
 )
 # ISO BMFF brands that are still images (HEIF, AVIF): the rest of ftyp files are videos.
-_IMAGE_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1", b"msf1")
+_IMAGE_BRANDS = (b"avif", b"avis", b"heic", b"heix", b"mif1")
 # FFmpeg demuxers that read a single image, not a video: such bytes go to the image decoder.
 _FFMPEG_IMAGE_FORMATS = {"ico", "apng", "gif", "image2pipe"}
 # Demuxers left out of the allow-list: they open other files or URLs named inside the input.
