@@ -636,6 +636,33 @@ def test_crafted_transport_streams_probe_in_bounded_time_and_memory(root, settin
             assert msg["partial"] is True, (name, msg)
 
 
+def test_a_container_with_hundreds_of_streams_opens_with_at_most_the_cap(root, settings):
+    """Every stream costs FFmpeg a codec context and probe buffers; a file declaring thousands
+    would multiply them. The probe's max_streams cap stops adding streams (plain FFmpeg allows 1000)."""
+    import av
+
+    from workers.media.probe import ProbeLimits, open_container
+
+    path = root / "many-streams.mkv"
+    with av.open(str(path), "w", format="matroska") as c:
+        streams = []
+        for _ in range(200):
+            s = c.add_stream("ffv1", rate=10)
+            s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+            streams.append(s)
+        tile = np.ascontiguousarray(PHOTO[:16, :16])
+        for s in streams:
+            for pk in [*s.encode(av.VideoFrame.from_ndarray(tile, format="rgb24")), *s.encode()]:
+                c.mux(pk)
+    with av.open(str(path)) as plain:
+        assert len(plain.streams) == 200
+    with open_container(path) as capped:
+        assert len(capped.streams) == ProbeLimits().max_streams == 64
+    r = run(upload(path.as_uri()), settings)
+    assert r.seconds < TIME_LIMIT_S and r.peak_mb < MEMORY_LIMIT_MB, (r.seconds, r.peak_mb)
+    assert r.out.topic == topics.HASHES and r.message["media_type"] == "video", r.message
+
+
 # -- the real pipeline keeps serving -----------------------------------------------------------
 
 @pytest.mark.integration
