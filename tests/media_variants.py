@@ -246,13 +246,13 @@ def write_in_container(path: str | os.PathLike, frames: Frames, *, rate: int = 2
     return path
 
 
-def remux(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+def remux(src: str | os.PathLike, dst: str | os.PathLike, options: dict[str, str] | None = None) -> Path:
     """The same encoded video in another container (what `ffmpeg -i a.mp4 -c copy b.ts` does):
     not a pixel changes, only the wrapping. FFmpeg inserts the bitstream filters (Annex B for
     MPEG-TS and raw H.264) itself."""
     dst = Path(dst)
     fmt = CONTAINERS[dst.suffix][0] if dst.suffix in CONTAINERS else None
-    with av.open(os.fspath(src)) as inp, av.open(os.fspath(dst), "w", format=fmt) as out:
+    with av.open(os.fspath(src)) as inp, av.open(os.fspath(dst), "w", format=fmt, options=options or {}) as out:
         ins = inp.streams.video[0]
         outs = out.add_stream_from_template(ins)
         for packet in inp.demux(ins):

@@ -132,6 +132,18 @@ def test_a_truncated_ts_is_sampled_as_far_as_it_decodes_and_says_partial(copies,
     assert cut_inside_packet(aligned, "mpegts") is None
 
 
+def test_blu_ray_transport_streams_have_192_byte_packets(copies, workdir):
+    """M2TS puts a 4-byte timecode before each 188-byte packet: whole is whole, cut is cut."""
+    m2ts = workdir / "bluray.m2ts"
+    mv.remux(copies[".ts"], workdir / "bluray.ts", {"mpegts_m2ts_mode": "1"}).rename(m2ts)
+    assert m2ts.stat().st_size % 192 == 0 and m2ts.read_bytes()[4] == 0x47
+    frames, s = sampled(m2ts)
+    assert [f.frame_ms for f in frames] == [0, 1000, 2000, 3000] and not s.partial
+    cut = workdir / "cut.m2ts"
+    cut.write_bytes(m2ts.read_bytes()[:m2ts.stat().st_size // 2 // 192 * 192 + 50])
+    assert "into a 192-byte transport packet" in cut_inside_packet(cut, "mpegts")
+
+
 def test_a_ts_with_a_corrupted_packet_in_the_middle_is_decided_past_it_and_partial(copies, workdir):
     damaged = mv.damaged_ts(copies[".ts"], workdir / "damaged.ts", 0.5)
     frames, s = sampled(damaged, ALL)

@@ -186,7 +186,8 @@ def cut_inside_packet(path: str | os.PathLike, format_name: str) -> str | None:
         for offset in range(min(len(head), 204)):
             for packet in (188, 192, 204):
                 if all(head[offset + k * packet:offset + k * packet + 1] == b"\x47" for k in range(3)):
-                    tail = (size - offset) % packet
+                    start = offset - 4 if packet == 192 else offset  # M2TS: a 4-byte timecode first
+                    tail = (size - start) % packet
                     return (f"the file ends {tail} bytes into a {packet}-byte transport packet: cut short"
                             if tail else None)
         return None
