@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import BinaryIO
@@ -169,8 +170,7 @@ def open_container(source: str | os.PathLike | bytes | BinaryIO, limits: ProbeLi
 
 def _short(exc: Exception) -> str:
     """FFmpeg's message without the path it was given (logs and dead letters carry no paths)."""
-    text = str(exc)
-    return text.split(": '", 1)[0] if ": '" in text else text
+    return re.sub(r": '(?:file:)?/[^']*'", "", str(exc))
 
 
 def cut_inside_packet(path: str | os.PathLike, format_name: str) -> str | None:
