@@ -222,18 +222,28 @@ CONTAINERS = {
     ".h264": ("h264", "libx264"),
 }
 COPYABLE = {".ts", ".flv", ".mov", ".mkv", ".h264"}  # containers H.264 packets are copied into
+MORE_CONTAINERS = {  # the rest the README names, each with a codec it usually holds
+    ".avi": ("avi", "mpeg4"),
+    ".webm": ("webm", "libvpx"),
+    ".vob": ("vob", "mpeg2video"),
+    ".wmv": ("asf", "wmv2"),
+    ".mxf": ("mxf", "mpeg2video"),
+    ".hevc": ("hevc", "libx265"),
+}
 
 
 def write_in_container(path: str | os.PathLike, frames: Frames, *, rate: int = 25, gop: int = 50) -> Path:
     """Encode constant-rate frames into the container the suffix names, with its usual codec."""
     path = Path(path)
-    fmt, codec = CONTAINERS[path.suffix]
+    fmt, codec = {**CONTAINERS, **MORE_CONTAINERS}[path.suffix]
     with av.open(os.fspath(path), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = frames[0][0].shape[1], frames[0][0].shape[0]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"g": str(gop)} if codec != "libx264" else {
-            "preset": "veryfast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        stream.options = {
+            "libx264": {"preset": "veryfast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"},
+            "libx265": {"preset": "ultrafast", "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error"},
+        }.get(codec, {"g": str(gop)})
         if codec == "libvpx":
             stream.bit_rate = 1_000_000
         for i, (rgb, _) in enumerate(frames):

@@ -23,7 +23,8 @@ from workers.stack import samples, transforms
 FIXED = SamplingStrategy("fixed", fps=1.0)
 ALL = SamplingStrategy("all")
 FORMATS = {".ts": "mpegts", ".mpg": "mpeg", ".flv": "flv", ".ogv": "ogg", ".mov": "mov,mp4,m4a,3gp,3g2,mj2",
-           ".mkv": "matroska,webm", ".h264": "h264"}
+           ".mkv": "matroska,webm", ".h264": "h264", ".avi": "avi", ".webm": "matroska,webm", ".vob": "mpeg",
+           ".wmv": "asf", ".mxf": "mxf", ".hevc": "hevc"}  # FFmpeg's demuxer names
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,18 @@ def test_each_container_is_a_video_sampled_on_the_same_clock_and_matching_the_or
     assert not s.partial and s.corrupt_packets == 0 and s.format == FORMATS[suffix]
     bank = dedupe_frames(pdq(sampled(original, ALL)[0]))
     result = match_video(pdq(frames), bank)
+    assert result.is_match() and result.query_percent == 100, (suffix, result)
+
+
+@pytest.mark.parametrize("suffix", list(mv.MORE_CONTAINERS))
+def test_more_containers_open_the_same_way(suffix, clip, workdir):
+    frames, original = clip
+    path = mv.write_in_container(workdir / f"more{suffix}", frames)
+    kind = media_kind(path)
+    assert kind.kind == "video" and kind.format == FORMATS[suffix]
+    sampled_frames, s = sampled(path)
+    assert [f.frame_ms for f in sampled_frames] == [0, 1000, 2000, 3000] and not s.partial, (suffix, s.notes)
+    result = match_video(pdq(sampled_frames), dedupe_frames(pdq(sampled(original, ALL)[0])))
     assert result.is_match() and result.query_percent == 100, (suffix, result)
 
 
