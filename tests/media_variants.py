@@ -243,6 +243,7 @@ def write_in_container(path: str | os.PathLike, frames: Frames, *, rate: int = 2
         stream.options = {
             "libx264": {"preset": "veryfast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"},
             "libx265": {"preset": "ultrafast", "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error"},
+            "libvpx": {"g": str(gop), "deadline": "realtime", "cpu-used": "16", "lag-in-frames": "0"},
         }.get(codec, {"g": str(gop)})
         if codec == "libvpx":
             stream.bit_rate = 1_000_000
