@@ -47,6 +47,10 @@ class Settings:
     video_max_frames: int = 1200  # VIGIL_VIDEO_MAX_FRAMES sampled per video
     video_max_side: int = 640  # VIGIL_VIDEO_MAX_SIDE: frames are scaled down to this while decoding (PDQ drift
     # from full size: median 4 bits at 640 px, 9-10 at 512; benchmarks/bench_video.py)
+    # Opening a file that is not a known image: FFmpeg's probe, bounded (workers/media/probe.py).
+    video_probe_bytes: int = 5_000_000  # VIGIL_VIDEO_PROBE_BYTES: FFmpeg probesize
+    video_probe_seconds: float = 5.0  # VIGIL_VIDEO_PROBE_SECONDS: FFmpeg analyzeduration, of stream time
+    video_open_timeout_s: float = 10.0  # VIGIL_VIDEO_OPEN_TIMEOUT_S: wall clock for opening and probing
     video_part_frames: int = 16  # VIGIL_VIDEO_PART_FRAMES: frames per hashes message (early block)
     # A video whose next part has not come for this long is dead-lettered (incomplete_video) so
     # its partition's offsets can move on; the matcher holds them until the video is decided.

@@ -10,7 +10,8 @@ import numpy as np
 
 from workers import signals as sig
 from workers.errors import MediaError
-from workers.media.image import decode_image, image_notes, sniff_media_type
+from workers.media.image import decode_image, image_notes
+from workers.media.probe import media_kind, probe_limits
 from workers.settings import Settings
 from workers.signals.borders import remove_borders
 from workers.signals.provenance import read_provenance
@@ -39,7 +40,7 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     (and without provenance, which only decisions carry).
     digests: the bytes' MD5/SHA-256 when the caller already has them (the hasher's cache lookup).
     """
-    kind = sniff_media_type(data)
+    kind = media_kind(data, probe_limits(settings)).kind
     if kind == "video":
         raise MediaError("unsupported_media", "videos are hashed from their file with hash_video")
     t0 = time.perf_counter()
@@ -107,7 +108,8 @@ def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str
     sampling = sample_frames(
         path, SamplingStrategy(strategy or settings.video_strategy, fps=settings.video_fps),
         VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.video_max_seconds,
-                    max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels),
+                    max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels,
+                    probe=probe_limits(settings)),
         max_side=settings.video_max_side, grey=settings.signal_impl == "fast")
     size = part_frames or settings.video_part_frames
 

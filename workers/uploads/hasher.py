@@ -22,7 +22,7 @@ from workers.ops import metrics
 from workers.uploads.decisions import DecisionCache
 from workers.errors import MediaError
 from workers.signals.hashing import hash_media, hash_video
-from workers.media.image import sniff_media_type
+from workers.media.probe import media_kind, probe_limits
 from workers.signals import file_digests, hash_bytes
 from workers.signals.provenance import check_trust_anchors, read_provenance_file
 from workers.stream.kafka import consumer_config, producer_config
@@ -57,8 +57,8 @@ def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[
         submitted = int(event.get("submitted_at_ms") or src.timestamp_ms or started_ms)
         t0 = time.perf_counter()
         path = resolve_uri(event["media_uri"], settings.media_roots)
-        head = next(iter_media(path, settings.max_video_bytes, chunk=64), b"")
-        video = sniff_media_type(head) == "video"
+        next(iter_media(path, settings.max_video_bytes, chunk=64), b"")  # a regular, non-empty file in the limit
+        video = media_kind(path, probe_limits(settings)).kind == "video"  # the bytes decide, not the name
         if video:  # streamed: a video is never held in memory whole
             data, digests = b"", file_digests(path, settings.max_video_bytes)
         else:
