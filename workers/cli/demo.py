@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 
 
+HELP_ORDER = 90  # where `vigil --help` lists this noun
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.stack.demo import run_demo
 

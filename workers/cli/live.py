@@ -10,6 +10,9 @@ from pathlib import Path
 from workers.cli.common import EXIT_OK, CliError, need, service_flags, settings_from
 
 
+HELP_ORDER = 45  # where `vigil --help` lists this noun
+
+
 def cmd_live_push(args: argparse.Namespace) -> int:
     """Sample a video (or walk a directory of images) and push frames in real time."""
     from workers.errors import MediaError

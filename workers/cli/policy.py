@@ -12,6 +12,9 @@ from workers.cli.common import EXIT_OK, CliError, print_json, service_flags, sto
 from workers.cli.provenance import ACTIONS
 
 
+HELP_ORDER = 35  # where `vigil --help` lists this noun
+
+
 def cmd_provenance(args: argparse.Namespace) -> int:
     from workers.provenance_policy import ProvenanceRules
 

@@ -11,6 +11,9 @@ from workers.cli.common import EXIT_OK, CliError, print_json, settings_from
 ACTIONS = ("block", "review", "allow", "off")
 
 
+HELP_ORDER = 55  # where `vigil --help` lists this noun
+
+
 def rule_flags(p: argparse.ArgumentParser) -> None:
     """`vigil worker matcher`'s provenance rule flags: the defaults `vigil policy provenance` overrides."""
     p.add_argument("--provenance-ai-generated", choices=ACTIONS, metavar="ACTION",

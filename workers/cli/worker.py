@@ -15,6 +15,9 @@ from workers.cli.common import (
 )
 
 
+HELP_ORDER = 20  # where `vigil --help` lists this noun
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.ops import logs
 
