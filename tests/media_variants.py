@@ -206,3 +206,80 @@ def audio_only(dst: str | os.PathLike, seconds: float = 2.0, codec: str = "aac")
 
 def frame_times(frames: Frames) -> Iterator[float]:
     return (t for _, t in frames)
+
+
+# -- containers -------------------------------------------------------------------------------------
+# The containers FFmpeg reads that tests exercise, by file suffix: (FFmpeg muxer, codec when the
+# clip is re-encoded). H.264 can be stream-copied into all of them but MPEG-PS and Ogg: an
+# ordinary .mpg holds MPEG-2 video, and PyAV's FFmpeg has no Theora encoder, so .ogv holds VP8.
+CONTAINERS = {
+    ".ts": ("mpegts", "libx264"),
+    ".mpg": ("mpeg", "mpeg2video"),
+    ".flv": ("flv", "libx264"),
+    ".ogv": ("ogg", "libvpx"),
+    ".mov": ("mov", "libx264"),
+    ".mkv": ("matroska", "libx264"),
+    ".h264": ("h264", "libx264"),
+}
+COPYABLE = {".ts", ".flv", ".mov", ".mkv", ".h264"}  # containers H.264 packets are copied into
+MORE_CONTAINERS = {  # the rest the README names, each with a codec it usually holds
+    ".avi": ("avi", "mpeg4"),
+    ".webm": ("webm", "libvpx"),
+    ".vob": ("vob", "mpeg2video"),
+    ".wmv": ("asf", "wmv2"),
+    ".mxf": ("mxf", "mpeg2video"),
+    ".hevc": ("hevc", "libx265"),
+}
+
+
+def write_in_container(path: str | os.PathLike, frames: Frames, *, rate: int = 25, gop: int = 50) -> Path:
+    """Encode constant-rate frames into the container the suffix names, with its usual codec."""
+    path = Path(path)
+    fmt, codec = {**CONTAINERS, **MORE_CONTAINERS}[path.suffix]
+    with av.open(os.fspath(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = frames[0][0].shape[1], frames[0][0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {
+            "libx264": {"preset": "veryfast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"},
+            "libx265": {"preset": "ultrafast", "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error"},
+            "libvpx": {"g": str(gop), "deadline": "realtime", "cpu-used": "16", "lag-in-frames": "0"},
+        }.get(codec, {"g": str(gop)})
+        if codec == "libvpx":
+            stream.bit_rate = 1_000_000
+        for i, (rgb, _) in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def remux(src: str | os.PathLike, dst: str | os.PathLike, options: dict[str, str] | None = None) -> Path:
+    """The same encoded video in another container (what `ffmpeg -i a.mp4 -c copy b.ts` does):
+    not a pixel changes, only the wrapping. FFmpeg inserts the bitstream filters (Annex B for
+    MPEG-TS and raw H.264) itself."""
+    dst = Path(dst)
+    fmt = CONTAINERS[dst.suffix][0] if dst.suffix in CONTAINERS else None
+    with av.open(os.fspath(src)) as inp, av.open(os.fspath(dst), "w", format=fmt, options=options or {}) as out:
+        ins = inp.streams.video[0]
+        outs = out.add_stream_from_template(ins)
+        for packet in inp.demux(ins):
+            if packet.dts is None:
+                continue  # the demuxer's flush packet
+            packet.stream = outs
+            out.mux(packet)
+    return dst
+
+
+def damaged_ts(src: str | os.PathLike, dst: str | os.PathLike, at_fraction: float = 0.5, packets: int = 8) -> Path:
+    """An MPEG-TS file with a run of transport packets in the middle overwritten with noise, sync
+    bytes included, as a bad sector or a lossy link leaves it: the demuxer sees a continuity break."""
+    data = bytearray(Path(src).read_bytes())
+    start = int(len(data) * at_fraction) // 188 * 188
+    noise = np.random.default_rng(23).integers(0, 256, 188 * packets, dtype=np.uint8).tobytes()
+    data[start:start + len(noise)] = noise
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)

@@ -577,6 +577,92 @@ def test_video_header_with_absurd_dimensions(root, settings):
     assert r.message["code"] in ("image_too_large", "decode_failed", "unsupported_media")
 
 
+# -- containers FFmpeg probes -------------------------------------------------------------------
+
+def _ts_clip(root: Path) -> Path:
+    """bikes' first two seconds as MPEG-TS, H.264 packets copied from an MP4."""
+    import media_variants as mv
+
+    path = root / "probe-src.ts"
+    if not path.exists():
+        frames = mv.scaled(mv.decode_rgb(VIDEO_DIR / "bikes.mp4", max_seconds=2), 0.5)
+        mv.remux(mv.write_video(root / "probe-src.mp4", frames), path)
+    return path
+
+
+def test_playlists_and_scripts_naming_other_files_are_not_followed(root, settings):
+    """FFmpeg's HLS and concat demuxers open the files a text file names (the classic FFmpeg
+    SSRF and local-file read); the probe's demuxer allow-list leaves them out. The control
+    shows FFmpeg without it would have read the named clip."""
+    import av
+
+    clip = _ts_clip(root)
+    playlist = root / "playlist.m3u8"
+    playlist.write_text(f"#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
+                        f"#EXTINF:2.0,\n{clip.name}\n#EXT-X-ENDLIST\n")
+    script = root / "script.ffconcat"
+    script.write_text(f"ffconcat version 1.0\nfile {clip.name}\n")
+    for path in (playlist, script):
+        with av.open(str(path)) as followed:  # the control: plain FFmpeg follows the reference
+            assert followed.format.name in ("hls", "concat") and followed.streams.video
+        r = run(upload(path.as_uri()), settings)
+        msg = assert_dead(r, "decode_failed")
+        assert "whitelist" in msg["message"] or "neither" in msg["message"], msg
+
+
+def test_crafted_transport_streams_probe_in_bounded_time_and_memory(root, settings):
+    """24 MB of transport packets that never say what they carry (null packets), and a real
+    stream header followed by 24 MB of noise on the video PID: FFmpeg reads at most probesize
+    bytes to find the streams and gives up; the sampler stops after a run of undecodable packets."""
+    clip = _ts_clip(root).read_bytes()
+    null = b"\x47\x1f\xff\x10" + b"\xff" * 184
+    noise = np.random.default_rng(11).integers(0, 256, (24_000_000 // 188, 188), dtype=np.uint8)
+    first_video = next(i for i in range(0, len(clip), 188) if (clip[i + 1] & 0x1F) << 8 | clip[i + 2] == 0x100)
+    noise[:, 0:4] = np.frombuffer(clip[first_video:first_video + 4], np.uint8)  # the video PID's header
+    endless = noise.copy()
+    endless[:, 1] &= 0xBF  # no payload-unit start: one PES that never ends
+    noise[::20, 1] |= 0x40  # a PES of noise every 20 packets
+    cases = {"null-packets.ts": null * (24_000_000 // 188),  # then: SDT, PAT and PMT, and noise
+             "endless-pes.ts": clip[:first_video] + endless.tobytes(),
+             "noise-pes.ts": clip[:first_video] + noise.tobytes()}
+    for name, data in cases.items():
+        (root / name).write_bytes(data)
+        r = run(upload((root / name).as_uri()), settings)
+        assert r.seconds < TIME_LIMIT_S and r.peak_mb < MEMORY_LIMIT_MB, (name, r.seconds, r.peak_mb)
+        msg = r.message
+        if r.out.topic == topics.DEAD_LETTER:
+            assert msg["code"] in ("decode_failed", "no_video_stream"), (name, msg)
+        else:
+            assert msg["partial"] is True, (name, msg)
+
+
+def test_a_container_with_hundreds_of_streams_opens_with_at_most_the_cap(root, settings):
+    """Every stream costs FFmpeg a codec context and probe buffers; a file declaring thousands
+    would multiply them. The probe's max_streams cap stops adding streams (plain FFmpeg allows 1000)."""
+    import av
+
+    from workers.media.probe import ProbeLimits, open_container
+
+    path = root / "many-streams.mkv"
+    with av.open(str(path), "w", format="matroska") as c:
+        streams = []
+        for _ in range(200):
+            s = c.add_stream("ffv1", rate=10)
+            s.width, s.height, s.pix_fmt = 16, 16, "yuv420p"
+            streams.append(s)
+        tile = np.ascontiguousarray(PHOTO[:16, :16])
+        for s in streams:
+            for pk in [*s.encode(av.VideoFrame.from_ndarray(tile, format="rgb24")), *s.encode()]:
+                c.mux(pk)
+    with av.open(str(path)) as plain:
+        assert len(plain.streams) == 200
+    with open_container(path) as capped:
+        assert len(capped.streams) == ProbeLimits().max_streams == 64
+    r = run(upload(path.as_uri()), settings)
+    assert r.seconds < TIME_LIMIT_S and r.peak_mb < MEMORY_LIMIT_MB, (r.seconds, r.peak_mb)
+    assert r.out.topic == topics.HASHES and r.message["media_type"] == "video", r.message
+
+
 # -- the real pipeline keeps serving -----------------------------------------------------------
 
 @pytest.mark.integration

@@ -13,7 +13,7 @@ CODES: dict[str, str] = {
     "media_too_large": "the file exceeds VIGIL_MAX_MEDIA_BYTES",
     "empty_media": "the file is zero bytes",
     "image_too_large": "the image's declared dimensions exceed VIGIL_MAX_IMAGE_PIXELS (decompression bomb guard)",
-    "decode_failed": "the bytes are not a decodable image or video",
+    "decode_failed": "the bytes are not a decodable image or video (no image signature, and FFmpeg's bounded probe cannot open them)",
     "no_video_stream": "a video container without a video stream (audio only): dead-lettered, not allowed, since nothing was checked",
     "unsupported_media": "a media type vigil does not process yet (for example video before video support)",
     "truncated_media": "the file stops before its format's end marker (JPEG EOI, PNG IEND, WebP RIFF length, GIF trailer)",

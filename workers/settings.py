@@ -50,12 +50,27 @@ class Settings:
     video_max_frames: int = 1200  # VIGIL_VIDEO_MAX_FRAMES sampled per video
     video_max_side: int = 640  # VIGIL_VIDEO_MAX_SIDE: frames are scaled down to this while decoding (PDQ drift
     # from full size: median 4 bits at 640 px, 9-10 at 512; benchmarks/bench_video.py)
+    # Opening a file that is not a known image: FFmpeg's probe, bounded (workers/media/probe.py).
+    video_probe_bytes: int = 5_000_000  # VIGIL_VIDEO_PROBE_BYTES: FFmpeg probesize
+    video_probe_seconds: float = 5.0  # VIGIL_VIDEO_PROBE_SECONDS: FFmpeg analyzeduration, of stream time
+    video_open_timeout_s: float = 10.0  # VIGIL_VIDEO_OPEN_TIMEOUT_S: wall clock for opening and probing
     video_part_frames: int = 16  # VIGIL_VIDEO_PART_FRAMES: frames per hashes message (early block)
     # A video whose next part has not come for this long is dead-lettered (incomplete_video) so
     # its partition's offsets can move on; the matcher holds them until the video is decided.
     video_part_timeout_s: float = 600.0  # VIGIL_VIDEO_PART_TIMEOUT_S
 
     decision_cache_ttl_s: int = 3600  # VIGIL_DECISION_CACHE_TTL_S: identical files re-decided from cache; 0 = off
+
+    # Provenance (workers/signals/provenance.py, workers/provenance_policy.py): what the file claims
+    # about its origin, and what to do about it. Actions: block | review | allow (label only) | off.
+    # Never block on provenance alone by default: a marker is trivially stripped or forged.
+    provenance_read: bool = True  # VIGIL_PROVENANCE_READ: read C2PA manifests and AI markers in the hasher
+    provenance_ai_generated: str = "allow"  # VIGIL_PROVENANCE_AI_GENERATED: media that says a model made it
+    provenance_invalid: str = "off"  # VIGIL_PROVENANCE_INVALID: a C2PA manifest that fails validation
+    provenance_label: str = "synthetic"  # VIGIL_PROVENANCE_LABEL: the label the AI-generated rule's evidence carries
+    # VIGIL_PROVENANCE_SOURCE_TYPES: JSON {digitalSourceType term: action}, e.g. {"compositeSynthetic": "review"}
+    provenance_source_types: dict[str, str] = field(default_factory=dict)
+    provenance_trust_anchors: str = ""  # VIGIL_PROVENANCE_TRUST_ANCHORS: PEM file; signers chaining to it are trusted
 
     bank_poll_seconds: float = 0.5  # VIGIL_BANK_POLL_SECONDS: how long a change-stream read blocks
     bank_stale_seconds: float = 30.0  # VIGIL_BANK_STALE_SECONDS: unsynced this long -> matcher not ready

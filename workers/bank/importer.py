@@ -12,7 +12,7 @@ from workers.bank import formats
 from workers.bank.model import Entry, entry_id_for_file
 from workers.bank.store import BankStore
 from workers.signals.hashing import hash_media
-from workers.media.image import sniff_media_type
+from workers.media.probe import media_kind, probe_limits
 from workers.ops.logs import now_ms
 from workers.settings import Settings
 from workers.signals import SignalValue, file_digests
@@ -100,9 +100,7 @@ def add_media_file(store: BankStore, bank: str, path: Path, settings: Settings, 
     """Hash a media file as it is (no query variants) and bank it; returns the entry and version.
     A video becomes one entry holding the hashes of all its frames, with runs
     of near-identical consecutive frames collapsed. Raises OSError or MediaError."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if sniff_media_type(head) == "video":
+    if media_kind(path, probe_limits(settings)).kind == "video":
         digests = file_digests(path, settings.max_video_bytes)
         signals, media_type = digests + video_entry_signals(path, settings), "video"
     else:

@@ -18,6 +18,10 @@ Layout (prefix `vigil:`):
                        with only their ids: readers HMGET the JSON (read_changes does), so a 10M-line
                        import adds ~25 bytes an entry here, not the ~260 of its JSON again
   audit                STREAM  {v, op, bank, actor, at_ms, detail}: who changed what, kept for review
+  policy               HASH  policy name -> rules JSON (`provenance`: workers/provenance_policy.py), set
+                       like a bank (`vigil policy provenance`): versioned, audited, in the change
+                       stream as op policy_put (the index ignores it; matchers re-read the hash when
+                       the version moves, and the bump invalidates cached decisions)
 
 A change and its version bump are one Lua script, so a matcher that snapshots and then reads the
 stream from the id it saw before the snapshot never misses a change (replays are idempotent).
@@ -76,6 +80,7 @@ VERSION = PREFIX + "version"
 CHANGES = PREFIX + "changes"
 AUDIT = PREFIX + "audit"
 LAYOUT = PREFIX + "layout"
+POLICY = PREFIX + "policy"
 CHANGES_MAXLEN = 1_000_000  # approximate; a matcher that falls further behind reloads the snapshot
 CHANGES_KEEP_S = 600  # write_snapshot trims no change younger than this
 INLINE_CHANGE = 100  # entries a change carries as JSON; larger ones carry ids (entries_ref)
@@ -159,7 +164,7 @@ return {1, old or ''}
 class Change:
     stream_id: str
     version: int
-    op: str  # bank_put | bank_delete | entries_put | entries_delete
+    op: str  # bank_put | bank_delete | entries_put | entries_delete | policy_put
     bank: str
     data: Any
 
@@ -280,6 +285,15 @@ class BankStore:
             return set()
         found = self.r.hmget(entries_key(bank), entry_ids)
         return {e for e, v in zip(entry_ids, found) if v is not None}
+
+    def set_policy(self, name: str, rules: dict[str, Any] | None) -> int:
+        """Store (None: remove) a policy's rules, as one versioned, audited change."""
+        value = "" if rules is None else json.dumps(rules, sort_keys=True, separators=(",", ":"))
+        return self._write("policy_put", f"policy:{name}", rules, POLICY, [(name, value)])
+
+    def get_policy(self, name: str) -> dict[str, Any] | None:
+        raw = self.r.hget(POLICY, name)
+        return json.loads(raw) if raw else None
 
     # -- reads --------------------------------------------------------------------------------
     def version(self) -> int:

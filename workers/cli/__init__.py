@@ -1,7 +1,8 @@
 """vigil <noun> <verb>: the command line. `vigil --help` and `vigil <noun> --help` teach the rest.
 
 One module per noun (`bank.py`, `live.py`, `submit.py`, ...), each with an `add_parser`; what
-they share is in `common.py`. A new noun is a new module listed in NOUNS.
+they share is in `common.py`. A new noun is a new module and nothing else: every module here
+with an `add_parser` is a noun, listed in `vigil --help` by its HELP_ORDER (default 50), then name.
 
 Exit codes: 0 success; 1 failure while running; 2 bad usage or input; 3 a service (Kafka, Redis)
 is unreachable; 4 timed out waiting for decisions.
@@ -12,10 +13,23 @@ import argparse
 import logging
 import sys
 
-from workers.cli import bank, demo, live, scan, status, submit, up, worker
+import importlib
+import pkgutil
+from types import ModuleType
+
 from workers.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE, CliError
 
-NOUNS = (up, worker, bank, submit, live, scan, status, demo)  # in the order `vigil --help` lists them
+
+def nouns() -> list[ModuleType]:
+    """The noun modules of this package, in the order `vigil --help` lists them."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name in ("common", "__main__"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "add_parser"):
+            found.append(module)
+    return sorted(found, key=lambda m: (getattr(m, "HELP_ORDER", 50), m.__name__))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,9 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                "--action block`, `vigil bank add demo photo.jpg`, `vigil submit copy.jpg --wait`. "
                "Exit codes: 0 ok, 1 failure, 2 bad usage/input, 3 service unreachable, 4 timeout.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    nouns = p.add_subparsers(dest="noun", metavar="NOUN", required=True)
-    for noun in NOUNS:
-        noun.add_parser(nouns)
+    subparsers = p.add_subparsers(dest="noun", metavar="NOUN", required=True)
+    for noun in nouns():
+        noun.add_parser(subparsers)
     return p
 
 

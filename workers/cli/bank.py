@@ -26,6 +26,9 @@ from workers.cli.common import (
 )
 
 
+HELP_ORDER = 30  # where `vigil --help` lists this noun
+
+
 def _signal_ints(items: list[str] | None, flag: str) -> dict[str, int]:
     from workers.signals import ALL_SIGNALS
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 import argparse
 
 
+HELP_ORDER = 90  # where `vigil --help` lists this noun
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    pass
+    from workers.stack.demo import run_demo
+
+    return run_demo(keep_going=args.keep)
 
 
 def add_parser(nouns: argparse._SubParsersAction) -> None:

@@ -10,10 +10,15 @@ from pathlib import Path
 from workers.cli.common import EXIT_OK, CliError, need, service_flags, settings_from
 
 
+HELP_ORDER = 45  # where `vigil --help` lists this noun
+
+
 def cmd_live_push(args: argparse.Namespace) -> int:
     """Sample a video (or walk a directory of images) and push frames in real time."""
+    from workers.errors import MediaError
     from workers.live.source import frames_from
     from workers.live.streams import LiveFrameProducer
+    from workers.media.probe import probe_limits
 
     settings = settings_from(args)
     need(settings, "kafka")
@@ -24,7 +29,7 @@ def cmd_live_push(args: argparse.Namespace) -> int:
     period = 1.0 / args.fps
     seq, next_at = 0, time.monotonic()
     try:
-        for jpeg in frames_from(source, args.fps, loop=args.loop):
+        for jpeg in frames_from(source, args.fps, loop=args.loop, probe=probe_limits(settings)):
             delay = next_at - time.monotonic()
             if delay > 0 and not args.fast:
                 time.sleep(delay)
@@ -37,6 +42,10 @@ def cmd_live_push(args: argparse.Namespace) -> int:
                 break
     except KeyboardInterrupt:
         pass
+    except MediaError as exc:  # not an image or a video (decode_failed), or audio only (no_video_stream)
+        producer.end_stream(args.stream_id, seq)
+        producer.flush()
+        raise CliError(f"{source.name}: {exc.code}: {exc.message}") from None
     producer.end_stream(args.stream_id, seq)
     producer.flush()
     print(json.dumps({"stream_id": args.stream_id, "frames": seq}) if args.json

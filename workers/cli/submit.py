@@ -18,6 +18,9 @@ from workers.cli.common import (
 )
 
 
+HELP_ORDER = 40  # where `vigil --help` lists this noun
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
 

@@ -1,4 +1,4 @@
-"""`vigil up` (the whole embedded stack in the foreground) and `vigil demo`."""
+"""`vigil up`: the whole embedded stack in the foreground."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,9 @@ import threading
 from pathlib import Path
 
 from workers.cli.common import EXIT_FAILURE, EXIT_OK, service_flags, settings_from
+
+
+HELP_ORDER = 10  # where `vigil --help` lists this noun
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -15,10 +15,15 @@ from workers.cli.common import (
 )
 
 
+HELP_ORDER = 20  # where `vigil --help` lists this noun
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.ops import logs
 
-    settings = settings_from(args)
+    from workers.cli.provenance import settings_with_rules
+
+    settings = settings_with_rules(args)
     logs.setup(settings.log_level)
     need(settings, "kafka")
     if args.kind == "hasher":
@@ -60,6 +65,10 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
         k = kinds.add_parser(kind, help=text, description=text)
         service_flags(k, media=(kind == "hasher"))
         k.add_argument("--metrics-port", type=int, help="port for /metrics, /healthz, /readyz (env VIGIL_METRICS_PORT)")
+        if kind == "matcher":
+            from workers.cli.provenance import rule_flags
+
+            rule_flags(k)
         if kind == "hasher":
             k.add_argument("--hasher-threads", type=int, help="decode/hash threads (env VIGIL_HASHER_THREADS)")
         k.set_defaults(func=cmd_worker)

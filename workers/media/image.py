@@ -9,6 +9,9 @@ readable header that stops before its end marker is refused as ``truncated_media
 hashed from a half-grey decode (a file cut inside its header is ``decode_failed``: nothing says
 it was ever an image). Only then is it decoded.
 
+Whether bytes are an image at all is decided before this, from their signature
+(workers.media.probe.media_kind).
+
 Polyglots (bytes appended after the image's end marker: a JPEG with a ZIP or HTML behind it, a
 GIFAR) are hashed as the image they display. A matcher must not let a known image evade it by
 appending junk: a dead letter is not a block. Legitimate photos carry trailers too (MPF second
@@ -25,24 +28,11 @@ from PIL import Image
 
 from workers.errors import MediaError
 
-# Magic numbers of the containers vigil treats as video (decoded by workers.media.video).
-_VIDEO_MAGIC = (b"\x1aE\xdf\xa3",)  # Matroska / WebM
 # A progressive JPEG has about 10 scans; every scan re-walks every coefficient block, so
 # thousands of tiny scans make a small file cost minutes of CPU (3,000 scans: 27 s in OpenCV,
 # which sets no limit). Encoders write about 10; libjpeg-turbo's fuzz targets stop at 500.
 MAX_JPEG_SCANS = 200
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
-
-
-def sniff_media_type(data: bytes) -> str:
-    """'video' or 'image' from the first bytes; the uploader's media_type is only a hint."""
-    head = data[:16]
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        return "image" if brand in (b"avif", b"avis", b"heic", b"heix", b"mif1") else "video"
-    if head.startswith(_VIDEO_MAGIC) or head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "video"
-    return "image"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,11 @@ a tick in a later GOP never pays for decoding the frames between ticks.
 Timestamps are ``pts * time_base`` from the stream start (variable frame rate safe); the
 container's duration is only reported, never used as a loop bound. Rotation from the display
 matrix is applied so frames are upright. Limits stop sampling and mark the result partial, and a
-damaged file is sampled as far as it decodes.
+damaged file is sampled as far as it decodes and marked partial too: a demuxer or decoder error,
+a packet the container marks corrupt (an MPEG-TS continuity break, a short FLV tag), fewer
+frames than the index lists, or a file that ends inside its container's own packet
+(workers.media.probe.cut_inside_packet). The file is opened through workers.media.probe, under
+the same probe limits and demuxer allow-list as deciding whether it is a video at all.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from workers.errors import MediaError
+from workers.media.probe import ProbeLimits, cut_inside_packet, open_container
 
 STRATEGIES = ("keyframes", "fixed", "all")
 # Stop after this many consecutive packets the decoder rejects: the rest is noise, not video.
@@ -62,6 +67,7 @@ class VideoLimits:
     max_seconds: float = 600.0  # of stream time
     max_frames: int = 600  # frames yielded
     max_pixels: int = 64_000_000  # per frame, as declared by the stream and as decoded
+    probe: ProbeLimits = ProbeLimits()  # opening: probesize, analyzeduration, open timeout
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,8 @@ class VideoSampling:
         self.height = 0
         self.rotation = 0
         self.codec = ""
+        self.format = ""  # FFmpeg's demuxer: mpegts, mov,mp4,..., matroska,webm, flv...
+        self.corrupt_packets = 0  # packets the demuxer marked corrupt
         self.notes: list[str] = []
         self._started = False
 
@@ -149,14 +157,11 @@ class VideoSampling:
         if self._started:
             raise RuntimeError("a VideoSampling is iterated once; call sample_frames again")
         self._started = True
-        try:
-            # Probing (find_stream_info) would decode the first frame only to learn its pixel
-            # format, and the pass decodes it again: skip that decode (a keyframe, 6-12 ms). The
-            # option reaches only the probe's decoders, and only for formats that list streams
-            # in their header; the pass's own decoder context is created without it.
-            container = av.open(self.path, metadata_errors="ignore", options={"skip_frame": "all"})
-        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-            raise MediaError("decode_failed", f"not a readable container: {exc}") from None
+        # Probing (find_stream_info) would decode the first frame only to learn its pixel
+        # format, and the pass decodes it again: skip that decode (a keyframe, 6-12 ms). The
+        # option reaches only the probe's decoders, and only for formats that list streams
+        # in their header; the pass's own decoder context is created without it.
+        container = open_container(self.path, self.limits.probe, options={"skip_frame": "all"})
         try:
             yield from self._run(container)
         finally:
@@ -180,14 +185,17 @@ class VideoSampling:
                     gop.packets.append(packet)
                 if self._should_feed(packet, is_key, gop):
                     yield from self._feed(stream, gop)
-                    if self.strategy.kind == "keyframes" and is_key and not self._engaged():
+                    if self.strategy.kind == "keyframes" and is_key and not self._engaged() and not self._untimed:
                         # Get the keyframe out now rather than decoding the GOP's next frames.
                         yield from self._drain(stream, gop)
             yield from self._end_gop(stream, gop)
             yield from self._drain(stream, gop)
             if not self.partial and stream.frames and self.packets < stream.frames:
-                # The index (MP4 sample table) lists more frames than the file holds: cut short.
+                # The index (MP4 sample table, AVI header) lists more frames than the file holds: cut short.
                 self._mark_partial("truncated", f"the index lists {stream.frames} frames, the file holds {self.packets}")
+            cut = None if self.partial else cut_inside_packet(self.path, self.format)
+            if cut is not None:
+                self._mark_partial("truncated", cut)
         except _Stop:
             pass
         if self.frames_decoded == 0:
@@ -210,6 +218,7 @@ class VideoSampling:
     def _setup(self, container, stream) -> None:
         ctx = stream.codec_context
         self.codec = ctx.name
+        self.format = container.format.name
         self.width, self.height = int(ctx.width or 0), int(ctx.height or 0)
         self._check_pixels(self.width, self.height)
         ctx.thread_count = max(1, int(self.threads))
@@ -230,6 +239,12 @@ class VideoSampling:
         self._pending: list[float] = []  # times of packets fed whose frames have not come out yet
         self._key_times: set[float] = set()
         self._errors_in_row = 0
+        # A raw elementary stream (.h264, .hevc, .m2v) has no timestamps at all: its frames are
+        # decoded straight through, once each, and timed by counting them at the stream's rate.
+        self._untimed: bool | None = None  # decided by the first packet
+        rate = stream.average_rate or stream.guessed_rate
+        self._rate = float(rate) if rate else 30.0
+        self._clock = 0.0  # the next untimed frame's time (s)
 
     def _check_pixels(self, width: int, height: int) -> None:
         if width * height > self.limits.max_pixels:
@@ -252,6 +267,13 @@ class VideoSampling:
             if packet.size == 0:
                 continue  # the demuxer's end-of-stream marker; _end_gop drains instead
             self.packets += 1
+            if self._untimed is None:
+                self._untimed = packet.pts is None and packet.dts is None
+            if packet.is_corrupt:
+                self.corrupt_packets += 1
+                if self.corrupt_packets == 1:  # one note, however many: notes stay bounded
+                    self._mark_partial("corrupt", f"the container marks a packet near {self.duration_ms} ms corrupt "
+                                                  f"(damaged or missing data); decoded as far as it goes")
             read += packet.size
             if read > self.limits.max_bytes:
                 self._mark_partial("max_bytes", f"stopped after {self.limits.max_bytes} bytes of video")
@@ -339,6 +361,8 @@ class VideoSampling:
 
     def _end_gop(self, stream, gop: _Gop) -> Iterator[VideoFrame]:
         """Called before a keyframe starts a new GOP."""
+        if self._untimed:
+            return  # nothing to plan with: decode straight on (a refeed would repeat frames)
         if self._candidate is not None:  # a wanted frame sits in the unfed tail: decode to it
             yield from self._feed(stream, gop)
         if not self._dirty:
@@ -372,11 +396,17 @@ class VideoSampling:
     # -- frames --------------------------------------------------------------------------------
     def _emit(self, frame) -> VideoFrame | None:
         self.frames_decoded += 1
+        step = self._seconds(frame.duration) if frame.duration else 1.0 / self._rate
         if frame.pts is not None:
             t = self._seconds(frame.pts - (self._origin or 0))
         else:
-            t = self._last_t + 1.0 / 30 if self._last_t > -math.inf else 0.0
-            self._note("frames without timestamps; times estimated at 30 fps")
+            t = self._clock
+            self._note(f"frames without timestamps (a raw stream); times counted at {self._rate:g} fps")
+            self.duration_ms = max(self.duration_ms, int(round((t + step) * 1000)))
+            if t > self.limits.max_seconds:
+                self._mark_partial("max_seconds", f"stopped at {self.limits.max_seconds:g} s of video")
+                raise _Stop
+        self._clock = t + step
         # The decoder emits in display order: anything fed with an earlier time is not coming.
         self._pending = [p for p in self._pending if p > t + 1e-9]
         key = bool(frame.key_frame) or round(t, 6) in self._key_times
@@ -453,6 +483,8 @@ class VideoSampling:
             "height": self.height,
             "rotation": self.rotation,
             "codec": self.codec,
+            "format": self.format,
+            "corrupt_packets": self.corrupt_packets,
             "strategy": self.strategy.kind,
             "notes": list(self.notes),
         }

@@ -33,6 +33,17 @@ def observe_decision(decision: dict) -> None:
         return
     DECISIONS.labels(decision["source"], decision["decision"]).inc()
     DECISION_LATENCY.labels(decision["source"], decision["decision"]).observe(decision["latency_ms"]["total"] / 1000)
+PROVENANCE = Counter("vigil_provenance_total", "Uploads by what their provenance record says (C2PA state).",
+                     ["state", "ai_generated"])
+PROVENANCE_RULES = Counter("vigil_provenance_rules_total", "Provenance rules that fired in a decision.",
+                           ["rule", "action"])
+
+
+def observe_provenance(record: dict | None) -> None:
+    if record is not None:
+        PROVENANCE.labels(record.get("state", "absent"), "true" if record.get("ai_generated") else "false").inc()
+
+
 DEAD_LETTERS = Counter("vigil_dead_letters_total", "Inputs sent to the dead-letter topic.", ["stage", "code"])
 FRAMES_HASHED = Counter("vigil_frames_hashed_total", "Frames (or stills) hashed.", ["media_type"])
 CACHE_HITS = Counter("vigil_decision_cache_hits_total", "Uploads decided from the decision cache, without decoding.")

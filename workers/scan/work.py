@@ -16,7 +16,7 @@ from typing import Any
 from workers.errors import MediaError
 from workers.index.matching import BankIndex
 from workers.media.fetch import read_media
-from workers.media.image import sniff_media_type
+from workers.media.probe import media_kind, probe_limits
 from workers.policy import decide
 from workers.settings import Settings
 from workers.signals import file_digests
@@ -74,29 +74,27 @@ def scan_item(item) -> dict[str, Any]:
 
 def _scan(item) -> dict[str, Any]:
     settings, index = _SETTINGS, _INDEX
-    if item.data is None and _peek_is_video(item.path):
+    if item.data is None and _is_video_file(item.path, settings):
         return _video(item, Path(item.path), settings, index)
     data = item.data if item.data is not None else read_media(Path(item.path), settings.max_media_bytes)
-    if sniff_media_type(data) == "video":
+    if media_kind(data, probe_limits(settings)).kind == "video":
         return _video_bytes(item, data, settings, index)
     result = hash_media(data, settings)
     decision, evidence = decide(index.search(result.signals))
     return _result(item, decision, [m.to_json() for m in evidence], result.signals, result.notes, "image")
 
 
-def _peek_is_video(path: str) -> bool:
-    """Only a peek at the first bytes, so a video is streamed from disk and never read whole;
-    read_media and the decoder re-check what the file really is (and refuse FIFOs)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return False  # read_media reports why
-    try:
-        import stat
+def _is_video_file(path: str, settings: Settings) -> bool:
+    """Decided from the file (media.probe, bounded), so a video is streamed from disk and never
+    read whole; FIFOs and devices are left to read_media, which refuses them."""
+    import stat
 
-        return stat.S_ISREG(os.fstat(fd).st_mode) and sniff_media_type(os.read(fd, 64)) == "video"
-    finally:
-        os.close(fd)
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        return media_kind(path, probe_limits(settings)).kind == "video"
+    except (OSError, MediaError):
+        return False  # read_media or the decoder reports why
 
 
 def _video_bytes(item, data: bytes, settings: Settings, index: BankIndex) -> dict[str, Any]:

@@ -10,14 +10,11 @@ import numpy as np
 
 from workers import signals as sig
 from workers.errors import MediaError
-from workers.media.image import (
-    decode_for_signals,
-    decode_image,
-    image_notes,
-    sniff_media_type,
-)
+from workers.media.image import decode_for_signals, decode_image, image_notes
+from workers.media.probe import media_kind, probe_limits
 from workers.settings import Settings
 from workers.signals.borders import remove_borders
+from workers.signals.provenance import read_provenance
 
 if TYPE_CHECKING:
     from workers.media.video import VideoSampling
@@ -31,6 +28,7 @@ class HashResult:
     partial: bool = False
     notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    provenance: dict | None = None  # what the file claims about its origin (signals/provenance.py)
 
 
 def hash_media(data: bytes, settings: Settings, media_type: str | None = None, query: bool = True,
@@ -38,10 +36,11 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     """Digests of the bytes plus perceptual signals of the decoded frame(s).
 
     The uploader's media_type is a hint; the bytes decide, so a video named .jpg is still a video.
-    query=False is for banking: a bank entry stores the media as it is, without query variants.
+    query=False is for banking: a bank entry stores the media as it is, without query variants
+    (and without provenance, which only decisions carry).
     digests: the bytes' MD5/SHA-256 when the caller already has them (the hasher's cache lookup).
     """
-    kind = sniff_media_type(data)
+    kind = media_kind(data, probe_limits(settings)).kind
     if kind == "video":
         raise MediaError("unsupported_media", "videos are hashed from their file with hash_video")
     t0 = time.perf_counter()
@@ -54,7 +53,12 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     t2 = time.perf_counter()
     notes = [] if media_type in (None, kind) else [f"media_type hint {media_type!r} but the bytes are {kind}"]
     notes += image_notes(data)  # e.g. bytes appended after the image (a polyglot): hashed, but said
-    return HashResult(kind, values, frames=1, notes=notes, stage_seconds={"decode": t1 - t0, "hash": t2 - t1})
+    stages = {"decode": t1 - t0, "hash": t2 - t1}
+    provenance = None
+    if query and settings.provenance_read:
+        provenance = read_provenance(data, settings.provenance_trust_anchors)
+        stages["provenance"] = time.perf_counter() - t2
+    return HashResult(kind, values, frames=1, notes=notes, stage_seconds=stages, provenance=provenance)
 
 
 def hash_frame(pixels: np.ndarray, settings: Settings, frame_ms: int | None = None,
@@ -107,7 +111,8 @@ def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str
     sampling = sample_frames(
         path, SamplingStrategy(strategy or settings.video_strategy, fps=settings.video_fps),
         VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.video_max_seconds,
-                    max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels),
+                    max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels,
+                    probe=probe_limits(settings)),
         max_side=settings.video_max_side, grey=settings.signal_impl == "fast")
     size = part_frames or settings.video_part_frames
 

@@ -22,8 +22,9 @@ from workers.ops import metrics
 from workers.uploads.decisions import DecisionCache
 from workers.errors import MediaError
 from workers.signals.hashing import hash_media, hash_video
-from workers.media.image import sniff_media_type
+from workers.media.probe import media_kind, probe_limits
 from workers.signals import file_digests, hash_bytes
+from workers.signals.provenance import check_trust_anchors, read_provenance_file
 from workers.stream.kafka import consumer_config, producer_config
 from workers.ops.logs import now_ms
 from workers.stream.offsets import Delivery, OffsetTracker, consumer_error, lag_stats_callback
@@ -56,8 +57,8 @@ def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[
         submitted = int(event.get("submitted_at_ms") or src.timestamp_ms or started_ms)
         t0 = time.perf_counter()
         path = resolve_uri(event["media_uri"], settings.media_roots)
-        head = next(iter_media(path, settings.max_video_bytes, chunk=64), b"")
-        video = sniff_media_type(head) == "video"
+        next(iter_media(path, settings.max_video_bytes, chunk=64), b"")  # a regular, non-empty file in the limit
+        video = media_kind(path, probe_limits(settings)).kind == "video"  # the bytes decide, not the name
         if video:  # streamed: a video is never held in memory whole
             data, digests = b"", file_digests(path, settings.max_video_bytes)
         else:
@@ -74,8 +75,9 @@ def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[
         del data
         stages.update(result.stage_seconds)
         metrics.FRAMES_HASHED.labels(result.media_type).inc(result.frames)
+        metrics.observe_provenance(result.provenance)
         out = _hashes(event, submitted, worker, 0, True, result.signals, stages, result.media_type,
-                      result.partial, result.notes)
+                      result.partial, result.notes, result.provenance)
         log.info("hashed", extra={"event_id": event["event_id"], "content_id": event["content_id"],
                                   "signals": len(result.signals), "ms": round(sum(stages.values()) * 1000, 1)})
         return out
@@ -95,6 +97,8 @@ def _from_cache(event: dict, submitted: int, cached: dict, stages: dict, worker:
            "notes": [f"decided from the cache: these bytes were decided under bank version {cached['bank_version']}"],
            "latency_ms": {**{k: round(v * 1000, 3) for k, v in stages.items()}, "total": max(0, decided - submitted)},
            "submitted_at_ms": submitted, "decided_at_ms": decided, "worker": worker}
+    if "provenance" in cached:
+        out["provenance"] = cached["provenance"]
     if "metadata" in event:
         out["metadata"] = event["metadata"]
     metrics.observe_decision(out)
@@ -106,6 +110,12 @@ def _from_cache(event: dict, submitted: int, cached: dict, stages: dict, worker:
 
 def _video(src: Source, event: dict, submitted: int, path, digests: list, stages: dict, settings: Settings,
            worker: str, emit: Callable[[Output], None] | None, stop_early: Callable[[str], bool] | None) -> Output:
+    provenance = None
+    if settings.provenance_read:  # the container's manifest, where c2pa reads the format (MP4, MOV, AVI)
+        t0 = time.perf_counter()
+        provenance = read_provenance_file(path, settings.provenance_trust_anchors)
+        stages["provenance"] = time.perf_counter() - t0
+        metrics.observe_provenance(provenance)
     parts, sampling = hash_video(path, settings)
     index, pending, frames, notes = 0, list(digests), 0, []
     for part in parts:
@@ -128,11 +138,11 @@ def _video(src: Source, event: dict, submitted: int, path, digests: list, stages
         notes.append("no frame could be sampled; decided on the file digests alone")
     log.info("hashed video", extra={"event_id": event["event_id"], "content_id": event["content_id"],
                                     "frames": frames, "parts": index + 1, "partial": sampling.partial})
-    return _hashes(event, submitted, worker, index, True, pending, stages, "video", partial, notes)
+    return _hashes(event, submitted, worker, index, True, pending, stages, "video", partial, notes, provenance)
 
 
 def _hashes(event: dict, submitted: int, worker: str, part: int, final: bool, signals: list, stages: dict,
-            media_type: str, partial: bool, notes: list[str]) -> Output:
+            media_type: str, partial: bool, notes: list[str], provenance: dict | None = None) -> Output:
     if final:
         for stage, seconds in stages.items():
             metrics.STAGE_DURATION.labels(stage).observe(seconds)
@@ -150,6 +160,8 @@ def _hashes(event: dict, submitted: int, worker: str, part: int, final: bool, si
         "signals": [sv.to_json() for sv in signals],
         "hasher": {"worker": worker, "latency_ms": {k: round(v * 1000, 3) for k, v in stages.items()}},
     }
+    if provenance is not None:  # on the final part, which the decision is made from
+        out["provenance"] = provenance
     if "metadata" in event:
         out["metadata"] = event["metadata"]
     return Output(topics.HASHES, event["content_id"].encode(), encode(out))
@@ -172,6 +184,7 @@ class Hasher:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.name = settings.worker_name("hasher")
+        check_trust_anchors(settings.provenance_trust_anchors)  # a bad PEM path stops the worker here
         self.consumer = Consumer({**consumer_config(settings, GROUP), "stats_cb": lag_stats_callback(GROUP)})
         self.producer = Producer(producer_config(settings))
         self.pool = ThreadPoolExecutor(max(1, settings.hasher_threads), thread_name_prefix="hash")
@@ -185,7 +198,7 @@ class Hasher:
         self.health = metrics.Health()
         self.health.checks["broker"] = lambda: self.broker_ok
         self.redis = redis.Redis.from_url(settings.redis, socket_timeout=1) if settings.redis else None
-        self.cache = DecisionCache(self.redis, settings.decision_cache_ttl_s) \
+        self.cache = DecisionCache(self.redis, settings.decision_cache_ttl_s, settings) \
             if self.redis is not None and settings.decision_cache_ttl_s > 0 else None
         from workers.live.hasher import LiveHasher  # the live loop reuses this module's pieces
 

@@ -38,7 +38,7 @@ class Matcher:
                                         health_check_interval=10) if settings.redis else None
         if self.store is None:
             raise ValueError("no Redis URL: set VIGIL_REDIS or --redis, or use `vigil up`")
-        self.cache = DecisionCache(self.store.r, settings.decision_cache_ttl_s) \
+        self.cache = DecisionCache(self.store.r, settings.decision_cache_ttl_s, settings) \
             if settings.decision_cache_ttl_s > 0 else None
         self.index_lock = threading.Lock()  # the consumer threads search while the sync loop applies changes
         self.rebuilds = IndexRebuilder(self.index, self.store, self.index_lock)

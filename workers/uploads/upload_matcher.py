@@ -9,6 +9,7 @@ decides on its tail alone.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -24,11 +25,13 @@ from workers.uploads import video_evidence
 from workers.uploads.decisions import DecisionCache, decision_message, sha256_of
 from workers.errors import MediaError
 from workers.uploads.hasher import EARLY_BLOCK_KEY
+from workers.bank.store import POLICY
 from workers.stream.matcher_path import MatcherPath
 from workers.index.matching import BankIndex
 from workers.stream.messages import Source, encode, parse_json
 from workers.stream.offsets import Cell
 from workers.policy import decide
+from workers.provenance_policy import BANK as PROVENANCE_BANK, ProvenanceRules, apply as provenance_apply
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -37,12 +40,26 @@ GROUP = "vigil-matcher"
 FINISHED_MEMORY = 10_000  # videos recently decided: late parts from a second hasher are ignored
 
 
-def build_decision(event: dict[str, Any], index: BankIndex, worker: str) -> dict[str, Any]:
+def build_decision(event: dict[str, Any], index: BankIndex, worker: str,
+                   rules: ProvenanceRules | None = None) -> dict[str, Any]:
     """A single-part hashes message (a still image) to its decision."""
     t0 = time.perf_counter()
     decision, evidence = decide(index.search([SignalValue.from_json(s) for s in event["signals"]]))
-    return decision_message(event, decision, [m.to_json() for m in evidence], [], index, worker,
-                            time.perf_counter() - t0)
+    decision, evidence_json = _with_provenance(decision, [m.to_json() for m in evidence], event, rules)
+    return decision_message(event, decision, evidence_json, [], index, worker, time.perf_counter() - t0)
+
+
+def _with_provenance(decision: str, evidence: list[dict[str, Any]], event: dict[str, Any],
+                     rules: ProvenanceRules | None) -> tuple[str, list[dict[str, Any]]]:
+    """The provenance rules folded in after the banks (provenance_policy.apply): a block bank
+    match still wins, and the rules' evidence follows the banks'."""
+    if rules is None or "provenance" not in event:
+        return decision, evidence
+    decision, evidence = provenance_apply(decision, evidence, event["provenance"], rules)
+    for e in evidence:
+        if e.get("bank") == PROVENANCE_BANK:
+            metrics.PROVENANCE_RULES.labels(e["entry_id"].split(":")[0], e["action"]).inc()
+    return decision, evidence
 
 
 @dataclass
@@ -70,6 +87,9 @@ class UploadMatcher(MatcherPath):
         self.redis = redis_client
         self.videos: dict[str, OpenVideo] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()
+        self.rules = ProvenanceRules.from_settings(settings)
+        self.rules_version = -1  # the bank version the stored provenance policy was last read at
+        self.rules_retry_at = 0.0
 
     def _turn(self) -> None:
         for msg in self._messages():
@@ -94,8 +114,9 @@ class UploadMatcher(MatcherPath):
             event = parse_json(msg.value(), "hashes", self.settings.max_message_bytes)
             if event["part"] == 0 and event["final"]:
                 with self.lock:
-                    decision = build_decision(event, self.index, self.name)
-                self._cache(sha256_of(event), decision)
+                    rules = self._current_rules()
+                    decision = build_decision(event, self.index, self.name, rules)
+                self._cache(sha256_of(event), decision, rules)
                 self._send(decision, [(tp, cell)])
             else:
                 self._video_part(event, tp, cell)
@@ -128,6 +149,7 @@ class UploadMatcher(MatcherPath):
             return
         with self.lock:
             t0 = time.perf_counter()
+            rules = self._current_rules()
             signals = [SignalValue.from_json(v) for v in event["signals"]]
             video_evidence.fold(run.state, signals, self.index.search(signals), self.index)
             decision, evidence, notes = video_evidence.verdict(run.state, self.index, event["final"])
@@ -135,9 +157,11 @@ class UploadMatcher(MatcherPath):
             if not event["final"] and decision != "block":
                 return
             evidence_json = [{**m.to_json(), **video_evidence.percents(run.state, self.index, m)} for m in evidence]
+            if event["final"]:  # provenance comes with the final part; an early block needs none
+                decision, evidence_json = _with_provenance(decision, evidence_json, event, rules)
             out = decision_message(event, decision, evidence_json, notes, self.index, self.name, match_s)
         if event["final"]:
-            self._cache(run.state["sha256"], out)
+            self._cache(run.state["sha256"], out, rules)
             self._finish(eid)
             self._send(out, run.covers)
             return
@@ -186,9 +210,26 @@ class UploadMatcher(MatcherPath):
                                    "decision": decision["decision"], "matches": len(decision["matches"]),
                                    "latency_ms": decision["latency_ms"]["total"]})
 
-    def _cache(self, sha256: str | None, decision: dict[str, Any]) -> None:
+    def _cache(self, sha256: str | None, decision: dict[str, Any], rules: ProvenanceRules) -> None:
         if sha256 and self.cache is not None:
-            self.cache.put(sha256, decision)
+            self.cache.put(sha256, decision, rules)
+
+    def _current_rules(self) -> ProvenanceRules:
+        """The provenance rules, with the policy stored in Redis re-read whenever the bank version
+        moved (a `vigil policy provenance` change bumps it). Called under the index lock, so the
+        version a decision states is the one its rules were read at. If Redis cannot be read, the
+        last rules stand and the read is tried again on the next decision."""
+        version = self.index.version
+        if version != self.rules_version and self.redis is not None and time.monotonic() >= self.rules_retry_at:
+            try:
+                raw = self.redis.hget(POLICY, "provenance")
+                self.rules = ProvenanceRules.from_settings(self.settings, json.loads(raw) if raw else None)
+                self.rules_version = version
+            except Exception as exc:  # Redis down, or a stored policy this version cannot read
+                self.rules_retry_at = time.monotonic() + 5.0  # decisions do not wait on Redis meanwhile
+                log.warning("cannot read the stored provenance policy; the last rules stand",
+                            extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+        return self.rules
 
     def _mark_early_block(self, event_id: str) -> None:
         """Tells the hasher it may stop decoding this video."""
