@@ -1,0 +1,70 @@
+"""Raw messages of a period, read back from their topics (statements of reasons, evidence, a
+rebuild of the aggregate). Kafka finds the first offset at a time itself (offsets_for_times), so
+a period is read without scanning what came before it; it must still be within the topic's
+retention (docs/reports.md says how long that has to be).
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, Callable, Iterator
+
+from confluent_kafka import Consumer, TopicPartition
+
+from workers.settings import Settings
+from workers.stream.kafka import base_config
+
+SLACK_MS = 10 * 60 * 1000  # message timestamps (broker time) and decided_at_ms may differ a little
+
+
+def read_period(settings: Settings, topic: str, start_ms: int | None, end_ms: int | None,
+                keep: Callable[[dict[str, Any]], bool] = lambda m: True,
+                timeout: float = 60.0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+    """(partition, offset, message) of every JSON message of `topic` whose Kafka timestamp is in
+    [start - slack, end + slack) and that `keep` accepts, partition by partition. None = no bound.
+    A topic that does not exist yields nothing (the review service's topics may not)."""
+    consumer = Consumer({**base_config(settings), "group.id": f"vigil-report-read-{uuid.uuid4()}",
+                         "enable.auto.commit": False, "enable.partition.eof": False,
+                         "fetch.wait.max.ms": settings.fetch_wait()})
+    try:
+        meta = consumer.list_topics(timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return
+        for p in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            begin = low
+            if start_ms is not None:
+                found = consumer.offsets_for_times([TopicPartition(topic, p, max(0, start_ms - SLACK_MS))], timeout=10)[0]
+                begin = high if found.offset < 0 else max(low, found.offset)
+            if begin >= high:
+                continue
+            yield from _read_partition(consumer, topic, p, begin, high, end_ms, keep, timeout)
+    finally:
+        consumer.close()
+
+
+def _read_partition(consumer: Consumer, topic: str, p: int, begin: int, high: int, end_ms: int | None,
+                    keep: Callable[[dict[str, Any]], bool], timeout: float) -> Iterator[tuple[int, int, dict]]:
+    consumer.assign([TopicPartition(topic, p, begin)])
+    deadline = time.monotonic() + timeout
+    pos = begin
+    while pos < high:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {topic}[{p}] stopped at offset {pos} of {high}")
+        for msg in consumer.consume(500, timeout=0.5):
+            if msg.error():
+                continue
+            pos = msg.offset() + 1
+            ts = msg.timestamp()[1]
+            if end_ms is not None and ts > end_ms + SLACK_MS:
+                return
+            try:
+                value = json.loads(msg.value())
+            except (ValueError, TypeError):
+                continue
+            if isinstance(value, dict) and keep(value):
+                yield p, msg.offset(), value
+            if pos >= high:
+                break
+    consumer.unassign()
