@@ -7,12 +7,14 @@ a fixed hash salt and no date make the same figures give the same bytes.
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("svg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "vigil", "font.size": 9,
                      "axes.spines.top": False, "axes.spines.right": False})
@@ -24,12 +26,14 @@ def _svg(fig) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    text = text[text.index("<svg"):]
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)  # RDF boilerplate, not content
 
 
 def _labelled_bars(ax, labels: list[str], values: list[int], colour: str = "#34495e",
                    horizontal: bool = False) -> None:
     bars = ax.barh(labels, values, color=colour) if horizontal else ax.bar(labels, values, color=colour)
+    (ax.xaxis if horizontal else ax.yaxis).set_major_locator(MaxNLocator(integer=True))  # counts
     ax.bar_label(bars, labels=[str(v) for v in values], padding=2)
     if not any(values):
         ax.text(0.5, 0.5, "none in this period", transform=ax.transAxes, ha="center", color="#777")
@@ -46,6 +50,7 @@ def decisions_per_day(figures: dict[str, Any]) -> str:
         ax.bar_label(bars, labels=[str(v) if v else "" for v in vals], label_type="center", fontsize=7)
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_ylabel("decisions")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(loc="upper left", frameon=False, ncols=3)
     ax.tick_params(axis="x", labelrotation=90, labelsize=7)
     return _svg(fig)

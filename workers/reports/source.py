@@ -46,25 +46,27 @@ def read_period(settings: Settings, topic: str, start_ms: int | None, end_ms: in
 
 def _read_partition(consumer: Consumer, topic: str, p: int, begin: int, high: int, end_ms: int | None,
                     keep: Callable[[dict[str, Any]], bool], timeout: float) -> Iterator[tuple[int, int, dict]]:
+    """Up to the high watermark and then until a poll comes back empty: the embedded broker
+    reports a watermark one past the last *batch* it stored, not the last message."""
     consumer.assign([TopicPartition(topic, p, begin)])
     deadline = time.monotonic() + timeout
     pos = begin
-    while pos < high:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"reading {topic}[{p}] stopped at offset {pos} of {high}")
-        for msg in consumer.consume(500, timeout=0.5):
-            if msg.error():
-                continue
-            pos = msg.offset() + 1
-            ts = msg.timestamp()[1]
-            if end_ms is not None and ts > end_ms + SLACK_MS:
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}[{p}] stopped at offset {pos} of {high}")
+            msgs = [m for m in consumer.consume(500, timeout=0.5 if pos < high else 0.3) if not m.error()]
+            if not msgs and pos >= high:
                 return
-            try:
-                value = json.loads(msg.value())
-            except (ValueError, TypeError):
-                continue
-            if isinstance(value, dict) and keep(value):
-                yield p, msg.offset(), value
-            if pos >= high:
-                break
-    consumer.unassign()
+            for msg in msgs:
+                pos = msg.offset() + 1
+                if end_ms is not None and msg.timestamp()[1] > end_ms + SLACK_MS:
+                    return
+                try:
+                    value = json.loads(msg.value())
+                except (ValueError, TypeError):
+                    continue
+                if isinstance(value, dict) and keep(value):
+                    yield p, msg.offset(), value
+    finally:
+        consumer.unassign()
