@@ -248,7 +248,7 @@ def test_transparency_page_in_headless_chromium(produced, tmp_path):
         shot = tmp_path / "transparency.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        keep = Path(__file__).resolve().parent.parent / "benchmarks" / "report" / "transparency-report.png"
+        keep = Path(__file__).resolve().parent.parent / "benchmarks" / "out" / "transparency-report.png"
         keep.parent.mkdir(parents=True, exist_ok=True)
         keep.write_bytes(shot.read_bytes())
         assert figs["totals"]["decisions"] == 7
