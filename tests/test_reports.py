@@ -84,6 +84,7 @@ def test_transparency_figures_equal_the_produced_counts(produced, tmp_path):
 def test_counting_again_counts_nothing_twice(produced, tmp_path):
     before = _transparency(produced, tmp_path / "a")
     assert ReportsConsumer(produced.settings).catch_up() == 0
+    assert json.loads(vigil(produced.settings, "report", "aggregate", "--once", "--json").stdout) == {"counted": 0}
     after = _transparency(produced, tmp_path / "b")
     assert before == after
     assert (tmp_path / "a" / "report.json").read_bytes() == (tmp_path / "b" / "report.json").read_bytes()
@@ -135,6 +136,18 @@ def _check_sums(pkg: Path) -> list[str]:
         names.append(name)
     assert sorted(str(p.relative_to(pkg)) for p in pkg.rglob("*") if p.is_file() and p.name != "SHA256SUMS") == names
     return names
+
+
+def test_evidence_packages_by_label_are_one_per_incident(produced, tmp_path):
+    start, end = produced.period()
+    proc = vigil(produced.settings, "report", "evidence", "--label", "csam", "--from", start, "--to", end,
+                 "--out", str(tmp_path), "--json")
+    packages = [Path(p) for p in json.loads(proc.stdout)["packages"]]
+    contents = sorted(json.loads((p / "manifest.json").read_text())["content_id"] for p in packages)
+    assert contents == sorted([produced.cid("astronaut"), produced.cid("chelsea")])
+    proc = vigil(produced.settings, "report", "evidence", "--label", "nothing-has-this", "--from", start, "--to", end,
+                 "--out", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "no blocked content" in proc.stderr
 
 
 def test_evidence_package_without_preservation(produced, tmp_path):

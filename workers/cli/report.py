@@ -45,12 +45,6 @@ def _period(args: argparse.Namespace) -> tuple[int | None, int | None]:
     return (day_ms(args.start) if args.start else None), (day_ms(args.end) if args.end else None)
 
 
-def _catch_up(settings, client) -> int:
-    from workers.reports.consumer import ReportsConsumer
-
-    return ReportsConsumer(settings, client).catch_up()
-
-
 def cmd_aggregate(args: argparse.Namespace) -> int:
     from workers.reports.consumer import ReportsConsumer
 
@@ -70,19 +64,14 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
 
 def cmd_transparency(args: argparse.Namespace) -> int:
-    from workers.reports import figures, html_report
-    from workers.reports.aggregate import Aggregate
+    from workers.reports import transparency
 
     if not args.start or not args.end:
         raise CliError("a transparency report needs --from and --to")
     _period(args)
     settings = _settings(args, "redis", *(() if args.no_catch_up else ("kafka",)))
-    client = _redis(settings)
-    if not args.no_catch_up:
-        _catch_up(settings, client)
-    first, last = figures.hour_range(args.start, args.end)
-    figs = figures.compute(Aggregate(client).hours(first, last), args.start, args.end)
-    paths = html_report.write_report(figs, Path(args.out))
+    figs, paths = transparency.build(settings, _redis(settings), args.start, args.end, Path(args.out),
+                                     catch_up=not args.no_catch_up)
     if args.json:
         print_json({"files": {k: str(v) for k, v in paths.items()}, "totals": figs["totals"]})
     else:
