@@ -34,9 +34,11 @@ def _labelled_bars(ax, labels: list[str], values: list[int], colour: str = "#344
                    horizontal: bool = False) -> None:
     bars = ax.barh(labels, values, color=colour) if horizontal else ax.bar(labels, values, color=colour)
     (ax.xaxis if horizontal else ax.yaxis).set_major_locator(MaxNLocator(integer=True))  # counts
-    ax.bar_label(bars, labels=[str(v) for v in values], padding=2)
     if not any(values):
+        (ax.set_xlim if horizontal else ax.set_ylim)(0, 1)
         ax.text(0.5, 0.5, "none in this period", transform=ax.transAxes, ha="center", color="#777")
+        return
+    ax.bar_label(bars, labels=[str(v) for v in values], padding=2)
 
 
 def decisions_per_day(figures: dict[str, Any]) -> str:
@@ -60,7 +62,7 @@ def decisions_per_day(figures: dict[str, Any]) -> str:
     ax.set_xticks(ticks, [rows[i]["day"][:7] if long else rows[i]["day"][5:] for i in ticks])
     ax.set_ylabel("decisions")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="upper left", frameon=False, ncols=3)
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False, ncols=3)
     ax.tick_params(axis="x", labelrotation=90, labelsize=7)
     return _svg(fig)
 
