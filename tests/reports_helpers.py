@@ -93,18 +93,15 @@ def _review_outputs(out: Produced) -> None:
     """Verdicts and a report in the shapes issue 16 specifies (its topics do not exist here yet)."""
     create_topics(out.settings, [TopicSpec(ACTIONS, 1), TopicSpec(REPORTS, 1)])
     now = int(time.time() * 1000)
-    d = out.decisions
-    out.verdicts = [
-        # a QA sample of automatic blocks: one confirmed, one overturned; and a review confirmed
-        {"event_id": d["astronaut"]["event_id"], "content_id": out.cid("astronaut"), "action": "block",
-         "label": "csam", "reviewer": "r-1", "case_id": "case-1", "decided_at_ms": now},
-        {"event_id": d["chelsea"]["event_id"], "content_id": out.cid("chelsea"), "action": "allow",
-         "label": None, "reviewer": "r-1", "case_id": "case-2", "decided_at_ms": now},
-        {"event_id": d["stereo_motorcycle"]["event_id"], "content_id": out.cid("stereo_motorcycle"), "action": "block",
-         "label": "terror", "reviewer": "r-2", "case_id": "case-3", "decided_at_ms": now},
-    ]
+    def verdict(case: int, photo: str, action: str, label: str | None, kind: str) -> dict:
+        return {"schema_version": 1, "event_id": f"case-{case}-verdict-1", "content_id": out.cid(photo),
+                "action": action, "label": label, "reviewer": f"r-{case}", "case_id": case,
+                "decided_at_ms": now, "source": "upload", "kind": kind}
+    # a QA sample of automatic blocks: one confirmed, one overturned; and a review confirmed
+    out.verdicts = [verdict(1, "astronaut", "block", "csam", "qa"), verdict(2, "chelsea", "allow", None, "qa"),
+                    verdict(3, "stereo_motorcycle", "block", "terror", "review")]
     p = Producer(producer_config(out.settings))
-    for v in out.verdicts:
+    for v in out.verdicts + out.verdicts[2:]:  # the last one published twice, as after a crash
         p.produce(ACTIONS, key=v["content_id"].encode(), value=json.dumps(v).encode())
     p.produce(REPORTS, key=b"c-reported", value=json.dumps({
         "report_id": "rep-1", "content_id": "c-reported", "media_uri": out.copies["china.jpg"].as_uri(),

@@ -109,7 +109,7 @@ def test_statements_of_reasons_are_schema_valid_and_unmapped_labels_are_reported
     assert csam["content_type"] == ["CONTENT_TYPE_IMAGE"] and "DE" in csam["territorial_scope"]
     ncii = by_puid[f"vigil-{produced.decisions['rocket']['event_id']}"]
     assert ncii["category"] == "STATEMENT_CATEGORY_NON_CONSENSUAL_BEHAVIOUR"
-    human = by_puid["vigil-case-case-3"]
+    human = by_puid["vigil-case-3"]
     assert human["category"] == "STATEMENT_CATEGORY_RISK_FOR_PUBLIC_SECURITY"
     assert human["automated_decision"] == "AUTOMATED_DECISION_PARTIALLY"
     unmapped = [json.loads(line) for line in out.with_suffix(".unmapped.jsonl").read_text().splitlines()]
@@ -160,7 +160,7 @@ def test_evidence_package_without_preservation(produced, tmp_path):
     decision = produced.decisions["astronaut"]
     assert man["content_id"] == produced.cid("astronaut") and decision["event_id"] in man["event_ids"]
     assert man["decisions"][0]["matches"] == decision["matches"]
-    assert [v["case_id"] for v in man["verdicts"]] == ["case-1"]
+    assert [v["case_id"] for v in man["verdicts"]] == [1]
     upload = man["uploads"][0]
     assert upload["metadata"] == METADATA
     data = produced.copies["astronaut"].read_bytes()

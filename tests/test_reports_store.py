@@ -103,3 +103,19 @@ def test_live_blocks_count_as_terminated_streams_and_state_disabled():
     out = sor.build([live], [], Settings())
     sor.validate(out.statements[0])
     assert out.statements[0]["decision_visibility"] == ["DECISION_VISIBILITY_CONTENT_DISABLED"]
+
+
+def test_a_verdict_published_again_is_counted_once(store):
+    from workers.reports.aggregate import count_verdict
+
+    agg = Aggregate(store.r)
+    verdict = {"event_id": "case-9-verdict-1", "content_id": "c-9", "action": "allow", "label": None,
+               "case_id": 9, "kind": "qa", "decided_at_ms": 1_796_000_000_000}
+    for offset in (0, 1):  # the same verdict at two offsets, as the review service replays after a crash
+        batch = Batch()
+        batch.seen("moderation.actions", 0, offset)
+        count_verdict(batch, verdict)
+        assert agg.write(batch)
+    day = date(2026, 11, 28)
+    t = figures.compute(agg.hours(*figures.hour_range(day, date(2026, 12, 3))), day, date(2026, 12, 3))["totals"]
+    assert (t["human_decisions"], t["automatic_blocks_reviewed"], t["automatic_blocks_overturned"]) == (1, 1, 1)

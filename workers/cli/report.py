@@ -136,7 +136,9 @@ def cmd_evidence(args: argparse.Namespace) -> int:
     ids = set(args.content_id or ()) or evidence.incidents(settings, args.label, start, end)
     if not ids:
         raise CliError(f"no blocked content with label {args.label!r} in the period")
-    facts = evidence.gather(settings, ids, None if args.content_id else start, None if args.content_id else end)
+    # --content-id reads the topics' whole retention unless --from/--to narrow it; --label reads
+    # from --from to now, so verdicts given after the period are in the package too
+    facts = evidence.gather(settings, ids, start, None if args.label and not args.content_id else end)
     audit = _redis(settings) if args.include_media and settings.redis else None
     written = []
     for cid in sorted(ids):

@@ -13,6 +13,8 @@ Layout (prefix `vigil:reports:`):
   offsets         HASH   "<topic>:<partition>" -> the next offset to count
   auto:<content>  STRING the automatic decision (block / review) on a content id, for 90 days, so a
                          reviewer's verdict can be counted as confirming or overturning it
+  seen:<event_id> STRING a verdict already counted (90 days): the review service publishes a
+                         verdict again after a crash with the same event_id
 
 Exactly once: the counts of a batch and the offsets after it are one Lua script, which refuses
 the batch if another consumer already counted past its first offset. A crash replays from the
@@ -34,7 +36,8 @@ HOUR_MS = 3_600_000
 TTB_STEPS = 20  # time-to-block histogram buckets per decade (each ~12% wide)
 
 # KEYS[1] offsets. ARGV: n, then n (field, first offset, next offset); then m, then m (key, field,
-# count); then k, then k (key, value) set with EX ARGV[last].
+# count); then k, then k (key, value) set with EX ARGV[last]; then g groups (seen key, c, then c
+# (key, field, count)) counted only if the seen key is new (SET NX, EX ARGV[last]).
 _APPLY = """
 local i = 1
 local n = tonumber(ARGV[i]); i = i + 1
@@ -54,6 +57,15 @@ end
 local k = tonumber(ARGV[i]); i = i + 1
 for j = 1, k do
   redis.call('SET', ARGV[i], ARGV[i+1], 'EX', ARGV[#ARGV]); i = i + 2
+end
+local g = tonumber(ARGV[i]); i = i + 1
+for j = 1, g do
+  local fresh = redis.call('SET', ARGV[i], '1', 'NX', 'EX', ARGV[#ARGV])
+  local c = tonumber(ARGV[i+1]); i = i + 2
+  for q = 1, c do
+    if fresh then redis.call('HINCRBY', ARGV[i], ARGV[i+1], ARGV[i+2]) end
+    i = i + 3
+  end
 end
 return 1
 """
@@ -81,6 +93,7 @@ class Batch:
     offsets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)  # (first, next)
     auto: dict[str, str] = field(default_factory=dict)  # content_id -> block | review
     verdicts: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # resolved on write
+    once: list[tuple[str, list[tuple[int, str, int]]]] = field(default_factory=list)  # (seen key, counts)
 
     def seen(self, topic: str, partition: int, offset: int) -> None:
         first, _ = self.offsets.get((topic, partition), (offset, offset))
@@ -89,8 +102,6 @@ class Batch:
     def add(self, ms: int, name: str, n: int = 1) -> None:
         self.counts[(ms // HOUR_MS, name)] += n
 
-    def __len__(self) -> int:
-        return sum(n for (_, _), n in self.counts.items()) + len(self.verdicts)
 
 
 def count_decision(batch: Batch, d: dict[str, Any]) -> None:
@@ -156,6 +167,11 @@ class Aggregate:
         args.append(len(batch.auto))
         for cid, action in batch.auto.items():
             args += [PREFIX + "auto:" + cid, action]
+        args.append(len(batch.once))
+        for seen, counts in batch.once:
+            args += [seen, len(counts)]
+            for hour, name, n in counts:
+                args += [hour_key(hour), name, n]
         args.append(AUTO_TTL_S)
         return bool(self._apply(keys=[OFFSETS], args=args))
 
@@ -170,9 +186,15 @@ class Aggregate:
                     known[cid] = v.decode() if isinstance(v, bytes) else v
         for at, m in batch.verdicts:
             action, label = m.get("action", "?"), m.get("label") or "-"
-            batch.add(at, f"verdict|{action}|{label}")
-            prior = known.get(m.get("content_id", ""))
-            batch.add(at, f"verdict_on|{prior or 'none'}|{action}")
+            # the review service says when a case was a QA sample of an automatic block
+            prior = "block" if m.get("kind") == "qa" else known.get(m.get("content_id", ""))
+            hour = at // HOUR_MS
+            counts = [(hour, f"verdict|{action}|{label}", 1), (hour, f"verdict_on|{prior or 'none'}|{action}", 1)]
+            if m.get("event_id"):
+                batch.once.append((PREFIX + "seen:" + str(m["event_id"]), counts))
+            else:
+                for h, name, n in counts:
+                    batch.counts[(h, name)] += n
         batch.verdicts.clear()
 
     def hours(self, first_hour: int, last_hour: int) -> Iterable[tuple[int, dict[str, int]]]:

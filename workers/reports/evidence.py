@@ -80,7 +80,8 @@ def _hashes(upload: dict[str, Any], hashes_msgs: list[dict[str, Any]], record: d
 
 def manifest(content_id: str, facts: dict[str, list[dict[str, Any]]], records: list[dict[str, Any]]) -> dict:
     decisions = sorted(facts["decisions"], key=lambda d: (d.get("decided_at_ms", 0), d["event_id"]))
-    verdicts = sorted(facts["verdicts"], key=lambda v: (v.get("decided_at_ms", 0), str(v.get("case_id"))))
+    unique = {str(v.get("event_id")): v for v in facts["verdicts"]}  # a replayed verdict is one verdict
+    verdicts = sorted(unique.values(), key=lambda v: (v.get("decided_at_ms", 0), str(v.get("event_id"))))
     uploads = []
     for u in sorted(facts["uploads"], key=lambda u: (u.get("submitted_at_ms", 0), u["event_id"])):
         rec = next((r for r in records if r["action"] == "preserved" and r["event_id"] == u["event_id"]), None)

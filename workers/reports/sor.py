@@ -148,7 +148,11 @@ def build(decisions: Iterable[dict[str, Any]], verdicts: Iterable[dict[str, Any]
         by_content[d.get("content_id", "")] = d  # the latest decision on the content
         if d.get("decision") == "block":
             from_decision(d, settings, out)
+    seen: set[str] = set()
     for v in verdicts:
+        if v.get("event_id") in seen:  # a verdict published again after a crash
+            continue
+        seen.add(v.get("event_id", ""))
         prior = by_content.get(v.get("content_id", ""))
         # confirming an automatic block restricts nothing new: its statement is already there
         if v.get("action") == "block" and (prior is None or prior.get("decision") != "block"):
