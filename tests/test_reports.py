@@ -85,6 +85,9 @@ def test_counting_again_counts_nothing_twice(produced, tmp_path):
     before = _transparency(produced, tmp_path / "a")
     assert ReportsConsumer(produced.settings).catch_up() == 0
     assert json.loads(vigil(produced.settings, "report", "aggregate", "--once", "--json").stdout) == {"counted": 0}
+    rebuilt = json.loads(vigil(produced.settings, "report", "aggregate", "--rebuild", "--json").stdout)
+    assert rebuilt["counted"] > 0  # every message on the topics, counted again from nothing
+    assert _transparency(produced, tmp_path / "c") == before
     after = _transparency(produced, tmp_path / "b")
     assert before == after
     assert (tmp_path / "a" / "report.json").read_bytes() == (tmp_path / "b" / "report.json").read_bytes()

@@ -50,7 +50,9 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
     settings = _settings(args, "kafka", "redis")
     consumer = ReportsConsumer(settings, _redis(settings))
-    if args.once:
+    if args.rebuild:
+        consumer.aggregate.clear()
+    if args.once or args.rebuild:
         n = consumer.catch_up()
         print(json.dumps({"counted": n}) if args.json else f"counted {n} messages into the hourly aggregate")
         return EXIT_OK
@@ -98,8 +100,14 @@ def cmd_sor(args: argparse.Namespace) -> int:
     decisions.sort(key=lambda d: (d.get("decided_at_ms", 0), d.get("event_id", "")))
     verdicts.sort(key=lambda v: (v.get("decided_at_ms", 0), str(v.get("case_id"))))
     result = sor.build(decisions, verdicts, settings)
+    import jsonschema
+
     for s in result.statements:
-        sor.validate(s)  # never write a statement the database would refuse
+        try:
+            sor.validate(s)  # never write a statement the database would refuse
+        except jsonschema.ValidationError as exc:
+            raise CliError(f"statement {s['puid']} is not what the DSA database accepts ({exc.message}); "
+                           "check VIGIL_SOR_CATEGORIES / VIGIL_SOR_TERRITORY / VIGIL_SOR_TERMS_URL") from None
     out = Path(args.out)
     out.write_text("".join(json.dumps(s, sort_keys=True) + "\n" for s in result.statements))
     unmapped_path = out.with_suffix(".unmapped.jsonl")
@@ -204,6 +212,9 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     a = verbs.add_parser("aggregate", help="keep the hourly aggregate current (runs until stopped)")
     service_flags(a)
     a.add_argument("--once", action="store_true", help="count everything up to the current end, then exit")
+    a.add_argument("--rebuild", action="store_true",
+                   help="drop the aggregate and count again from what the topics still hold (their retention "
+                        "bounds how far back: docs/reports.md), then exit")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=cmd_aggregate)
 

@@ -217,6 +217,11 @@ class Aggregate:
         pipe.execute()
 
     def clear(self) -> int:
-        """Drop the aggregate (before a rebuild from the raw decisions)."""
-        keys = list(self.r.scan_iter(match=PREFIX + "*", count=1000))
-        return self.r.delete(*keys) if keys else 0
+        """Drop the counts, offsets and remembered decisions (before a rebuild from the raw
+        topics). The evidence audit stream and anything else under the prefix are kept."""
+        removed = 0
+        for pattern in ("h:*", "auto:*", "seen:*"):
+            keys = list(self.r.scan_iter(match=PREFIX + pattern, count=1000))
+            for i in range(0, len(keys), 1000):
+                removed += self.r.delete(*keys[i:i + 1000])
+        return removed + self.r.delete(OFFSETS)
