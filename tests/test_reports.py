@@ -270,3 +270,39 @@ def test_transparency_page_in_headless_chromium(produced, tmp_path):
         assert figs["totals"]["decisions"] == 7
     finally:
         driver.quit()
+
+
+def test_the_long_running_consumer_resumes_from_redis_and_counts_only_what_is_new(produced, tmp_path):
+    """`vigil report aggregate` as a service: joins its group, seeks to the offsets in Redis (so
+    nothing already counted is counted again) and counts a user report that arrives later."""
+    import threading
+    import time
+
+    from confluent_kafka import Producer
+
+    from workers.reports.aggregate import Aggregate
+    from workers.reports.consumer import REPORTS
+    from workers.stream.kafka import producer_config
+
+    consumer = ReportsConsumer(produced.settings)
+    before = consumer.aggregate.offsets()
+    stop = threading.Event()
+    thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        p = Producer(producer_config(produced.settings))
+        p.produce(REPORTS, key=b"c-later", value=json.dumps({
+            "schema_version": 1, "report_id": "rep-2", "content_id": "c-later", "media_uri": "file:///x.jpg",
+            "reason": "ncii", "reporter": "user-3", "reported_at_ms": int(time.time() * 1000)}).encode())
+        assert p.flush(30) == 0
+        deadline = time.monotonic() + 90
+        while consumer.counted < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert consumer.counted == 1, consumer.counted  # only the new report, nothing replayed
+    after = Aggregate(consumer.r).offsets()
+    assert {tp: n for tp, n in after.items() if tp[0] != REPORTS} == {tp: n for tp, n in before.items() if tp[0] != REPORTS}
+    figs = _transparency(produced, tmp_path / "later")
+    assert figs["reports_by_reason"] == {"csam": 1, "ncii": 1} and figs["totals"]["decisions"] == 7

@@ -10,8 +10,8 @@ record with the reason: never silently dropped. Live streams' frames are not kep
 there is nothing to preserve for them; their decisions are recorded as `not_preservable`.
 
 The race to know about: the platform may delete a blocked upload as soon as it sees the
-decision; preservation reads the file within about a second of the decision, so a platform
-that preserves should delay its deletion by a few seconds (docs/reports.md).
+decision; preservation reads the file when it sees the decision (a consumer lag later), so a
+platform that preserves should delay its deletion by a few seconds (docs/reports.md).
 """
 from __future__ import annotations
 
