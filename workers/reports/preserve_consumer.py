@@ -47,12 +47,22 @@ def wants(decision: dict[str, Any], settings: Settings) -> bool:
                for m in decision.get("matches", ()))
 
 
-def find_upload(settings: Settings, decision: dict[str, Any]) -> dict[str, Any] | None:
+LOOKUP_SLACK_MS = 60_000  # the upload's Kafka timestamp is its submit time, give or take clocks
+
+
+def find_upload(settings: Settings, decision: dict[str, Any], partition: int | None = None) -> dict[str, Any] | None:
+    """The upload event a decision answers. Uploads and decisions are keyed by content_id and
+    vigil creates both topics with the same partition count, so the decision's partition number
+    is the upload's: that one partition is read first, over the minutes around the submit time,
+    and every partition only if it is not there (topics created by hand with other counts)."""
     at = int(decision.get("submitted_at_ms") or decision.get("decided_at_ms") or 0)
+    until = int(decision.get("decided_at_ms") or at)
     eid = decision["event_id"]
-    for _, _, event in read_period(settings, topics.UPLOADS, at, int(decision.get("decided_at_ms") or at),
-                                   keep=lambda m: m.get("event_id") == eid):
-        return event
+    tries = ([[partition]] if partition is not None else []) + [None]
+    for parts in tries:
+        for _, _, event in read_period(settings, topics.UPLOADS, at, until, keep=lambda m: m.get("event_id") == eid,
+                                       partitions=parts, slack_ms=LOOKUP_SLACK_MS):
+            return event
     return None
 
 
@@ -62,8 +72,9 @@ class PreserveStep:
         self.store = PreserveStore(settings.preserve_dir, settings.preserve_key)
         self.actor = settings.worker_name("preserve")
 
-    def handle(self, decision: dict[str, Any]) -> dict[str, Any] | None:
-        """The custody record written for this decision, or None when it is not one to preserve."""
+    def handle(self, decision: dict[str, Any], partition: int | None = None) -> dict[str, Any] | None:
+        """The custody record written for this decision, or None when it is not one to preserve.
+        partition: the decision's own, where its upload event is too (find_upload)."""
         if not wants(decision, self.settings):
             return None
         if self.store.preserved(decision["event_id"]):
@@ -73,7 +84,7 @@ class PreserveStep:
         if decision.get("source") == "live":
             return self.store.append({**base, "action": "not_preservable",
                                       "reason": "live frames are hashed in memory and never stored"})
-        upload = find_upload(self.settings, decision)
+        upload = find_upload(self.settings, decision, partition)
         if upload is None:
             return self.store.append({**base, "action": "failed", "reason": "upload event not found on "
                                       f"{topics.UPLOADS} (past its retention?)"})
@@ -105,7 +116,7 @@ class PreserveConsumer:
                     decision = json.loads(msg.value())
                 except (ValueError, TypeError):
                     decision = None  # the matcher writes these; an unreadable one is not ours to fix
-                if isinstance(decision, dict) and self.step.handle(decision) is not None:
+                if isinstance(decision, dict) and self.step.handle(decision, msg.partition()) is not None:
                     done += 1
                 consumer.commit(offsets=[TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)],
                                 asynchronous=False)

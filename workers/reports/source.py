@@ -20,10 +20,12 @@ SLACK_MS = 10 * 60 * 1000  # message timestamps (broker time) and decided_at_ms 
 
 def read_period(settings: Settings, topic: str, start_ms: int | None, end_ms: int | None,
                 keep: Callable[[dict[str, Any]], bool] = lambda m: True,
-                timeout: float = 60.0) -> Iterator[tuple[int, int, dict[str, Any]]]:
+                timeout: float = 60.0, partitions: list[int] | None = None,
+                slack_ms: int = SLACK_MS) -> Iterator[tuple[int, int, dict[str, Any]]]:
     """(partition, offset, message) of every JSON message of `topic` whose Kafka timestamp is in
-    [start - slack, end + slack) and that `keep` accepts, partition by partition. None = no bound.
-    A topic that does not exist yields nothing (the review service's topics may not)."""
+    [start - slack, end + slack) and that `keep` accepts, partition by partition. None = no bound;
+    `partitions` limits the read to those. A topic that does not exist yields nothing (the review
+    service's topics may not)."""
     consumer = Consumer({**base_config(settings), "group.id": f"vigil-report-read-{uuid.uuid4()}",
                          "enable.auto.commit": False, "enable.partition.eof": False,
                          "fetch.wait.max.ms": settings.fetch_wait()})
@@ -31,21 +33,23 @@ def read_period(settings: Settings, topic: str, start_ms: int | None, end_ms: in
         meta = consumer.list_topics(timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             return
-        for p in sorted(meta.partitions):
+        for p in sorted(meta.partitions) if partitions is None else [p for p in partitions if p in meta.partitions]:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             begin = low
             if start_ms is not None:
-                found = consumer.offsets_for_times([TopicPartition(topic, p, max(0, start_ms - SLACK_MS))], timeout=10)[0]
+                at = TopicPartition(topic, p, max(0, start_ms - slack_ms))
+                found = consumer.offsets_for_times([at], timeout=10)[0]
                 begin = high if found.offset < 0 else max(low, found.offset)
             if begin >= high:
                 continue
-            yield from _read_partition(consumer, topic, p, begin, high, end_ms, keep, timeout)
+            yield from _read_partition(consumer, topic, p, begin, high, end_ms, keep, timeout, slack_ms)
     finally:
         consumer.close()
 
 
 def _read_partition(consumer: Consumer, topic: str, p: int, begin: int, high: int, end_ms: int | None,
-                    keep: Callable[[dict[str, Any]], bool], timeout: float) -> Iterator[tuple[int, int, dict]]:
+                    keep: Callable[[dict[str, Any]], bool], timeout: float,
+                    slack_ms: int) -> Iterator[tuple[int, int, dict]]:
     """Up to the high watermark and then until a poll comes back empty: the embedded broker
     reports a watermark one past the last *batch* it stored, not the last message."""
     consumer.assign([TopicPartition(topic, p, begin)])
@@ -60,7 +64,7 @@ def _read_partition(consumer: Consumer, topic: str, p: int, begin: int, high: in
                 return
             for msg in msgs:
                 pos = msg.offset() + 1
-                if end_ms is not None and msg.timestamp()[1] > end_ms + SLACK_MS:
+                if end_ms is not None and msg.timestamp()[1] > end_ms + slack_ms:
                     return
                 try:
                     value = json.loads(msg.value())
