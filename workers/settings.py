@@ -11,6 +11,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 
+SOR_DEFAULTS = {
+    "csam": "STATEMENT_CATEGORY_PROTECTION_OF_MINORS KEYWORD_CHILD_SEXUAL_ABUSE_MATERIAL illegal",
+    "ncii": "STATEMENT_CATEGORY_NON_CONSENSUAL_BEHAVIOUR KEYWORD_NON_CONSENSUAL_IMAGE_SHARING illegal",
+    "terror": "STATEMENT_CATEGORY_RISK_FOR_PUBLIC_SECURITY KEYWORD_TERRORIST_CONTENT illegal",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where the services are. None means "start the embedded one" (vigil up / demo / tests).
@@ -78,6 +85,16 @@ class Settings:
     data_dir: str = ""  # VIGIL_DATA_DIR: embedded services' data; a temp dir when empty
     log_level: str = "INFO"  # VIGIL_LOG_LEVEL
     actor: str = ""  # VIGIL_ACTOR: who bank changes are attributed to; defaults to the OS user
+
+    # Reports (workers/reports, docs/reports.md). Preservation is off unless both dir and key are set.
+    preserve_dir: str = ""  # VIGIL_PRESERVE_DIR: encrypted copies of blocked media of preserve_labels
+    preserve_key: str = ""  # VIGIL_PRESERVE_KEY: Fernet key (`vigil report keygen`); never logged
+    preserve_labels: tuple[str, ...] = ("csam",)  # VIGIL_PRESERVE_LABELS, os.pathsep-separated
+    # Bank label -> "STATEMENT_CATEGORY_... KEYWORD_... [illegal]" for statements of reasons; a
+    # label missing here is reported as unmapped, never guessed. JSON object.
+    sor_categories: dict[str, str] = field(default_factory=lambda: dict(SOR_DEFAULTS))  # VIGIL_SOR_CATEGORIES
+    sor_terms_url: str = ""  # VIGIL_SOR_TERMS_URL: the terms of service clause the statements cite
+    sor_territory: tuple[str, ...] = ("EEA",)  # VIGIL_SOR_TERRITORY: territorial_scope of a restriction
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

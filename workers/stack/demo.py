@@ -26,7 +26,7 @@ EDITS = {
 }
 
 
-def run_demo(keep_going: bool = False) -> int:
+def run_demo(keep_going: bool = False, report_dir: Path | None = None) -> int:
     from workers.bank.importer import add_media_file
     from workers.bank.store import BankStore
     from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
@@ -81,8 +81,23 @@ def run_demo(keep_going: bool = False) -> int:
             watcher.close()
             matcher = next(w for w in cluster.workers if w.kind == "matcher")
             metrics_text = urllib.request.urlopen(matcher.metrics_url, timeout=5).read().decode()
+            if report_dir is not None:
+                _transparency(console, s, report_dir)
 
     return _report(console, events, outcomes, metrics_text, keep_going)
+
+
+def _transparency(console: Console, settings: Settings, out: Path) -> None:
+    """The transparency report of what the demo just decided (today and tomorrow, UTC)."""
+    from datetime import datetime, timedelta, timezone
+
+    import redis
+
+    from workers.reports import transparency
+
+    today = datetime.now(timezone.utc).date()
+    _, paths = transparency.build(settings, redis.Redis.from_url(settings.redis), today, today + timedelta(days=1), out)
+    console.print(f"  transparency report of these decisions: {paths['html']}")
 
 
 def _report(console: Console, events: dict, outcomes: dict, metrics_text: str, keep_going: bool) -> int:
