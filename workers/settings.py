@@ -64,6 +64,19 @@ class Settings:
     log_level: str = "INFO"  # VIGIL_LOG_LEVEL
     actor: str = ""  # VIGIL_ACTOR: who bank changes are attributed to; defaults to the OS user
 
+    # HTTP API (`vigil api`, workers/api/): where it listens, and what it accepts.
+    api_host: str = "127.0.0.1"  # VIGIL_API_HOST: a non-loopback address needs a token (or api_insecure)
+    api_port: int = 8080  # VIGIL_API_PORT
+    api_insecure: bool = False  # VIGIL_API_INSECURE: serve a non-loopback address with no token at all
+    api_max_body_bytes: int = 32 * 1024 * 1024  # VIGIL_API_MAX_BODY_BYTES: larger request bodies get 413
+    api_rate_per_s: float = 50.0  # VIGIL_API_RATE_PER_S: default per-token sustained rate (token bucket)
+    api_burst: int = 100  # VIGIL_API_BURST: default per-token burst
+    # Media by URL (the API's `url` parameters): http(s) to these hosts (and their subdomains) only,
+    # never to a private/loopback/link-local address unless it is inside api_fetch_private_cidrs.
+    fetch_allowed_hosts: tuple[str, ...] = ()  # VIGIL_FETCH_ALLOWED_HOSTS, os.pathsep-separated
+    fetch_private_cidrs: tuple[str, ...] = ()  # VIGIL_FETCH_PRIVATE_CIDRS: e.g. an in-cluster media store
+    fetch_timeout_s: float = 10.0  # VIGIL_FETCH_TIMEOUT_S: whole download, redirects included
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if environ is None else environ
