@@ -71,6 +71,9 @@ class Settings:
     api_max_body_bytes: int = 32 * 1024 * 1024  # VIGIL_API_MAX_BODY_BYTES: larger request bodies get 413
     api_rate_per_s: float = 50.0  # VIGIL_API_RATE_PER_S: default per-token sustained rate (token bucket)
     api_burst: int = 100  # VIGIL_API_BURST: default per-token burst
+    # A Redis URL (user) with write access, used only for bank:write calls; the API reads through
+    # VIGIL_REDIS, which can then be a read-only user (docs/security.md). Empty: VIGIL_REDIS for both.
+    api_bank_write_redis: str = ""  # VIGIL_API_BANK_WRITE_REDIS
     # Media by URL (the API's `url` parameters): http(s) to these hosts (and their subdomains) only,
     # never to a private/loopback/link-local address unless it is inside api_fetch_private_cidrs.
     fetch_allowed_hosts: tuple[str, ...] = ()  # VIGIL_FETCH_ALLOWED_HOSTS, os.pathsep-separated

@@ -172,4 +172,4 @@ async def status_live() -> PlainTextResponse:
 
 @router.get("/site-map", tags=["health"], summary="Every route this API serves (HMA)")
 async def site_map(request: Request) -> list[str]:
-    return sorted({getattr(r, "path", "") for r in request.app.routes if getattr(r, "path", "")})
+    return sorted(set(request.app.openapi()["paths"]) | {"/openapi.json", "/docs", "/metrics"})

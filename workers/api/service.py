@@ -28,6 +28,7 @@ from workers.signals.hashing import hash_media
 from workers.uploads.decisions import MAX_EVIDENCE
 
 log = logging.getLogger("vigil.api")
+UPLOAD_SUBDIR = "vigil-api-uploads"
 
 
 @dataclass
@@ -161,6 +162,6 @@ def upload_dir(settings: Settings) -> str:
     if not settings.media_roots:
         raise MediaError("outside_media_roots", "no media roots configured (VIGIL_MEDIA_ROOTS): "
                          "the API cannot hand files to the hasher")
-    path = os.path.join(settings.media_roots[0], "vigil-api-uploads")
+    path = os.path.join(settings.media_roots[0], UPLOAD_SUBDIR)
     os.makedirs(path, exist_ok=True)
     return path
