@@ -37,7 +37,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(f"request body over {self.max_bytes} bytes (VIGIL_API_MAX_BODY_BYTES)")
             return message
 
         async def tracking_send(message: dict[str, Any]) -> None:

@@ -75,6 +75,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(req: Request, exc: Exception) -> JSONResponse:
+        from workers.api.body_limit import BodyTooLarge
+
+        if isinstance(exc, BodyTooLarge):  # a streamed body crossed the limit while a route read it
+            return problem_response(413, str(exc), "content-too-large", headers={"Connection": "close"})
         log.exception("internal error", extra={"path": req.url.path})
         return problem_response(500, f"internal error ({type(exc).__name__}); see the API's log", "internal_error")
 
