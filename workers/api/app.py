@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (hma_match, hma_curation, v1_lookup, v1_banks):
         app.include_router(module.router)
 
+    @app.get("/readyz", tags=["health"], summary="Readiness as the workers report it (JSON; 503 until ready)")
     @app.get("/v1/health", tags=["health"], summary="Readiness with the reasons (JSON)")
     async def health(request: Request) -> JSONResponse:
         index = service.follower.index
@@ -68,6 +69,10 @@ def create_app(settings: Settings) -> FastAPI:
         ok = all(checks.values())
         return JSONResponse({"ready": ok, "checks": checks, "bank_version": index.version,
                              "entries": index.counts(), "worker": service.name}, status_code=200 if ok else 503)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness (JSON)", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"alive": True})
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=False)
     async def prometheus() -> Response:
