@@ -163,5 +163,11 @@ def upload_dir(settings: Settings) -> str:
         raise MediaError("outside_media_roots", "no media roots configured (VIGIL_MEDIA_ROOTS): "
                          "the API cannot hand files to the hasher")
     path = os.path.join(settings.media_roots[0], UPLOAD_SUBDIR)
-    os.makedirs(path, exist_ok=True)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        from workers.api.problems import Problem
+
+        raise Problem(503, f"cannot write uploads under {settings.media_roots[0]} ({exc.strerror}): this deployment "
+                           "accepts media_uri only (docs/api.md)", "media-root-read-only") from None
     return path
