@@ -45,7 +45,7 @@ def env(cluster, media_dir, tmp_path_factory):
                          "VIGIL_FETCH_PRIVATE_CIDRS": "127.0.0.1/32", "VIGIL_API_MAX_BODY_BYTES": str(MAX_BODY),
                          "VIGIL_MAX_MEDIA_BYTES": str(3 * 1024 * 1024),
                          "VIGIL_API_RATE_PER_S": "10000", "VIGIL_API_BURST": "10000"})
-    yield {"api": api, "tokens": made, "tag": tag, "bomb": (web / "bomb.png").read_bytes(), "web": server.url, "store": BankStore.from_url(cluster.settings.redis),
+    yield {"api": api, "cluster": cluster, "tokens": made, "tag": tag, "bomb": (web / "bomb.png").read_bytes(), "web": server.url, "store": BankStore.from_url(cluster.settings.redis),
            "admin": api.client(made["admin"])}
     stop_api(api)
     server.close()
@@ -228,8 +228,9 @@ def test_bad_inputs_answer_4xx_problems_and_the_server_keeps_serving(env):
 def test_uploads_go_through_the_pipeline_and_decisions_long_poll(env, media_dir):
     admin, bank = env["admin"], _bank(env)
     photo = samples.photo("rocket")
-    admin.post(f"/v1/banks/{bank}/entries", files={"file": ("r.png", transforms.encode(photo, ".png"))})
-    time.sleep(1.0)  # the matcher process follows the bank too
+    version = admin.post(f"/v1/banks/{bank}/entries",
+                         files={"file": ("r.png", transforms.encode(photo, ".png"))}).json()["version"]
+    _matchers_at(env["cluster"], version)
     copy = transforms.encode(transforms.resize(photo, 0.6), ".jpg", 75)
     r = admin.post("/v1/uploads", files={"file": ("copy.jpg", copy)}, data={"json": '{"metadata": {"t": 1}}'})
     assert r.status_code == 202, r.text
@@ -237,7 +238,7 @@ def test_uploads_go_through_the_pipeline_and_decisions_long_poll(env, media_dir)
     spooled = media_dir / "vigil-api-uploads" / f"{eid}.jpg"
     d = admin.get(f"/v1/decisions/{eid}", params={"wait_ms": 30000})
     assert d.status_code == 200, d.text
-    assert d.json()["decision"] == "block" and d.json()["matches"][0]["bank"] == bank
+    assert d.json()["decision"] == "block" and bank in {m["bank"] for m in d.json()["matches"]}
     assert d.json()["metadata"] == {"t": 1} and d.json()["source"] == "upload"
     deadline = time.monotonic() + 2
     while spooled.exists():
@@ -252,6 +253,20 @@ def test_uploads_go_through_the_pipeline_and_decisions_long_poll(env, media_dir)
     assert pub["published"] is True
     seen = admin.get(f"/v1/decisions/{pub['event_id']}", params={"wait_ms": 10000}).json()
     assert seen["source"] == "api" and seen["decision"] == "block"
+
+
+def _matchers_at(cluster, version: int, timeout: float = 20.0) -> None:
+    """Every matcher process has applied bank `version` (its vigil_bank_version gauge)."""
+    deadline = time.monotonic() + timeout
+    for w in (w for w in cluster.workers if w.kind == "matcher"):
+        while True:
+            text = httpx.get(w.metrics_url, timeout=5).text
+            seen = next((float(line.split()[1]) for line in text.splitlines()
+                         if line.startswith("vigil_bank_version ")), 0)
+            if seen >= version:
+                break
+            assert time.monotonic() < deadline, f"{w.name} still at bank version {seen} < {version}"
+            time.sleep(0.1)
 
 
 def test_openapi_and_docs_come_from_the_code(env):

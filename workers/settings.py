@@ -68,6 +68,7 @@ class Settings:
     api_host: str = "127.0.0.1"  # VIGIL_API_HOST: a non-loopback address needs a token (or api_insecure)
     api_port: int = 8080  # VIGIL_API_PORT
     api_insecure: bool = False  # VIGIL_API_INSECURE: serve a non-loopback address with no token at all
+    api_workers: int = 1  # VIGIL_API_WORKERS: uvicorn worker processes (each holds its own bank index)
     api_max_body_bytes: int = 32 * 1024 * 1024  # VIGIL_API_MAX_BODY_BYTES: larger request bodies get 413
     api_rate_per_s: float = 50.0  # VIGIL_API_RATE_PER_S: default per-token sustained rate (token bucket)
     api_burst: int = 100  # VIGIL_API_BURST: default per-token burst

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from workers.api import hma_curation, hma_match, problems, v1_banks, v1_lookup
 from workers.api.auth import Authenticator
@@ -58,6 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.auth = Authenticator(TokenStore(store.r), RateLimiter(settings.api_rate_per_s, settings.api_burst))
     app.state.decisions = None
     problems.install(app)
+    # the hot path first, as a plain Starlette route (hma_match.raw_lookup_fast says why)
+    app.router.routes.insert(0, Route("/m/raw_lookup", hma_match.raw_lookup_fast, methods=["GET"]))
     for module in (hma_match, hma_curation, v1_lookup, v1_banks):
         app.include_router(module.router)
 
@@ -114,3 +117,9 @@ class RequestMetrics:
 def asgi_app(settings: Settings):
     """The app behind the body limit: over-large bodies are refused before any parsing."""
     return RequestMetrics(BodyLimit(create_app(settings), settings.api_max_body_bytes))
+
+
+def asgi_app_from_env():
+    """For uvicorn's worker processes (VIGIL_API_WORKERS > 1): `vigil api` hands them its settings
+    through VIGIL_* (Settings.to_env), as `vigil up` does for workers."""
+    return asgi_app(Settings.from_env())

@@ -43,8 +43,10 @@ def checked_value(signal_type: str, value: str) -> tuple[str, str]:
 
 def content_id(entry_id: str) -> int:
     m = _ID.match(entry_id)
-    if m is None:  # not made by vigil's id functions; never seen, but say so rather than guess
-        raise ValueError(f"entry id {entry_id!r} has no HMA integer form")
+    if m is None:  # an id not made by vigil's id functions: a stable number, but one-way
+        import hashlib
+
+        return int(hashlib.sha256(entry_id.encode()).hexdigest()[:13], 16)
     return int(m.group(1), 16)
 
 

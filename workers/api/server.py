@@ -54,5 +54,13 @@ def serve(settings: Settings) -> None:
     reason = check_bind(settings, TokenStore(client).count())
     if reason:
         raise RefusedBind(reason)
-    uvicorn.run(asgi_app(settings), host=settings.api_host, port=settings.api_port, log_config=None,
-                access_log=False, lifespan="on", timeout_graceful_shutdown=10, server_header=False)
+    common = dict(host=settings.api_host, port=settings.api_port, log_config=None, access_log=False, lifespan="on",
+                  timeout_graceful_shutdown=10, server_header=False)
+    if settings.api_workers > 1:
+        # Each worker process holds its own bank index (memory x workers) and uses its own core.
+        import os
+
+        os.environ.update(settings.to_env())
+        uvicorn.run("workers.api.app:asgi_app_from_env", factory=True, workers=settings.api_workers, **common)
+    else:
+        uvicorn.run(asgi_app(settings), **common)

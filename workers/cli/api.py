@@ -10,7 +10,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from workers.api.server import RefusedBind, serve
     from workers.ops.logs import setup
 
-    settings = settings_from(args).with_overrides(api_host=args.host, api_port=args.port,
+    settings = settings_from(args).with_overrides(api_host=args.host, api_port=args.port, api_workers=args.workers,
                                                   api_insecure=True if args.insecure else None)
     if args.allow_host:
         settings = settings.with_overrides(fetch_allowed_hosts=tuple(args.allow_host))
@@ -85,6 +85,8 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     service_flags(api, media=True)
     api.add_argument("--host", help="address to bind (default 127.0.0.1; env VIGIL_API_HOST)")
     api.add_argument("--port", type=int, help="port (default 8080; env VIGIL_API_PORT)")
+    api.add_argument("--workers", type=int, help="worker processes (default 1; env VIGIL_API_WORKERS); each holds "
+                                                 "its own copy of the bank index")
     api.add_argument("--insecure", action="store_true",
                      help="serve a non-loopback address even with no token (anyone reaching it has every scope)")
     api.add_argument("--allow-host", action="append", metavar="HOST",
