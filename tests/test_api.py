@@ -305,5 +305,13 @@ def test_open_mode_and_the_bind_rule(cluster, tmp_path):
     assert made["token"] not in str(stored)  # stored hashed
     bad = subprocess.run([sys.executable, "-m", "workers.cli", "api", "token", "create", "--redis", url,
                           "--name", "x", "--scope", "everything"], env=env, capture_output=True, text=True)
-    assert bad.returncode == 2
+    assert bad.returncode == 2 and "scopes are lookup, submit, bank:read, bank:write" in bad.stderr
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "workers.cli", "api", "token", *args, "--redis", url], env=env,
+                              capture_output=True, text=True, timeout=60)
+    listed = json.loads(cli("list", "--json").stdout)
+    assert [t["name"] for t in listed] == ["cli"] and "token" not in listed[0]
+    assert cli("revoke", "cli").returncode == 0 and cli("revoke", "cli").returncode == 2
+    assert json.loads(cli("list", "--json").stdout) == []
     BankStore.from_url(url).r.delete("vigil:api:tokens")
