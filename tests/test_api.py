@@ -277,6 +277,11 @@ def test_openapi_and_docs_come_from_the_code(env):
                  "/status", "/v1/lookup", "/v1/uploads", "/v1/decisions/{event_id}", "/v1/banks"):
         assert path in spec["paths"], path
     assert admin.get("/docs").status_code == 200
+    health = admin.get("/v1/health").json()
+    assert health["ready"] is True and health["checks"] == {"bank_loaded": True, "bank_fresh": True}
+    with env["api"].client() as anon:  # the probes need no token
+        assert anon.get("/readyz").json()["ready"] is True and anon.get("/healthz").json() == {"alive": True}
+        assert "vigil_api_requests_total" in anon.get("/metrics").text
 
 
 def test_open_mode_and_the_bind_rule(cluster, tmp_path):
