@@ -249,8 +249,9 @@ def test_uploads_go_through_the_pipeline_and_decisions_long_poll(env, media_dir)
     _problem(admin.post("/v1/uploads", json={"media_uri": "file:///etc/passwd"}), 400)
     _problem(admin.get(f"/v1/decisions/{uuid.uuid4()}", params={"wait_ms": 100}), 404)
     # publish=true: the API's decision goes on moderation.decisions with source "api"
-    pub = admin.post("/v1/lookup", params={"publish": "true"}, files={"file": ("copy.jpg", copy)}).json()
-    assert pub["published"] is True
+    published = admin.post("/v1/lookup", params={"publish": "true"}, files={"file": ("copy.jpg", copy)})
+    assert published.headers["X-Vigil-Published"] == "true"
+    pub = published.json()
     seen = admin.get(f"/v1/decisions/{pub['event_id']}", params={"wait_ms": 10000}).json()
     assert seen["source"] == "api" and seen["decision"] == "block"
 

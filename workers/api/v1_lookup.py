@@ -82,9 +82,11 @@ async def _json_or_form(request: Request, model: type[BaseModel], service: ApiSe
                      "json": {"type": "string", "description": "optional LookupIn fields as JSON"}}}}}}})
 async def lookup(request: Request, publish: bool = Query(False, description="also put the decision on "
                                                                                "moderation.decisions (source api)"),
-                 caller: Caller = Depends(need("lookup"))) -> dict[str, Any]:
+                 caller: Caller = Depends(need("lookup"))) -> JSONResponse:
     service = svc(request)
     received = now_ms()
+    if publish and "submit" not in caller.scopes:
+        raise Problem(403, f"publish=true needs the 'submit' scope; token {caller.name!r} lacks it", "forbidden")
     body, data, _name = await _json_or_form(request, LookupIn, service)
     given = [x for x in (data is not None, body.url is not None, body.signals is not None) if x]
     if len(given) != 1:
@@ -107,12 +109,10 @@ async def lookup(request: Request, publish: bool = Query(False, description="als
     out = service.decision(signals, media_type=media_type, content_id=body.content_id, notes=notes,
                            stage_ms=stage, received_ms=received, metadata=body.metadata)
     if publish:
-        if "submit" not in caller.scopes:
-            raise Problem(403, f"publish=true needs the 'submit' scope; token {caller.name!r} lacks it", "forbidden")
         topics.validate("decision", out)
         await run_in_threadpool(service.produce, topics.DECISIONS, out["content_id"], out)
-        out["published"] = True
-    return out
+    # the body stays exactly the decision message; whether it went on the topic is a header
+    return JSONResponse(out, headers={"X-Vigil-Published": "true" if publish else "false"})
 
 
 @router.post("/uploads", status_code=202, summary="Put an upload event on moderation.uploads; returns its event_id",
