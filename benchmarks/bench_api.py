@@ -45,22 +45,32 @@ wrk.headers["Authorization"] = "Bearer " .. os.getenv("WRK_TOKEN")
 '''
 
 
-def fill(store, bank: str, n: int, rng: np.random.Generator, batch: int = 20_000) -> np.ndarray:
-    """n one-PDQ entries in BankStore's layout (ids h-<16 hex>, as imports make them), pipelined."""
+def fill(store, bank: str, n: int, rng: np.random.Generator, batch: int = 50_000) -> np.ndarray:
+    """n one-PDQ entries in BankStore's layout (ids h-<16 hex>, as imports make them), written with
+    pipelined HSETs: the JSON as Entry.to_json writes it and the packed records
+    (workers/bank/codes.py), built in bulk; the first entry is checked against the real writers."""
+    from workers.bank.codes import NO_FRAME, NO_QUALITY, pack_codes
     from workers.bank.model import Entry
-    from workers.bank.store import codes_key, entries_key, pack_codes
+    from workers.bank.store import codes_key, entries_key
     from workers.signals import SignalValue
 
     store.create_bank(bank, "block", exist_ok=True)
     codes = rng.integers(0, 256, (n, 32), dtype=np.uint8)
+    tail = int(NO_FRAME).to_bytes(8, "big", signed=True) + bytes([NO_QUALITY, 0]) + bytes(4)
     ekey, ckey = entries_key(bank), codes_key(bank, "pdq")
     for s in range(0, n, batch):
-        entries = [Entry(f"h-{s + i:016x}", bank, (SignalValue("pdq", c.tobytes().hex()),), source="bench")
-                   for i, c in enumerate(codes[s:s + batch])]
+        block = codes[s:s + batch]
+        ids = [f"h-{s + i:016x}" for i in range(len(block))]
+        hexes = [block[i].tobytes().hex() for i in range(len(block))]
         pipe = store._raw.pipeline(transaction=False)
-        pipe.hset(ekey, mapping={e.entry_id: json.dumps(e.to_json(), separators=(",", ":")) for e in entries})
-        pipe.hset(ckey, mapping={e.entry_id: pack_codes(e, "pdq") for e in entries})
+        pipe.hset(ekey, mapping={e: f'{{"entry_id":"{e}","bank":"{bank}","source":"bench","added_at_ms":0,'
+                                    f'"disabled":false,"signals":[{{"signal":"pdq","value":"{h}"}}]}}'
+                                 for e, h in zip(ids, hexes)})
+        pipe.hset(ckey, mapping={e: block[i].tobytes() + tail for i, e in enumerate(ids)})
         pipe.execute()
+    first = Entry("h-0000000000000000", bank, (SignalValue("pdq", codes[0].tobytes().hex()),), source="bench")
+    assert store._raw.hget(ckey, first.entry_id) == pack_codes(first, "pdq")
+    assert json.loads(store.r.hget(ekey, first.entry_id)) == first.to_json()
     return codes
 
 
