@@ -150,7 +150,9 @@ def test_bank_content_by_upload_and_by_signal(hma):
 def three_banks(hma):
     """HMA test_match_api's client_with_multi_bank_data: one PDQ in BANK_A, BANK_B and BANK_C."""
     client, _ = hma
-    pdq = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"  # PdqSignal.get_examples()[0]
+    from threatexchange.signal_type.pdq.signal import PdqSignal
+
+    pdq = PdqSignal.get_examples()[0]  # the hash HMA's test uses
     names = {x: _name(f"BANK_{x}") for x in "ABC"}
     for n in names.values():
         assert client.post("/c/banks", json={"name": n}).status_code == 201
