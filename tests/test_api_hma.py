@@ -214,8 +214,23 @@ def test_hash_and_lookup_by_url_and_upload(hma):
     assert client.get("/m/lookup").status_code == 400  # neither url nor signal
 
 
+def test_compare(hma):
+    client, _ = hma
+    a = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22"
+    b = a[:-1] + "3"  # one bit away
+    r = client.post("/m/compare", json={"pdq": [a, b], "md5": ["0" * 32, "0" * 32]})
+    assert r.status_code == 200 and r.json() == {"pdq": [True, {"distance": 1}], "md5": [True, {"distance": 0}]}
+    assert client.post("/m/compare", json={"pdq": [a]}).status_code == 400  # "exactly 2"
+    assert client.post("/m/compare", json={"pdq": [a, "zz"]}).status_code == 400
+    assert client.post("/m/compare", json=["not", "a", "dict"]).status_code == 400
+
+
 def test_index_status_and_config_routes(hma):
     client, _ = hma
+    bank, pdq = _name("STATUS"), "ab" * 32
+    client.post("/c/banks", json={"name": bank})
+    client.post(f"/c/bank/{bank}/signal", json={"pdq": pdq})
+    _wait_match(client, {"signal": pdq, "signal_type": "pdq", "banks": bank}, 1)
     status = client.get("/m/index/status").json()
     assert status["pdq"]["present"] is True and status["pdq"]["size"] >= 1
     assert set(client.get("/m/index/status", params={"signal_type": "pdq"}).json()) == {"pdq"}

@@ -308,7 +308,7 @@ async def signal_type_index(request: Request, signal_type: str | None = None,
 
 
 NOT_SERVED = ("/c/exchanges", "/c/exchanges/apis", "/c/exchanges/api/{api_name}", "/c/exchanges/api/{api_name}/schema",
-              "/c/exchange/{exchange_name}", "/c/exchange/{exchange_name}/status", "/m/compare",
+              "/c/exchange/{exchange_name}", "/c/exchange/{exchange_name}/status",
               "/c/signal_type/{signal_type_name}")
 
 

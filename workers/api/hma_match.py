@@ -158,6 +158,28 @@ async def lookup_post(request: Request, banks: str | None = None, seed: str | No
     return {t: by_bank(lookup_one(service, t, v, bank_set(banks)), None) for t, v in hashes.items()}
 
 
+@router.post("/m/compare", summary="Distances between pairs of hashes: {signal_type: [a, b]} (HMA)")
+async def compare(request: Request, body: dict[str, list[str]],
+                  _: Caller = Depends(need("lookup"))) -> dict[str, list[Any]]:
+    """HMA's answer per type: [match, {"distance": d}], match meaning within vigil's default
+    threshold for the signal (VIGIL_PDQ_THRESHOLD, VIGIL_PHASH_THRESHOLD; digests: equal)."""
+    from workers.signals import PERCEPTUAL_BITS
+
+    settings = svc(request).settings
+    out: dict[str, list[Any]] = {}
+    for signal_type, pair in body.items():
+        if len(pair) != 2:
+            raise Problem(400, "Comparison hash list length must be exactly 2")
+        (name, a), (_n, b) = checked_value(signal_type, pair[0]), checked_value(signal_type, pair[1])
+        if name in PERCEPTUAL_BITS:
+            distance = (int(a, 16) ^ int(b, 16)).bit_count()
+            limit = settings.pdq_threshold if name == "pdq" else settings.phash_threshold
+        else:
+            distance, limit = int(a != b), 0
+        out[signal_type] = [distance <= limit, {"distance": distance}]
+    return out
+
+
 @router.get("/m/index/status", summary="Index status per signal type (HMA)")
 async def index_status(request: Request, signal_type: str | None = None,
                        _: Caller = Depends(need("lookup"))) -> dict[str, dict[str, Any]]:
