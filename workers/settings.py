@@ -95,6 +95,22 @@ class Settings:
     sor_categories: dict[str, str] = field(default_factory=lambda: dict(SOR_DEFAULTS))  # VIGIL_SOR_CATEGORIES
     sor_terms_url: str = ""  # VIGIL_SOR_TERMS_URL: the terms of service clause the statements cite
     sor_territory: tuple[str, ...] = ("EEA",)  # VIGIL_SOR_TERRITORY: territorial_scope of a restriction
+    # HTTP API (`vigil api`, workers/api/): where it listens, and what it accepts.
+    api_host: str = "127.0.0.1"  # VIGIL_API_HOST: a non-loopback address needs a token (or api_insecure)
+    api_port: int = 8080  # VIGIL_API_PORT
+    api_insecure: bool = False  # VIGIL_API_INSECURE: serve a non-loopback address with no token at all
+    api_workers: int = 1  # VIGIL_API_WORKERS: uvicorn worker processes (each holds its own bank index)
+    api_max_body_bytes: int = 32 * 1024 * 1024  # VIGIL_API_MAX_BODY_BYTES: larger request bodies get 413
+    api_rate_per_s: float = 50.0  # VIGIL_API_RATE_PER_S: default per-token sustained rate (token bucket)
+    api_burst: int = 100  # VIGIL_API_BURST: default per-token burst
+    # A Redis URL (user) with write access, used only for bank:write calls; the API reads through
+    # VIGIL_REDIS, which can then be a read-only user (docs/security.md). Empty: VIGIL_REDIS for both.
+    api_bank_write_redis: str = ""  # VIGIL_API_BANK_WRITE_REDIS
+    # Media by URL (the API's `url` parameters): http(s) to these hosts (and their subdomains) only,
+    # never to a private/loopback/link-local address unless it is inside api_fetch_private_cidrs.
+    fetch_allowed_hosts: tuple[str, ...] = ()  # VIGIL_FETCH_ALLOWED_HOSTS, os.pathsep-separated
+    fetch_private_cidrs: tuple[str, ...] = ()  # VIGIL_FETCH_PRIVATE_CIDRS: e.g. an in-cluster media store
+    fetch_timeout_s: float = 10.0  # VIGIL_FETCH_TIMEOUT_S: whole download, redirects included
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

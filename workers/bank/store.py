@@ -280,6 +280,18 @@ class BankStore:
             raise BankError(f"no entry {entry_id!r} in bank {bank!r}")
         return self.add_entries(bank, [replace(entry, disabled=disabled)])
 
+    def delete_bank(self, name: str, batch: int = 1000) -> int:
+        """Remove a bank and everything in it; returns the version. Entries go first, as ordinary
+        removals in the change stream, so a matcher tailing it drops them from its index (a bank
+        created later under the same name starts empty); then the bank itself and its snapshots."""
+        self.require_bank(name)
+        while ids := [e.entry_id for e in _take(self.iter_entries(name), batch)]:
+            self.remove_entries(name, ids)
+        version = self._write("bank_delete", name, None, BANKS, [(name, "")], [(LAYOUT, name, "")])
+        for key in self.r.scan_iter(match=f"{PREFIX}bank:{name}:*", count=1000):
+            self.r.delete(key)
+        return version
+
     def existing_ids(self, bank: str, entry_ids: list[str]) -> set[str]:
         if not entry_ids:
             return set()
@@ -540,6 +552,15 @@ class BankStore:
 
     def audit(self, count: int = 50) -> list[dict[str, Any]]:
         return [dict(fields, id=i) for i, fields in self.r.xrevrange(AUDIT, count=count)]
+
+
+def _take(it: Iterator[Entry], n: int) -> list[Entry]:
+    out = []
+    for e in it:
+        out.append(e)
+        if len(out) >= n:
+            break
+    return out
 
 
 def _check_name(name: str) -> None:

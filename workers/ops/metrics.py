@@ -105,3 +105,8 @@ LIVE_SKIPPED = Counter("vigil_live_frames_skipped_total",
 LIVE_REPLAYS = Counter("vigil_live_replayed_frames_total",
                        "Live frames delivered or hashed again after a crash or a rebalance, recognised as counted.")
 LIVE_ACTIVE = Gauge("vigil_live_active_streams", "Live streams with state in this matcher (not yet ended).")
+
+# The HTTP API (workers/api): route is the path template (/m/raw_lookup, /c/bank/{bank_name}), never the raw path.
+API_REQUESTS = Counter("vigil_api_requests_total", "HTTP API requests answered.", ["route", "status"])
+API_LATENCY = Histogram("vigil_api_request_duration_seconds", "HTTP API request handling time.", ["route"],
+                        buckets=STAGE_BUCKETS)

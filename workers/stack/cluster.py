@@ -39,13 +39,19 @@ class WorkerProcess:
 class Cluster:
     """Context manager: services up, topics created, workers spawned; everything stopped on exit."""
 
-    def __init__(self, settings: Settings, hashers: int = 1, matchers: int = 1):
+    def __init__(self, settings: Settings, hashers: int = 1, matchers: int = 1, api: bool = False):
         self.base = settings
-        self.counts = {"hasher": hashers, "matcher": matchers}
+        self.counts = {"hasher": hashers, "matcher": matchers, "api": int(api)}
         self.services = EmbeddedServices(settings.kafka, settings.redis, settings.data_dir)
         self.workers: list[WorkerProcess] = []
         self.settings = settings
         self._seq = 0
+
+    @property
+    def api_url(self) -> str | None:
+        """The HTTP API's base URL when the cluster runs one (Cluster(api=True), `vigil up`)."""
+        api = next((w for w in self.workers if w.kind == "api"), None)
+        return api.metrics_url.removesuffix("/metrics") if api else None
 
     def __enter__(self) -> "Cluster":
         self.services.__enter__()
@@ -75,7 +81,10 @@ class Cluster:
         s = replace(self.settings, worker_id=name, metrics_port=port)
         env = {**_inherited_env(), **s.to_env()}
         log_path = Path(self.settings.data_dir) / f"{name}.log"
-        proc = spawn([sys.executable, "-m", "workers.cli", "worker", kind], env=env, log_path=log_path)
+        if kind == "api":  # the HTTP API (workers/api) serves its /metrics and /readyz on its own port
+            env["VIGIL_API_PORT"] = str(port)
+        argv = ["api"] if kind == "api" else ["worker", kind]
+        proc = spawn([sys.executable, "-m", "workers.cli", *argv], env=env, log_path=log_path)
         w = WorkerProcess(kind, name, f"http://{s.metrics_host}:{port}/metrics", proc, log_path)
         self.workers.append(w)
         return w

@@ -39,7 +39,7 @@ def run_demo(keep_going: bool = False, report_dir: Path | None = None) -> int:
         settings = replace(Settings.from_env(), kafka=None, redis=None, media_roots=(str(media),), actor="vigil-demo")
         console.print("[bold]vigil demo[/]: starting the embedded broker, redis-server and workers ...")
         t0 = time.monotonic()
-        with Cluster(settings) as cluster:
+        with Cluster(settings, api=True) as cluster:
             s = cluster.settings
             console.print(f"  kafka {s.kafka}  redis {s.redis}")
             for w in cluster.workers:
@@ -79,6 +79,7 @@ def run_demo(keep_going: bool = False, report_dir: Path | None = None) -> int:
             producer.flush()
             outcomes = watcher.wait_for(set(events), timeout=120)
             watcher.close()
+            http_lookup(console, cluster.api_url, media / f"{BANKED[0]}-jpeg-q70.jpg")
             matcher = next(w for w in cluster.workers if w.kind == "matcher")
             metrics_text = urllib.request.urlopen(matcher.metrics_url, timeout=5).read().decode()
             if report_dir is not None:
@@ -98,6 +99,18 @@ def _transparency(console: Console, settings: Settings, out: Path) -> None:
     today = datetime.now(timezone.utc).date()
     _, paths = transparency.build(settings, redis.Redis.from_url(settings.redis), today, today + timedelta(days=1), out)
     console.print(f"  transparency report of these decisions: {paths['html']}")
+def http_lookup(console: Console, api_url: str, path: Path) -> None:
+    """One lookup over HTTP, as a platform's upload form would make it (issue 15: `vigil api`)."""
+    import httpx
+
+    with open(path, "rb") as f:
+        r = httpx.post(f"{api_url}/v1/lookup", files={"file": (path.name, f)}, timeout=30)
+    console.print(f"[bold]HTTP lookup[/]: curl -s -F file=@{path.name} {api_url}/v1/lookup")
+    d = r.json()
+    top = d["matches"][0] if d.get("matches") else {}
+    console.print(f"  -> {r.status_code} decision={d.get('decision')} bank={top.get('bank', '-')} "
+                  f"entry={top.get('entry_id', '-')} {top.get('signal', '-')} distance={top.get('distance', '-')} "
+                  f"bank_version={d.get('bank_version')} latency_ms={d.get('latency_ms', {}).get('total')}")
 
 
 def _report(console: Console, events: dict, outcomes: dict, metrics_text: str, keep_going: bool) -> int:
