@@ -106,7 +106,7 @@ class Intake:
                 log.warning("storing a case failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}",
                                                                        "topic": msg.topic(), "offset": msg.offset()})
                 self.stopping.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, 4.0)  # under the embedded max.poll.interval (6 s)
 
     def handle(self, msg: Message) -> int | None:
         """One message to its case (id), None when it needs no person, or a dead letter."""
@@ -127,7 +127,7 @@ class Intake:
             return None
         case_id, created = cases.store(self.sessions, it)
         metrics.INPUTS.labels(it.kind, str(created).lower()).inc()
-        log.info("case stored", extra={"case_id": case_id, "created": created, "kind": it.kind,
+        log.info("case stored", extra={"case_id": case_id, "new_case": created, "kind": it.kind,
                                        "content_id": it.content_id})
         return case_id
 
