@@ -507,7 +507,7 @@ def test_promql_extraction_finds_every_query():
     exprs = promql.all_expressions()
     panels = [p for p in promql.dashboard_panels() if p.get("type") != "row"]
     assert len(promql.dashboard_expressions()) >= len(panels)
-    assert len(promql.rule_expressions()) == 8
+    assert len(promql.rule_expressions()) == 10
     assert all(e.expr for e in exprs)
     assert promql.selectors('sum by (a) (rate(x{a="}b", c=~"$v"}[5m] offset 1h)) / on (a) group_left y > 1e3 '
                             'and histogram_quantile(0.9, z_bucket) unless absent(w:rec)') == \

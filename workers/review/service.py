@@ -19,10 +19,7 @@ class ReviewService:
 
     def __init__(self, settings: Settings):
         from confluent_kafka import Producer
-        from prometheus_client import REGISTRY
-
         from workers.bank.store import BankStore
-        from workers.review.metrics import QueueCollector
         from workers.review.web import ReviewApp
         from workers.stream.kafka import producer_config
 
@@ -33,8 +30,6 @@ class ReviewService:
                                        socket_timeout=5, socket_connect_timeout=5)
         self.applier = Applier(self.sessions, settings, self.bank, Producer(producer_config(settings)))
         self.intake = Intake(settings, self.sessions, self.bank, self.name)
-        self._collector = QueueCollector(self.sessions)
-        REGISTRY.register(self._collector)
         self.web = ReviewApp(self.sessions, settings, self.bank, self.applier, health=self.health)
         self.threads: list[threading.Thread] = []
         self.server: Any = None

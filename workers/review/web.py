@@ -262,7 +262,12 @@ class ReviewApp:
         return JSONResponse({"ready": ok, "checks": checks}, status_code=200 if ok else 503)
 
     async def metrics(self, request: Request) -> Response:
-        body = await run_in_threadpool(generate_latest, self.registry)
+        from workers.review.metrics import refresh
+
+        def scrape() -> bytes:
+            refresh(self.db)
+            return generate_latest(self.registry)
+        body = await run_in_threadpool(scrape)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
