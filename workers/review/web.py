@@ -48,7 +48,7 @@ class ReviewApp:
             Route("/cases/{id:int}/verdict", self.guard(self.verdict), methods=["POST"]),
             Route("/settings", self.guard(self.settings_page)),
             Route("/settings", self.guard(self.save_settings), methods=["POST"]),
-            Route("/healthz", self.healthz), Route("/metrics", self.metrics),
+            Route("/healthz", self.healthz), Route("/readyz", self.healthz), Route("/metrics", self.metrics),
         ]
         self.app = Starlette(routes=routes)
 
