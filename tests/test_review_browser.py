@@ -57,10 +57,11 @@ def review(request, cluster, media_dir, tmp_path_factory):
     s = cluster.settings
     bank = BankStore.from_url(s.redis, actor="pytest")
     bank.create_bank("suspect", "review", label="test", exist_ok=True)
-    for name in ("reviewed-bad", "reviewed-ok"):
+    for name in ("suspect", "reviewed-bad", "reviewed-ok"):
         if bank.get_bank(name) is not None:
             bank.remove_entries(name, [e.entry_id for e in bank.iter_entries(name)])
-    for photo in ("astronaut", "coffee", "chelsea", "rocket"):
+            bank.update_bank(name, enabled=True)
+    for photo in ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle"):
         add_media_file(bank, "suspect", write_photo(media_dir, f"suspect-{photo}", photo, ext=".png"), s)
     proc = ReviewProcess(s, url, data, free_port())
     proc.user_add("ann", "reviewer", PASSWORD)
@@ -69,9 +70,12 @@ def review(request, cluster, media_dir, tmp_path_factory):
     engine = create_engine(url)
     proc.db = sessionmaker(engine)
     proc.kind = request.param
+    proc.bank = bank
     yield proc
     proc.stop()
     engine.dispose()
+    for name in bank.banks():  # other modules share the cluster: leave no bank enabled behind
+        bank.update_bank(name, enabled=False)
 
 
 @pytest.fixture
@@ -240,3 +244,102 @@ def test_no_session_gets_the_login_page_and_a_forged_form_is_refused(review, clu
     with review.db() as s:
         assert s.get(Case, case_id).status == "open"
     assert actions_for(cluster, review, case_id, timeout=4) == []
+
+
+def test_a_lead_reversal_disables_the_entry_its_verdict_made(review, cluster, media_dir, browser):
+    case_id = upload_case(review, cluster, media_dir, "stereo_motorcycle")
+    review.user_add("lee", "lead", PASSWORD)
+    login(browser, review, "lee")
+    claim(browser, case_id)
+    Select(browser.find_element(By.ID, "label")).select_by_visible_text("terror")
+    browser.find_element(By.ID, "confirm").click()
+    assert first_outcome(cluster, media_dir, "stereo_motorcycle", f"{review.kind}-rev", "block")["decision"] == "block"
+    browser.get(f"{review.url}/cases/{case_id}")
+    browser.find_element(By.ID, "reverse").click()
+    assert "reverse recorded" in browser.find_element(By.ID, "message").text
+    d = first_outcome(cluster, media_dir, "stereo_motorcycle", f"{review.kind}-rev2", "review")
+    assert d["decision"] == "review" and {m["bank"] for m in d["matches"]} == {"suspect"}, d
+    msgs = actions_for(cluster, review, case_id)
+    assert [m["action"] for m in msgs] == ["block", "revoke"]
+    assert msgs[1]["reverses"] == msgs[0]["event_id"] and msgs[1]["entry_id"] == msgs[0]["entry_id"]
+    assert review.bank.get_entry("reviewed-bad", msgs[0]["entry_id"]).disabled  # kept for audit, never matched
+    with review.db() as s:
+        assert s.get(Case, case_id).status == "open"  # back in the queue
+
+
+def test_reports_are_matched_like_uploads_and_one_file_is_one_case(review, cluster, media_dir):
+    """Reports of one file under three content ids are one case with a count and the match
+    evidence; a report of an unrelated photo is a case without evidence; a malformed report is a
+    dead letter from the review stage."""
+    from confluent_kafka import Producer
+
+    from workers.stream.kafka import producer_config
+
+    reported = write_photo(media_dir, f"reported-{review.kind}", "chelsea", quality=75)
+    other = write_photo(media_dir, f"reported-other-{review.kind}", "hubble_deep_field")
+    p = Producer(producer_config(cluster.settings))
+    watcher = OutcomeWatcher(cluster.settings, watch=(topics.DEAD_LETTER,))
+    rid = f"{review.kind}-{time.time_ns()}"
+
+    def report(n: int, content_id: str, path: Path) -> None:
+        msg = {"schema_version": 1, "report_id": f"{rid}-{n}", "content_id": content_id, "media_uri": path.as_uri(),
+               "reason": "looks like a known item", "reporter": f"user-{n}", "reported_at_ms": int(time.time() * 1000)}
+        p.produce(topics.REPORTS, key=content_id.encode(), value=json.dumps(msg).encode())
+    for n in range(6):
+        report(n, f"{rid}-viral-{n % 3}", reported)
+    report(6, f"{rid}-unrelated", other)
+    report(6, f"{rid}-unrelated", other)  # the same report twice (a producer retry): counted once
+    p.produce(topics.REPORTS, key=b"bad", value=json.dumps({"schema_version": 1, "report_id": rid}).encode())
+    assert p.flush(30) == 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with review.db() as s:
+            rows = s.scalars(select(Case).where(Case.content_id.like(f"{rid}-%"))).all()
+            if sum(c.report_count for c in rows) == 7:
+                break
+        time.sleep(0.3)
+    by_id = {c.content_id: c for c in rows}
+    assert len(rows) == 2, by_id
+    viral = next(c for c in rows if "viral" in c.content_id)
+    assert (viral.count, viral.report_count, viral.priority_name, viral.decision) == (6, 6, "report", "review")
+    assert {m["bank"] for m in viral.evidence} == {"suspect"}
+    unrelated = by_id[f"{rid}-unrelated"]
+    assert (unrelated.report_count, unrelated.evidence, unrelated.decision) == (1, [], "allow")
+    dead = [m for _t, m in watcher.messages(10) if m.get("stage") == "review"
+            and json.loads(m["original"]["value"]).get("report_id") == rid]
+    watcher.close()
+    assert dead and dead[0]["code"] == "schema_invalid"
+
+
+def test_a_verdict_replayed_after_a_crash_publishes_the_same_message_and_banks_once(review, cluster, media_dir):
+    """The service applies a verdict; its `applied` mark is then lost (as if it crashed between
+    the message and the mark); the running service replays it: the same event_id again, one entry."""
+    from sqlalchemy import update
+
+    from workers.review import cases, queue, verdicts
+    from workers.review.db import Verdict
+    from workers.settings import Settings
+
+    path = write_photo(media_dir, f"replay-{review.kind}", "coffee", edit=lambda im: transforms.crop(im, 0.05))
+    it = cases.Intake(f"decision:replay-{review.kind}-{time.time_ns()}", f"replay-{review.kind}-{time.time_ns()}",
+                      "upload", "review", "review", path.as_uri(), "image", None, [], int(time.time() * 1000))
+    case_id, _ = cases.store(review.db, it)
+    assert queue.claim(review.db, case_id, "ann", "reviewer", 300)
+    vid = verdicts.record(review.db, Settings(), case_id, "ann", "reviewer", "confirm", "other")
+
+    def applied() -> bool:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with review.db() as s:
+                if s.get(Verdict, vid).applied:
+                    return True
+            time.sleep(0.2)
+        return False
+    assert applied()
+    with review.db.begin() as s:
+        s.execute(update(Verdict).where(Verdict.id == vid).values(applied=False))
+    assert applied()
+    msgs = actions_for(cluster, review, case_id)
+    assert len(msgs) == 2 and msgs[0] == msgs[1], msgs
+    entries = [e for e in review.bank.iter_entries("reviewed-bad") if f"review case {case_id} " in (e.note or "")]
+    assert len(entries) == 1 and entries[0].entry_id == msgs[0]["entry_id"]
