@@ -64,11 +64,13 @@ def review(request, cluster, media_dir, tmp_path_factory):
     for photo in ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle"):
         add_media_file(bank, "suspect", write_photo(media_dir, f"suspect-{photo}", photo, ext=".png"), s)
     proc = ReviewProcess(s, url, data, free_port())
-    proc.user_add("ann", "reviewer", PASSWORD)
-    proc.user_add("bob", "reviewer", PASSWORD)
+    proc.user_add("ann", "reviewer", PASSWORD)  # the CLI, as users make accounts
     proc.start()
     engine = create_engine(url)
     proc.db = sessionmaker(engine)
+    from workers.review import auth
+    auth.add_user(proc.db, "bob", "reviewer", PASSWORD)
+    auth.add_user(proc.db, "lee", "lead", PASSWORD)
     proc.kind = request.param
     proc.bank = bank
     yield proc
@@ -78,11 +80,19 @@ def review(request, cluster, media_dir, tmp_path_factory):
         bank.update_bank(name, enabled=False)
 
 
-@pytest.fixture
-def browser(tmp_path):
-    driver = chromium(tmp_path / "profile")
+@pytest.fixture(scope="module")
+def chromium_session(tmp_path_factory):
+    driver = chromium(tmp_path_factory.mktemp("profile"))
     yield driver
     driver.quit()
+
+
+@pytest.fixture
+def browser(chromium_session, review):
+    """One browser for the module (starting Chromium costs seconds), with no session per test."""
+    chromium_session.get(review.url + "/login")
+    chromium_session.delete_all_cookies()
+    return chromium_session
 
 
 def upload_case(review: ReviewProcess, cluster, media_dir: Path, photo: str, edit: str = "q80") -> int:
@@ -112,12 +122,23 @@ def login(driver, review: ReviewProcess, name: str) -> None:
     assert "Log in" in driver.page_source  # no session: the login page
     driver.find_element(By.ID, "name").send_keys(name)
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
-    driver.find_element(By.ID, "login-button").click()
+    click(driver, By.ID, "login-button")
     assert driver.find_element(By.ID, "queue")
 
 
+def click(driver, by: str, value: str) -> None:
+    """Click a form's button and wait for the page it leads to (a click does not wait)."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.execute_script("window.__before_click = true")
+    driver.find_element(by, value).click()
+    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return window.__before_click === undefined && document.readyState === 'complete'"))
+
+
 def claim(driver, case_id: int) -> None:
-    driver.find_element(By.CSS_SELECTOR, f"#case-{case_id} button.claim").click()
+    click(driver, By.CSS_SELECTOR, f"#case-{case_id} button.claim")
 
 
 def preview_pixels(driver) -> np.ndarray:
@@ -150,12 +171,21 @@ def first_outcome(cluster, media_dir: Path, photo: str, tag: str, want: str, tim
             return d
 
 
-def actions_for(cluster, review: ReviewProcess, case_id: int, timeout: float = 20) -> list[dict]:
-    """This database's case's messages on moderation.actions (case ids restart per database)."""
+def actions_for(cluster, review: ReviewProcess, case_id: int, want: int = 1, timeout: float = 20) -> list[dict]:
+    """This database's case's messages on moderation.actions (case ids restart per database):
+    read from the start until `want` are found, then a moment more so an extra one shows too."""
     with review.db() as s:
         content_id = s.get(Case, case_id).content_id
     w = OutcomeWatcher(cluster.settings, watch=(topics.ACTIONS,), from_beginning=True)
-    out = [m for _t, m in w.messages(timeout / 4) if (m.get("case_id"), m.get("content_id")) == (case_id, content_id)]
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _t, m in w.messages(0.5):
+            if (m.get("case_id"), m.get("content_id")) == (case_id, content_id):
+                out.append(m)
+        if len(out) >= want:
+            out += [m for _t, m in w.messages(0.5) if (m.get("case_id"), m.get("content_id")) == (case_id, content_id)]
+            break
     w.close()
     return out
 
@@ -174,7 +204,7 @@ def test_confirm_in_the_browser_blocks_every_later_copy(review, cluster, media_d
     assert max(np.abs(b - g).max(), np.abs(g - r).max()) <= 8, "the default preview is greyscale"
     if review.kind == "sqlite":
         browser.save_screenshot(str(SHOTS / "case.png"))
-    browser.find_element(By.ID, "reveal").click()
+    click(browser, By.ID, "reveal")
     revealed = preview_pixels(browser)
     b, g, r = cv2.split(revealed.astype(int))
     assert np.abs(b - r).mean() > 10, "revealed: in colour"
@@ -182,7 +212,7 @@ def test_confirm_in_the_browser_blocks_every_later_copy(review, cluster, media_d
     with review.db() as s:
         assert s.scalar(select(Audit.id).where(Audit.what == "reveal", Audit.case_id == case_id, Audit.actor == "ann"))
     Select(browser.find_element(By.ID, "label")).select_by_visible_text("csam")
-    browser.find_element(By.ID, "confirm").click()
+    click(browser, By.ID, "confirm")
     assert "confirm recorded" in browser.find_element(By.ID, "message").text
 
     d = first_outcome(cluster, media_dir, "astronaut", review.kind, "block")
@@ -198,7 +228,7 @@ def test_overturn_allows_copies_with_the_allowlist_in_evidence(review, cluster, 
     case_id = upload_case(review, cluster, media_dir, "coffee")
     login(browser, review, "ann")
     claim(browser, case_id)
-    browser.find_element(By.ID, "overturn").click()
+    click(browser, By.ID, "overturn")
     assert "overturn recorded" in browser.find_element(By.ID, "message").text
     d = first_outcome(cluster, media_dir, "coffee", review.kind, "allow")
     assert d["decision"] == "allow", d
@@ -243,23 +273,22 @@ def test_no_session_gets_the_login_page_and_a_forged_form_is_refused(review, clu
     assert "CSRF" in browser.find_element(By.ID, "error").text
     with review.db() as s:
         assert s.get(Case, case_id).status == "open"
-    assert actions_for(cluster, review, case_id, timeout=4) == []
+    assert actions_for(cluster, review, case_id, timeout=3) == []
 
 
 def test_a_lead_reversal_disables_the_entry_its_verdict_made(review, cluster, media_dir, browser):
     case_id = upload_case(review, cluster, media_dir, "stereo_motorcycle")
-    review.user_add("lee", "lead", PASSWORD)
     login(browser, review, "lee")
     claim(browser, case_id)
     Select(browser.find_element(By.ID, "label")).select_by_visible_text("terror")
-    browser.find_element(By.ID, "confirm").click()
+    click(browser, By.ID, "confirm")
     assert first_outcome(cluster, media_dir, "stereo_motorcycle", f"{review.kind}-rev", "block")["decision"] == "block"
     browser.get(f"{review.url}/cases/{case_id}")
-    browser.find_element(By.ID, "reverse").click()
+    click(browser, By.ID, "reverse")
     assert "reverse recorded" in browser.find_element(By.ID, "message").text
     d = first_outcome(cluster, media_dir, "stereo_motorcycle", f"{review.kind}-rev2", "review")
     assert d["decision"] == "review" and {m["bank"] for m in d["matches"]} == {"suspect"}, d
-    msgs = actions_for(cluster, review, case_id)
+    msgs = actions_for(cluster, review, case_id, want=2)
     assert [m["action"] for m in msgs] == ["block", "revoke"]
     assert msgs[1]["reverses"] == msgs[0]["event_id"] and msgs[1]["entry_id"] == msgs[0]["entry_id"]
     assert review.bank.get_entry("reviewed-bad", msgs[0]["entry_id"]).disabled  # kept for audit, never matched
@@ -305,8 +334,11 @@ def test_reports_are_matched_like_uploads_and_one_file_is_one_case(review, clust
     assert {m["bank"] for m in viral.evidence} == {"suspect"}
     unrelated = by_id[f"{rid}-unrelated"]
     assert (unrelated.report_count, unrelated.evidence, unrelated.decision) == (1, [], "allow")
-    dead = [m for _t, m in watcher.messages(10) if m.get("stage") == "review"
-            and json.loads(m["original"]["value"]).get("report_id") == rid]
+    dead = []
+    for _t, m in watcher.messages(15):
+        if m.get("stage") == "review" and json.loads(m["original"]["value"]).get("report_id") == rid:
+            dead.append(m)
+            break
     watcher.close()
     assert dead and dead[0]["code"] == "schema_invalid"
 
@@ -339,7 +371,7 @@ def test_a_verdict_replayed_after_a_crash_publishes_the_same_message_and_banks_o
     with review.db.begin() as s:
         s.execute(update(Verdict).where(Verdict.id == vid).values(applied=False))
     assert applied()
-    msgs = actions_for(cluster, review, case_id)
+    msgs = actions_for(cluster, review, case_id, want=2)
     assert len(msgs) == 2 and msgs[0] == msgs[1], msgs
     entries = [e for e in review.bank.iter_entries("reviewed-bad") if f"review case {case_id} " in (e.note or "")]
     assert len(entries) == 1 and entries[0].entry_id == msgs[0]["entry_id"]
