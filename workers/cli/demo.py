@@ -5,7 +5,9 @@ import argparse
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    pass
+    from workers.stack.demo import run_demo
+
+    return run_demo(keep_going=args.keep)
 
 
 def add_parser(nouns: argparse._SubParsersAction) -> None:
