@@ -68,12 +68,17 @@ class ReviewApp:
     def render(self, request: Request, template: str, session: dict[str, Any], status: int = 200,
                **ctx: Any) -> Response:
         resp = TEMPLATES.TemplateResponse(request, template, {"csrf": session["csrf"], **ctx}, status_code=status)
-        self._set_cookie(resp, session)
+        self._set_cookie(request, resp, session)
         return resp
 
-    def _set_cookie(self, resp: Response, session: dict[str, Any]) -> None:
+    @staticmethod
+    def _https(request: Request) -> bool:
+        return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
+
+    def _set_cookie(self, request: Request, resp: Response, session: dict[str, Any]) -> None:
+        """HttpOnly, SameSite=Strict (another site's form cannot even send it), Secure over HTTPS."""
         resp.set_cookie(auth.COOKIE, self.cookies.dump(session), max_age=auth.SESSION_MAX_AGE_S, httponly=True,
-                        samesite="strict", secure=self.settings.review_host not in ("127.0.0.1", "localhost"))
+                        samesite="strict", secure=self._https(request))
 
     def guard(self, handler: Callable[..., Awaitable[Response]]) -> Handler:
         """Session or login page; CSRF token on every POST or 403."""
@@ -111,7 +116,7 @@ class ReviewApp:
         import secrets
         fresh = {"u": name, "csrf": secrets.token_urlsafe(24)}  # a new token at login: no fixation
         resp = RedirectResponse("/", status_code=303)
-        self._set_cookie(resp, fresh)
+        self._set_cookie(request, resp, fresh)
         return resp
 
     async def logout(self, request: Request, session: dict, who: auth.Who, form: Any) -> Response:
