@@ -75,6 +75,9 @@ def run(quick: bool = False) -> str:
     lines += [f"| {n} | {post:.0f} | {block:.0f} | {before} |" for n, post, block, before in rows]
     blocks = [r[2] for r in rows]
     lines += ["", f"median {statistics.median(blocks):.0f} ms, max {max(blocks):.0f} ms over {len(rows)} verdicts.", ""]
+    shots = [p for p in ("queue.png", "case.png") if (Path(__file__).resolve().parent / "out" / "review" / p).exists()]
+    if shots:  # written by tests/test_review_browser.py (banked test photos only, blurred)
+        lines += ["Screenshots from the browser test: " + ", ".join(f"[{s}](review/{s})" for s in shots), ""]
     return "\n".join(lines)
 
 

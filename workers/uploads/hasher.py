@@ -94,8 +94,9 @@ def _from_cache(event: dict, submitted: int, cached: dict, stages: dict, worker:
            "partial": False, "matches": cached["matches"], "bank_version": cached["bank_version"],
            "notes": [f"decided from the cache: these bytes were decided under bank version {cached['bank_version']}"],
            "latency_ms": {**{k: round(v * 1000, 3) for k, v in stages.items()}, "total": max(0, decided - submitted)},
-           "submitted_at_ms": submitted, "decided_at_ms": decided, "worker": worker,
-           "media_uri": event["media_uri"]}
+           "submitted_at_ms": submitted, "decided_at_ms": decided, "worker": worker}
+    if "media_uri" in event:
+        out["media_uri"] = event["media_uri"]
     if "metadata" in event:
         out["metadata"] = event["metadata"]
     metrics.observe_decision(out)
@@ -150,8 +151,9 @@ def _hashes(event: dict, submitted: int, worker: str, part: int, final: bool, si
         "notes": notes,
         "signals": [sv.to_json() for sv in signals],
         "hasher": {"worker": worker, "latency_ms": {k: round(v * 1000, 3) for k, v in stages.items()}},
-        "media_uri": event["media_uri"],  # for the review service, which shows and banks the media
     }
+    if "media_uri" in event:  # for the review service, which shows and banks the media
+        out["media_uri"] = event["media_uri"]
     if "metadata" in event:
         out["metadata"] = event["metadata"]
     return Output(topics.HASHES, event["content_id"].encode(), encode(out))
