@@ -375,3 +375,27 @@ def test_a_verdict_replayed_after_a_crash_publishes_the_same_message_and_banks_o
     assert len(msgs) == 2 and msgs[0] == msgs[1], msgs
     entries = [e for e in review.bank.iter_entries("reviewed-bad") if f"review case {case_id} " in (e.note or "")]
     assert len(entries) == 1 and entries[0].entry_id == msgs[0]["entry_id"]
+
+
+def test_one_file_under_two_content_ids_is_one_case(review, cluster, media_dir):
+    """Decisions carry no file hash; the service reads the file's SHA-256 from the media root, so the
+    same bytes uploaded as two items are one case with a count of 2."""
+    from workers.stream.client import UploadProducer, upload_event
+
+    path = write_photo(media_dir, f"twice-{review.kind}", "rocket", quality=70)
+    watcher, producer = OutcomeWatcher(cluster.settings), UploadProducer(cluster.settings)
+    events = [upload_event(path, content_id=f"{review.kind}-item-{i}-{time.time_ns()}") for i in range(2)]
+    for e in events:
+        producer.submit(e)
+    producer.flush()
+    got = watcher.wait_for({e["event_id"] for e in events}, 60)
+    watcher.close()
+    assert [got[e["event_id"]][1]["decision"] for e in events] == ["review", "review"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with review.db() as s:
+            rows = s.scalars(select(Case).where(Case.content_id.in_([e["content_id"] for e in events]))).all()
+            if rows and rows[0].count == 2:
+                break
+        time.sleep(0.2)
+    assert len(rows) == 1 and rows[0].count == 2 and rows[0].sha256, [(c.content_id, c.count) for c in rows]

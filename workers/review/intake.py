@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,8 @@ class Intake:
             obj = parse_json(src.value, schema, self.settings.max_message_bytes)
             if schema == "decision":
                 it = cases.from_decision(obj, self.settings.review_qa_sample)
+                if it is not None and it.media_uri:
+                    it = replace(it, sha256=self._sha256(it.media_uri))
             else:
                 self._sync_index()
                 it = report_intake(obj, self.settings, self.index)
@@ -130,6 +133,17 @@ class Intake:
         log.info("case stored", extra={"case_id": case_id, "new_case": created, "kind": it.kind,
                                        "content_id": it.content_id})
         return case_id
+
+    def _sha256(self, media_uri: str) -> str | None:
+        """The file's SHA-256, so a decision joins the case of the same bytes under another
+        content_id. None when the media is gone: the decision still becomes a case."""
+        from workers.signals import file_digests
+
+        try:
+            path = resolve_uri(media_uri, self.settings.media_roots)
+            return next(d.value for d in file_digests(Path(path), self.settings.max_video_bytes) if d.signal == "sha256")
+        except (MediaError, OSError, StopIteration):
+            return None
 
     def _sync_index(self) -> None:
         if not self.index.loaded:

@@ -63,7 +63,7 @@ def run_demo(keep_going: bool = False) -> int:
             suspect = media / f"bank-{SUSPECT}.png"
             suspect.write_bytes(transforms.encode(samples.photo(SUSPECT), ".png"))
             add_media_file(store, "demo-suspect", suspect, s)
-            console.print(f"  bank 'demo-suspect' (action review): 1 photo; its copy goes to a person")
+            console.print("  bank 'demo-suspect' (action review): 1 photo; its copy goes to a person")
 
             uploads: list[tuple[Path, str]] = []  # (file, expected decision)
             for name in BANKED:
