@@ -107,6 +107,10 @@ def test_sessions_csrf_and_the_blur_setting(tmp_path, media):
     b, _g, r = cv2.split(clear.astype(int))
     assert np.abs(b - r).mean() > 10
     assert client.post(f"/cases/{case_id}/verdict", data={"verdict": "confirm", "label": "nope", "csrf": token}).status_code == 400
+    assert client.post("/next", data={"csrf": token}).headers["location"] == f"/cases/{case_id}"  # still mine
+    assert client.post(f"/cases/{case_id}/verdict", data={"verdict": "skip", "csrf": token}).status_code == 303
+    assert client.post("/logout", data={"csrf": token}).headers["location"] == "/login"
+    assert client.get("/").headers["location"] == "/login"
 
 
 def test_the_identity_header_is_trusted_only_when_configured(tmp_path, media):
