@@ -111,6 +111,16 @@ class Settings:
     fetch_allowed_hosts: tuple[str, ...] = ()  # VIGIL_FETCH_ALLOWED_HOSTS, os.pathsep-separated
     fetch_private_cidrs: tuple[str, ...] = ()  # VIGIL_FETCH_PRIVATE_CIDRS: e.g. an in-cluster media store
     fetch_timeout_s: float = 10.0  # VIGIL_FETCH_TIMEOUT_S: whole download, redirects included
+    # Review service (workers/review, `vigil review`): cases, verdicts and the banks they feed.
+    review_db: str = ""  # VIGIL_REVIEW_DB: SQLAlchemy URL (postgresql+psycopg://...); empty = SQLite <data_dir>/review.db
+    review_host: str = "127.0.0.1"  # VIGIL_REVIEW_HOST
+    review_port: int = 8081  # VIGIL_REVIEW_PORT
+    review_qa_sample: float = 0.01  # VIGIL_REVIEW_QA_SAMPLE: share of automatic blocks sent to review as QA
+    review_lease_s: float = 300.0  # VIGIL_REVIEW_LEASE_S: how long a claimed case stays with its reviewer
+    review_bad_bank: str = "reviewed-bad"  # VIGIL_REVIEW_BAD_BANK: confirmed items' hashes (action block)
+    review_ok_bank: str = "reviewed-ok"  # VIGIL_REVIEW_OK_BANK: overturned items' hashes (an allowlist)
+    review_identity_header: str = ""  # VIGIL_REVIEW_IDENTITY_HEADER: e.g. X-Forwarded-User behind oauth2-proxy; off when empty
+    review_secret: str = ""  # VIGIL_REVIEW_SECRET: signs session cookies; empty = random (sessions end on restart)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
