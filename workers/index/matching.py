@@ -13,8 +13,8 @@ import numpy as np
 from workers.bank.model import Bank, Entry
 from workers.bank.snapshot import SnapshotError, SnapshotMeta
 from workers.bank.store import BankStore, Change, Snapshot
-from workers.index.indexed_entries import IndexedEntries, digest_bits, digest_code
-from workers.index.mih import NO_FRAME, to_words
+from workers.index.indexed_entries import IndexedEntries, digest_bits, digest_code, entry_variant_of
+from workers.index.mih import to_words
 from workers.settings import Settings
 from workers.signals import PERCEPTUAL_BITS, SignalValue
 from workers.signals.dihedral import VARIANTS as DIHEDRAL_VARIANTS
@@ -40,6 +40,7 @@ class Match:
     frame_ms: int | None = None
     variant: str | None = None
     entry_frame_ms: int | None = None  # for video entries: which banked frame matched
+    entry_variant: str | None = None  # which bank-side version of the entry matched ('rotate+3', ...)
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None or k in ("label", "frame_ms")}
@@ -280,11 +281,11 @@ class BankIndex:
                              PERCEPTUAL_BITS[signal] // 64)
                 qi, handles, frames, dist = e.hamming[signal].search_arrays(q, limit)
                 for i, h, f, d in zip(qi.tolist(), handles.tolist(), frames.tolist(), dist.tolist()):
-                    self._emit(matches, e, active, h, svs[i], d, None if f == NO_FRAME else f)
-        return matches
+                    self._emit(matches, e, active, h, svs[i], d, *entry_variant_of(f))
+        return closest_per_entry(matches)
 
     def _emit(self, out: list[Match], e: IndexedEntries, active: dict[str, Bank], handle: int, sv: SignalValue,
-              dist: int, bank_frame_ms: int | None = None) -> None:
+              dist: int, bank_frame_ms: int | None = None, bank_variant: str | None = None) -> None:
         bank_name, entry_id = e.table.key(handle)
         bank = active.get(bank_name)
         if bank is None:
@@ -295,4 +296,19 @@ class BankIndex:
         if dist > limit:
             return
         out.append(Match(bank.name, entry_id, sv.signal, dist, limit, bank.action,
-                         e.table.label(handle) or bank.label, sv.quality, sv.frame_ms, sv.variant, bank_frame_ms))
+                         e.table.label(handle) or bank.label, sv.quality, sv.frame_ms, sv.variant, bank_frame_ms,
+                         bank_variant))
+
+
+def closest_per_entry(matches: list[Match]) -> list[Match]:
+    """One match per (bank, entry, signal, query frame, banked frame): the closest. A photo entry
+    with bank-side variants and a query with dihedral variants can meet in several pairs; the
+    evidence keeps the pair the decision rests on (its variants and its distance), not all of them."""
+    best: dict[tuple, Match] = {}
+    for m in matches:
+        key = (m.bank, m.entry_id, m.signal, m.frame_ms, m.entry_frame_ms)
+        old = best.get(key)
+        if old is None or (m.distance, m.variant is not None, m.entry_variant is not None) < \
+                (old.distance, old.variant is not None, old.entry_variant is not None):
+            best[key] = m
+    return list(best.values())

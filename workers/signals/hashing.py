@@ -12,6 +12,7 @@ from workers import signals as sig
 from workers.errors import MediaError
 from workers.media.image import decode_image, image_notes, sniff_media_type
 from workers.settings import Settings
+from workers.signals.bank_variants import bank_frames
 from workers.signals.borders import remove_borders
 
 if TYPE_CHECKING:
@@ -29,11 +30,12 @@ class HashResult:
 
 
 def hash_media(data: bytes, settings: Settings, media_type: str | None = None, query: bool = True,
-               digests: list[sig.SignalValue] | None = None) -> HashResult:
+               digests: list[sig.SignalValue] | None = None, bank_variants: bool = False) -> HashResult:
     """Digests of the bytes plus perceptual signals of the decoded frame(s).
 
     The uploader's media_type is a hint; the bytes decide, so a video named .jpg is still a video.
-    query=False is for banking: a bank entry stores the media as it is, without query variants.
+    query=False is for banking: a bank entry stores the media as it is, without query variants;
+    bank_variants=True (banking only) adds its slightly rotated and cropped versions (bank_variants.py).
     digests: the bytes' MD5/SHA-256 when the caller already has them (the hasher's cache lookup).
     """
     kind = sniff_media_type(data)
@@ -42,7 +44,8 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     t0 = time.perf_counter()
     rgb = decode_image(data, settings.max_image_pixels)
     t1 = time.perf_counter()
-    values = hash_frame(rgb, settings, dihedral=query) + (digests or sig.hash_bytes(data))
+    values = hash_frames_at([rgb], settings, [None], dihedral=query, bank_variants=bank_variants and not query)
+    values += digests or sig.hash_bytes(data)
     t2 = time.perf_counter()
     notes = [] if media_type in (None, kind) else [f"media_type hint {media_type!r} but the bytes are {kind}"]
     notes += image_notes(data)  # e.g. bytes appended after the image (a polyglot): hashed, but said
@@ -58,9 +61,10 @@ def hash_frame(pixels: np.ndarray, settings: Settings, frame_ms: int | None = No
 
 
 def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: Sequence[int | None],
-                   dihedral: bool = False) -> list[sig.SignalValue]:
+                   dihedral: bool = False, bank_variants: bool = False) -> list[sig.SignalValue]:
     """hash_frame of several frames, in order, with one batched transform per frame shape: a
-    video part's frames share a shape, and per-frame numpy calls cost more than the arithmetic."""
+    video part's frames share a shape, and per-frame numpy calls cost more than the arithmetic.
+    bank_variants: also the rotated / cropped versions a bank entry stores (bank_variants.py)."""
     images, owners, variants = [], [], []
     for i, pixels in enumerate(frames):
         images.append(pixels)
@@ -71,6 +75,11 @@ def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: S
             images.append(inner)
             owners.append(i)
             variants.append("unbordered")
+        if bank_variants:
+            for name, moved in bank_frames(pixels):
+                images.append(moved)
+                owners.append(i)
+                variants.append(name)
     rows = sig.hash_frames(images, sig.DEFAULT_PERCEPTUAL, impl=settings.signal_impl, dihedral=dihedral)
     out = []
     for row, owner, variant in zip(rows, owners, variants):
