@@ -11,10 +11,11 @@ Policies:
 - pdqhash ≤ 31 (quality ≥ 50), imagehash pHash ≤ 8: the libraries alone, as a platform would
   run them, on the image as uploaded.
 - vigil previous defaults: the hasher's query (as is + unbordered) against entries banked from the
-  photo as is, bank `dihedral` off (as `vigil bank create` made them before).
-- vigil new defaults: the same query with its 7 dihedral variants, counted because block/review
-  banks now default to dihedral, against entries that `vigil bank add` stores with their rotated
-  and cropped versions (workers/signals/bank_variants.py).
+  photo as is, bank `dihedral` off (as `vigil bank create` made them before), pHash <= 8, no joint rule.
+- vigil new defaults: the same query with its 7 dihedral variants (counted: block/review banks now
+  default to dihedral) and its centre-15%, against entries that `vigil bank add` stores with their
+  rotated and cropped versions (workers/signals/bank_variants.py); pHash alone <= 6, and the joint
+  rule (PDQ <= 56 and pHash <= 12 for the same entry).
 Matches for the vigil policies are what `BankIndex.search` + `policy.decide` return (the product's
 code, not a re-implementation); the nearest-distractor distances come from the same hashes.
 Run: python -m benchmarks.bench_accuracy   (--quick: every 4th video frame)
@@ -34,12 +35,11 @@ from benchmarks import media
 from workers import signals as sig
 from workers.bank.model import Bank, Entry
 from workers.bank.store import Change
-from workers.index.matching import BankIndex, is_geometric
+from workers.index.matching import BankIndex, is_geometric, is_partial
 from workers.policy import decide
 from workers.settings import Settings
 from workers.signals import fast
-from workers.signals.bank_variants import is_bank_variant
-from workers.signals.hashing import hash_frame, hash_frames_at
+from workers.signals.hashing import hash_frames_at
 
 INF = 999
 
@@ -104,6 +104,14 @@ class Policy:
     cost_ms: float = 0.0
 
 
+PREVIOUS = Settings(phash_threshold=8, joint_pdq_threshold=0)  # before issue 21: pHash <= 8, no joint rule
+
+
+def _previous_query(values: list[sig.SignalValue]) -> list[sig.SignalValue]:
+    """What the hasher sent before: no centre variant."""
+    return [v for v in values if not is_partial(v.variant)]
+
+
 def _evaluate_fold(items, hashed, banked_names, bank_images, settings) -> tuple[list[Policy], list[int]]:
     """Policies' matches of every query against this fold's bank; returns them and the negatives."""
     prev_entries, new_entries, ref_bank = [], [], []
@@ -113,7 +121,7 @@ def _evaluate_fold(items, hashed, banked_names, bank_images, settings) -> tuple[
         prev_entries.append(Entry(f"e{i}", "b", tuple(plain)))
         new_entries.append(Entry(f"e{i}", "b", tuple(with_variants)))
         ref_bank.append(Hashed(plain, *_reference(img)))
-    prev = _index(Bank("b", "block", dihedral=False), prev_entries, settings)
+    prev = _index(Bank("b", "block", dihedral=False), prev_entries, PREVIOUS)
     new = _index(Bank("b", "block", dihedral=True), new_entries, settings)
     owner = [banked_names.index(it.photo) if it.photo in banked_names else -1 for it in items]
     negatives = [q for q, it in enumerate(items) if owner[q] < 0 and not (it.kind == "tile" and it.photo in banked_names)]
@@ -126,11 +134,12 @@ def _evaluate_fold(items, hashed, banked_names, bank_images, settings) -> tuple[
                                           ("vigil new defaults", new, new_entries, True)):
         matched = []
         for h in hashed:
-            decision, evidence = decide(idx.search(h.values))
+            decision, evidence = decide(idx.search(h.values if geometric else _previous_query(h.values)))
             matched.append({int(m.entry_id[1:]) for m in evidence} if decision != "allow" else set())
         nearest = {}
         for signal in ("pdq", "phash"):
-            query_values = [v for q in negatives for v in hashed[q].values if geometric or not is_geometric(v.variant)]
+            query_values = [v for q in negatives for v in hashed[q].values
+                            if geometric or not (is_geometric(v.variant) or is_partial(v.variant))]
             bank_values = [v for e in entries for v in e.signals]
             nearest[signal] = _nearest(_packed(query_values, signal, settings), _packed(bank_values, signal, settings))
         policies.append(Policy(name, matched, nearest))
@@ -149,11 +158,11 @@ def _cost(items: list[am.Item], settings: Settings) -> dict[str, float]:
     for img in sample:
         imagehash.phash(Image.fromarray(img))
     out["imagehash pHash ≤8"] = (time.process_time() - t0) * 1e3 / len(sample)
-    t0 = time.process_time()
-    for img in sample:
-        hash_frame(img, settings, dihedral=True)
-    hashing = (time.process_time() - t0) * 1e3 / len(sample)
-    out["vigil previous defaults"] = out["vigil new defaults"] = hashing  # the hasher always sent the variants
+    for name, centre in (("vigil previous defaults", False), ("vigil new defaults", True)):
+        t0 = time.process_time()
+        for img in sample:  # the hasher always sent the dihedral variants; the centre is new
+            hash_frames_at([img], settings, [None], dihedral=True, centre=centre)
+        out[name] = (time.process_time() - t0) * 1e3 / len(sample)
     return out
 
 
@@ -163,11 +172,11 @@ def _search_cost(hashed: list[Hashed], photos: dict[str, np.ndarray], settings: 
     for name, variants, dihedral in (("vigil previous defaults", False, False), ("vigil new defaults", True, True)):
         entries = [Entry(f"e{i}", "b", tuple(hash_frames_at([img], settings, [None], bank_variants=variants)))
                    for i, img in enumerate(photos.values())]
-        idx = _index(Bank("b", "block", dihedral=dihedral), entries, settings)
+        idx = _index(Bank("b", "block", dihedral=dihedral), entries, settings if variants else PREVIOUS)
         sample = hashed[:: max(1, len(hashed) // 300)]
         t0 = time.process_time()
         for h in sample:
-            idx.search(h.values)
+            idx.search(h.values if variants else _previous_query(h.values))
         out[name] = (time.process_time() - t0) * 1e3 / len(sample)
     return out
 
@@ -177,7 +186,8 @@ def run(quick: bool = False) -> str:
     settings = Settings()
     photos, low_banked, items = am.build(quick)
     t0 = time.perf_counter()
-    hashed = [Hashed(hash_frame(it.image, settings, dihedral=True), *_reference(it.image)) for it in items]
+    hashed = [Hashed(hash_frames_at([it.image], settings, [None], dihedral=True, centre=True), *_reference(it.image))
+              for it in items]
     hash_s = time.perf_counter() - t0
     names = list(photos)
     folds = [names[0::2], names[1::2]]

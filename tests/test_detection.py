@@ -127,3 +127,52 @@ def test_flipped_rotated_and_cropped_copies_are_blocked_at_the_defaults(cluster,
     for path in unrelated:
         topic, msg = outcomes[path]
         assert topic == topics.DECISIONS and msg["decision"] == "allow" and msg["matches"] == [], (path.name, msg)
+
+
+# -- overlays: the joint rule and the centre variant ------------------------------------------------
+PDQ0, PHASH0 = "0f" * 32, "0f" * 8
+
+
+def _far(hex_value: str, n: int) -> str:
+    """hex_value with its first n bits flipped."""
+    bits = len(hex_value) * 4
+    return f"{int(hex_value, 16) ^ (((1 << n) - 1) << (bits - n)):0{len(hex_value)}x}"
+
+
+def _pair(pdq_bits: int, phash_bits: int) -> list:
+    from workers.signals import SignalValue
+
+    return [SignalValue("pdq", _far(PDQ0, pdq_bits), 100), SignalValue("phash", _far(PHASH0, phash_bits), 100)]
+
+
+def test_joint_rule_needs_both_signals_near_and_says_so():
+    entry = Entry("e", "b", tuple(_pair(0, 0)))
+    idx = _index(Bank("b", "block"), [entry])
+    s = Settings()
+    both = idx.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold))
+    assert {(m.signal, m.rule, m.threshold) for m in both} == {("pdq", "joint", s.joint_pdq_threshold),
+                                                               ("phash", "joint", s.joint_phash_threshold)}
+    assert decide(both)[0] == "block"
+    assert idx.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold + 2)) == []  # pHash too far
+    assert idx.search(_pair(s.joint_pdq_threshold + 1, s.joint_phash_threshold)) == []  # PDQ too far
+    alone = idx.search(_pair(10, 40))  # PDQ alone within its own threshold: a plain match, no rule
+    assert [(m.signal, m.rule) for m in alone] == [("pdq", None)]
+    strict = _index(Bank("b", "block", thresholds={"pdq": 20}), [entry])  # a bank's own thresholds rule
+    assert strict.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold)) == []
+    off = BankIndex(Settings(joint_pdq_threshold=0))
+    off.apply([Change("1-0", 1, "bank_put", "b", Bank("b", "block").to_json()),
+               Change("2-0", 2, "entries_put", "b", [entry.to_json()])])
+    assert off.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold)) == []
+
+
+def test_captioned_copy_matches_through_the_centre_and_never_an_allowlist():
+    from workers.stack.transforms import caption_bar
+
+    photo = samples.photo("coffee")
+    query = hash_frames_at([caption_bar(photo)], Settings(), [None], dihedral=True, centre=True)
+    block = _index(Bank("b", "block"), [_banked("coffee")])
+    decision, evidence = decide(block.search(query))
+    assert decision == "block"
+    assert any(m.variant == "centre-15%" and m.entry_variant == "crop-15%" for m in evidence), evidence
+    allow = _index(Bank("b", "allow"), [_banked("coffee")])
+    assert all(not (m.variant or "").startswith("centre") for m in allow.search(query))

@@ -6,6 +6,9 @@ the media itself (an imported hash list never does), so it also stores the hashe
 versions, once, as extra values of the entry (SignalValue.variant = the name below). A query then
 matches the version nearest to it at no cost but the index rows, and the evidence names it.
 
+A query carries one such version of its own, its centre (CENTRE_VARIANT), which meets the entry's
+crop-15%: an overlay in the margin (a caption bar, a corner logo) is then cut from both.
+
 Why these: PDQ moves by ~30-60 of 256 bits for a 2 degree rotation with the black corners it leaves
 (cv2/PIL rotate in place), and by more for a 5%+ centre crop, while a version 1 degree away from the
 edit is back under the threshold for most photos (benchmarks/bench_accuracy.py). The codes are
@@ -34,6 +37,11 @@ def centre_crop(frame: np.ndarray, fraction: float) -> np.ndarray:
     return np.ascontiguousarray(frame[dy:h - dy, dx:w - dx])
 
 
+# The query side's one partial variant: the centre without CENTRE_FRACTION of each side, so a caption
+# bar or a corner logo inside that margin is cut from the query as it is from the entry's crop-15%.
+CENTRE_FRACTION = 0.15
+CENTRE_VARIANT = "centre-15%"
+
 # name -> transform; the position (1-based) is the persisted code
 BANK_VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "rotate+2": lambda f: rotated(f, 2), "rotate-2": lambda f: rotated(f, -2),
@@ -41,6 +49,7 @@ BANK_VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "rotate+4": lambda f: rotated(f, 4), "rotate-4": lambda f: rotated(f, -4),
     "rotate+5": lambda f: rotated(f, 5), "rotate-5": lambda f: rotated(f, -5),
     "crop-4%": lambda f: centre_crop(f, 0.04), "crop-8%": lambda f: centre_crop(f, 0.08),
+    "crop-12%": lambda f: centre_crop(f, 0.12), "crop-15%": lambda f: centre_crop(f, CENTRE_FRACTION),
 }
 _CODES = {name: i + 1 for i, name in enumerate(BANK_VARIANTS)}
 _NAMES = {i: name for name, i in _CODES.items()}
@@ -58,6 +67,13 @@ def variant_name(code: int) -> str | None:
 
 def is_bank_variant(variant: str | None) -> bool:
     return variant_code(variant) > 0
+
+
+def centre_frame(frame: np.ndarray, min_side: int = 32) -> np.ndarray | None:
+    """The query's CENTRE_VARIANT, or None for a frame too small to cut."""
+    if min(frame.shape[:2]) < min_side:
+        return None
+    return centre_crop(frame, CENTRE_FRACTION)
 
 
 def bank_frames(frame: np.ndarray, min_side: int = 32) -> list[tuple[str, np.ndarray]]:
