@@ -121,7 +121,7 @@ def test_flipped_rotated_and_cropped_copies_are_blocked_at_the_defaults(cluster,
         ours = [m for m in msg["matches"] if m["entry_id"] == entries[name].entry_id]
         assert ours and all(m["distance"] <= m["threshold"] for m in ours)
         if edit == "flip":
-            assert any(m.get("variant") == "flip-h" for m in ours), msg["matches"]
+            assert any("flip-h" in (m.get("variant") or "") for m in ours), msg["matches"]
         if edit == "rotate+4":
             assert any(m.get("entry_variant", "").startswith("rotate+") for m in ours), msg["matches"]
     for path in unrelated:
