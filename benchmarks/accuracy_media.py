@@ -8,7 +8,7 @@ from it) are hard negatives, beside every sampled video frame and edited copies 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -145,19 +145,29 @@ def low_detail(frames) -> tuple[list[np.ndarray], list[np.ndarray]]:
 class Item:
     """One query image: `photo` is the photo it was made from (None: not from a photo)."""
 
-    image: np.ndarray
+    image: np.ndarray | None  # None once hashed
     kind: str  # an EDITS name, 'original', 'tile', a FRAME_EDITS name, 'low detail'
     photo: str | None
 
 
-def build(quick: bool = False) -> tuple[dict[str, np.ndarray], list[np.ndarray], list[Item]]:
-    """(photos, always-banked low-detail frames, every query item)."""
+def build(quick: bool = False) -> tuple[dict[str, np.ndarray], list[np.ndarray], Iterator[Item]]:
+    """(photos, always-banked low-detail frames, every query item): the items are made as they
+    are read, so the 5,000+ video-derived images are never held in memory together."""
     photos = media.photos()
     frames = media.video_frames(4 if quick else 1)
     low_banked, low_distractors = low_detail(frames)
-    items = [Item(fn(img), edit, name) for name, img in photos.items() for edit, fn in EDITS.items()]
-    items += [Item(img, "original", name) for name, img in photos.items()]
-    items += [Item(t, "tile", name) for name, img in photos.items() for t in tiles(img)]
-    items += [Item(fn(f), kind, None) for f in frames for kind, fn in FRAME_EDITS.items()]
-    items += [Item(f, "low detail", None) for f in low_distractors]
-    return photos, low_banked, items
+
+    def items() -> Iterator[Item]:
+        for name, img in photos.items():
+            for edit, fn in EDITS.items():
+                yield Item(fn(img), edit, name)
+            yield Item(img, "original", name)
+            for t in tiles(img):
+                yield Item(t, "tile", name)
+        for f in frames:
+            for kind, fn in FRAME_EDITS.items():
+                yield Item(fn(f), kind, None)
+        for f in low_distractors:
+            yield Item(f, "low detail", None)
+
+    return photos, low_banked, items()

@@ -16,7 +16,6 @@ MIN_BORDER = 0.02  # ignore borders thinner than this fraction of the side they 
 MIN_CONTENT = 0.10  # less content than this fraction of either side: treat as blank
 LINE_SAMPLES = 480  # pixels looked at per line (strided): enough to see any content
 CHUNK = 64  # most lines examined at a time
-MAX_PASSES = 3  # nested borders peeled (screenshot: title bar, then page background)
 
 
 def _uniform(lines: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -61,18 +60,15 @@ def border_box(frame: np.ndarray) -> tuple[int, int, int, int] | None:
     return top, bottom, left, right
 
 
-def remove_borders(frame: np.ndarray, passes: int = MAX_PASSES) -> np.ndarray | None:
+def remove_borders(frame: np.ndarray) -> np.ndarray | None:
     """The frame without its uniform borders, or None when it has none worth removing.
 
-    Borders can nest: a screenshot has the page's background around the photo and the browser's
-    title bar (another colour) above that; each pass peels one layer, up to `passes`."""
-    out = None
-    for _ in range(passes):
-        current = frame if out is None else out
-        box = border_box(current)
-        if box is None:
-            break
-        top, bottom, left, right = box
-        h, w = current.shape[:2]
-        out = np.ascontiguousarray(current[top : h - bottom, left : w - right])
-    return out
+    One layer: borders can nest (a screenshot has the page's background around the photo and the
+    browser's title bar, another colour, above it), and the caller peels the next layer by calling
+    this again on the result (hashing.hash_frames_at does, once, as variant 'unbordered-2')."""
+    box = border_box(frame)
+    if box is None:
+        return None
+    top, bottom, left, right = box
+    h, w = frame.shape[:2]
+    return np.ascontiguousarray(frame[top : h - bottom, left : w - right])

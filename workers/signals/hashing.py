@@ -79,6 +79,11 @@ def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: S
             images.append(inner)
             owners.append(i)
             variants.append("unbordered")
+            deeper = remove_borders(inner)  # a second layer: a screenshot's page around the photo
+            if deeper is not None:
+                images.append(deeper)
+                owners.append(i)
+                variants.append("unbordered-2")
         if centre and (middle := centre_frame(pixels)) is not None:
             images.append(middle)
             owners.append(i)
