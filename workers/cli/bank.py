@@ -177,10 +177,10 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
                    help="livestreams: the sliding window for --live-frames (default 10)")
     b.add_argument("--exist-ok", action="store_true", help="succeed if it already exists with the same action")
     b = bank_cmd("add", "hash media files and add them as entries", cmd_bank_add,
-                 epilog="A photo's entry also stores the hashes of its versions rotated by ±2..5° and centre-cropped "
-                        "by 4%% and 8%% (variant rotate+3, crop-4%%, ...), so rotated and cropped re-uploads match "
-                        "and the evidence names the version that did (entry_variant). --no-variants banks the "
-                        "photo as it is only.")
+                 epilog="A photo's entry also stores the hashes of its versions rotated by ±2, 3, 4 and 5° and "
+                        "centre-cropped by 4, 8, 12 and 15% (variant rotate+3, crop-8%, ...), so rotated, cropped "
+                        "and captioned re-uploads match and the evidence names the version that did "
+                        "(entry_variant). --no-variants banks the photo as it is only.")
     b.add_argument("name")
     b.add_argument("files", nargs="+", metavar="FILE")
     b.add_argument("--label")
