@@ -108,8 +108,8 @@ PREVIOUS = Settings(phash_threshold=8, joint_pdq_threshold=0)  # before issue 21
 
 
 def _previous_query(values: list[sig.SignalValue]) -> list[sig.SignalValue]:
-    """What the hasher sent before: no centre variant."""
-    return [v for v in values if not is_partial(v.variant)]
+    """What the hasher sent before: no centre variant, no second border layer."""
+    return [v for v in values if not is_partial(v.variant) and not (v.variant or "").startswith("unbordered-2")]
 
 
 def _evaluate_fold(items, hashed, banked_names, bank_images, settings) -> tuple[list[Policy], list[int]]:
@@ -138,8 +138,9 @@ def _evaluate_fold(items, hashed, banked_names, bank_images, settings) -> tuple[
             matched.append({int(m.entry_id[1:]) for m in evidence} if decision != "allow" else set())
         nearest = {}
         for signal in ("pdq", "phash"):
-            query_values = [v for q in negatives for v in hashed[q].values
-                            if geometric or not (is_geometric(v.variant) or is_partial(v.variant))]
+            query_values = [v for q in negatives for v in (hashed[q].values if geometric else
+                                                           _previous_query(hashed[q].values))
+                            if geometric or not is_geometric(v.variant)]
             bank_values = [v for e in entries for v in e.signals]
             nearest[signal] = _nearest(_packed(query_values, signal, settings), _packed(bank_values, signal, settings))
         policies.append(Policy(name, matched, nearest))
