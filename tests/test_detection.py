@@ -176,3 +176,15 @@ def test_captioned_copy_matches_through_the_centre_and_never_an_allowlist():
     assert any(m.variant == "centre-15%" and m.entry_variant == "crop-15%" for m in evidence), evidence
     allow = _index(Bank("b", "allow"), [_banked("coffee")])
     assert all(not (m.variant or "").startswith("centre") for m in allow.search(query))
+
+
+def test_a_flat_photos_stored_versions_are_as_unusable_as_the_photo():
+    """Rotating a flat frame adds black corners, i.e. edges: without inheriting the photo's quality,
+    every flat photo's rotations would hash alike and match each other."""
+    flat = (samples.photo("astronaut") // 64).astype("uint8")
+    values = hash_frames_at([flat], Settings(), [None], bank_variants=True)
+    own = {sv.signal: sv.quality for sv in values if sv.variant is None}
+    assert own["pdq"] < Settings().pdq_min_quality
+    for sv in values:
+        if sv.variant in BANK_VARIANTS:
+            assert sv.quality <= own[sv.signal], sv
