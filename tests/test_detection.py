@@ -188,3 +188,24 @@ def test_a_flat_photos_stored_versions_are_as_unusable_as_the_photo():
     for sv in values:
         if sv.variant in BANK_VARIANTS:
             assert sv.quality <= own[sv.signal], sv
+
+
+def test_cli_bank_create_defaults_dihedral_by_action_and_opts_out(store: BankStore):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    url = store.r.connection_pool.connection_kwargs
+    redis = f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+
+    def create(*args: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "workers.cli", "bank", "create", *args, "--redis", redis, "--json"],
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    assert create("cli-block", "--action", "block")["dihedral"] is True
+    assert create("cli-allow", "--action", "allow")["dihedral"] is False
+    assert create("cli-out", "--action", "review", "--no-dihedral")["dihedral"] is False
