@@ -44,7 +44,13 @@ class Settings:
 
     pdq_threshold: int = 31  # VIGIL_PDQ_THRESHOLD: default max Hamming distance for PDQ (of 256)
     pdq_min_quality: int = 50  # VIGIL_PDQ_MIN_QUALITY: PDQ hashes below this never match
-    phash_threshold: int = 8  # VIGIL_PHASH_THRESHOLD: default max Hamming distance for pHash (of 64)
+    # pHash alone: 6 of 64 (was 8: two unrelated real photos met at 8 in benchmarks/bench_accuracy.py).
+    phash_threshold: int = 6  # VIGIL_PHASH_THRESHOLD: default max Hamming distance for pHash (of 64)
+    # Both signals near at once (an overlay moves each a little past its own threshold): a photo
+    # matches when PDQ <= joint_pdq_threshold AND pHash <= joint_phash_threshold for the same entry
+    # and frame, in banks that keep the default thresholds. 0 turns the rule off.
+    joint_pdq_threshold: int = 56  # VIGIL_JOINT_PDQ_THRESHOLD (nearest of 5,000+ distractors: 88)
+    joint_phash_threshold: int = 12  # VIGIL_JOINT_PHASH_THRESHOLD
     phash_min_quality: int = 10  # VIGIL_PHASH_MIN_QUALITY: pHash detail score (0-100) below this never matches
 
     # Video: how frames are sampled, and the limits past which a video is decided as partial.

@@ -19,7 +19,7 @@ from workers.errors import MediaError
 from workers.index.follower import BankFollower
 from workers.index.matching import Match
 from workers.media.fetch_url import fetch_url
-from workers.media.image import sniff_media_type
+from workers.media.probe import media_kind, probe_limits
 from workers.ops.logs import now_ms
 from workers.policy import decide
 from workers.settings import Settings
@@ -87,7 +87,7 @@ class ApiService:
             raise MediaError("media_too_large", f"{len(data)} bytes; the limit is {self.settings.max_media_bytes}")
         digests = hash_bytes(data)
         sha = digests[1].value
-        if sniff_media_type(data) == "video":
+        if media_kind(data, probe_limits(self.settings)).kind == "video":
             return Hashed("video", digests, sha, ["video: digests only (md5, sha256); submit it with "
                                                   "POST /v1/uploads for frame matching"])
         r = hash_media(data, self.settings, query=query, digests=digests)

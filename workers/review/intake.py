@@ -21,7 +21,7 @@ import topics
 from workers.errors import MediaError
 from workers.index.matching import BankIndex
 from workers.media.fetch import read_media, resolve_uri
-from workers.media.image import sniff_media_type
+from workers.media.probe import media_kind, probe_limits
 from workers.policy import decide
 from workers.review import cases, metrics
 from workers.settings import Settings
@@ -38,9 +38,7 @@ def report_intake(report: dict[str, Any], settings: Settings, index: BankIndex) 
     from workers.signals.hashing import hash_media, hash_video
 
     path = resolve_uri(report["media_uri"], settings.media_roots)
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if sniff_media_type(head) == "video":
+    if media_kind(path, probe_limits(settings)).kind == "video":  # the bytes decide (media/probe.py)
         digests = file_digests(Path(path), settings.max_video_bytes)
         parts, _sampling = hash_video(Path(path), settings)
         signals, media_type = digests + [sv for part in parts for sv in part.signals], "video"

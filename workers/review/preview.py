@@ -11,7 +11,8 @@ import numpy as np
 
 from workers.errors import MediaError
 from workers.media.fetch import read_media, resolve_uri
-from workers.media.image import decode_image, sniff_media_type
+from workers.media.image import decode_image
+from workers.media.probe import media_kind, probe_limits
 from workers.settings import Settings
 
 MAX_SIDE = 720
@@ -22,9 +23,7 @@ BLUR_LEVELS = (0, 8, 16, 24, 40, 64)  # pixels of Gaussian sigma at MAX_SIDE; 0 
 def render(media_uri: str, settings: Settings, reveal: bool, blur: int) -> bytes:
     """JPEG bytes of the preview. Raises MediaError when the media cannot be read."""
     path = resolve_uri(media_uri, settings.media_roots)
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if sniff_media_type(head) == "video":
+    if media_kind(path, probe_limits(settings)).kind == "video":  # the bytes decide (media/probe.py)
         rgb = _video_grid(path, settings)
     else:
         rgb = decode_image(read_media(path, settings.max_media_bytes), settings.max_image_pixels)
