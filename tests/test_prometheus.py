@@ -37,6 +37,7 @@ UNRELATED = ("china.jpg", "flower.jpg", "stereo_motorcycle", "hubble_deep_field"
 # Selectors no code path exercised by this load produces, and why. Everything else must have data.
 NO_DATA_EXPECTED = {
     'vigil_decision_latency_seconds_bucket{source="live"}': "only uploads are submitted here; no live frames",
+    "vigil_review_verdicts_total": "nobody reviews here (tests/test_review_browser.py does)",
 }
 
 
@@ -111,7 +112,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory):
     originals, uploads = _write_media(media)
     assert len(uploads) == 40
     settings = Settings(media_roots=(str(media),), actor="test-prometheus")
-    with Cluster(settings, hashers=1, matchers=1) as cluster:
+    with Cluster(settings, hashers=1, matchers=1, review=True) as cluster:
         s = cluster.settings
         store = BankStore.from_url(s.redis, actor="test-prometheus")
         store.create_bank("known-bad", "block", label="test")
@@ -129,7 +130,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory):
                 {"job_name": f"vigil-{kind}", "metrics_path": "/metrics",
                  "static_configs": [{"targets": [urllib.parse.urlsplit(w.metrics_url).netloc
                                                  for w in cluster.workers if w.kind == kind]}]}
-                for kind in ("hasher", "matcher")
+                for kind in ("hasher", "matcher", "review")
             ],
         }
         config_path = tmp / "prometheus.yml"

@@ -27,7 +27,7 @@ from workers.signals import SignalValue
 from workers.stack.embedded import free_port, redis_server_binary, spawn, stop, wait_for_port
 
 ACL_TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "redis" / "acl.conf"
-PASSWORDS = {"BANK-ADMIN": "admin-pw", "MATCHER": "matcher-pw", "HASHER": "hasher-pw"}
+PASSWORDS = {"BANK-ADMIN": "admin-pw", "MATCHER": "matcher-pw", "HASHER": "hasher-pw", "API": "api-pw"}
 KEY_PASSWORD = "key-pw"
 PDQ = "a5" * 32
 
@@ -176,6 +176,25 @@ def test_matcher_loads_and_follows_the_bank_but_cannot_change_it(acl_server: Ser
     with pytest.raises(redis.exceptions.NoPermissionError):
         store.audit()  # who changed the bank is for reviewers, not workers
     assert bank.entry_count("csam") == 3 and bank.get_bank("evil") is None
+
+
+def test_api_user_follows_the_bank_and_reads_tokens_but_writes_nothing(acl_server: Server, bank: BankStore):
+    """The HTTP API reads through vigil-api; its bank:write calls go through VIGIL_API_BANK_WRITE_REDIS."""
+    from workers.api.tokens import TokenStore
+
+    token, _ = TokenStore(bank.r).create("acl-test", ["lookup"])  # `vigil api token create` as bank admin
+    store = BankStore.from_url(url_for(acl_server, "API"), socket_timeout=5)
+    index = BankIndex(Settings())
+    index.load(store)
+    assert index.version == bank.version() and index.counts()["pdq"] >= 2
+    assert store.read_changes(index.stream_id, block_ms=10) == []
+    assert TokenStore(store.r).find(token).scopes == ("lookup",) and store.audit(count=1)
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        store.create_bank("evil", "allow")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        TokenStore(store.r).create("evil", ["bank:write"])
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        store.r.set("vigil:decision-cache:x", "1")
 
 
 def _decision(version: int) -> dict:

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,12 +66,15 @@ def test_up_processes_early_events_and_stops_cleanly(tmp_path):
                 break
         out = "".join(lines)
         assert "redis" in out and "/metrics" in out
+        api_url = next(x.split()[1] for x in lines if x.startswith("api "))  # the HTTP API, started too
+        with urllib.request.urlopen(api_url + "/status", timeout=10) as resp:
+            assert resp.read() == b"I-AM-ALIVE"
         found = watcher.wait_for({event["event_id"]}, timeout=60)
         watcher.close()
         assert found[event["event_id"]][0] == topics.DECISIONS
         assert found[event["event_id"]][1]["decision"] == "allow"
         family = _descendants(proc.pid)
-        assert len(family) >= 4  # broker, redis-server, hasher, matcher
+        assert len(family) >= 5  # broker, redis-server, hasher, matcher, api
     finally:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=60)[0]

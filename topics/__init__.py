@@ -10,6 +10,8 @@ from topics.names import (  # noqa: F401
     LIVE_FRAMES,
     LIVE_HASHES,
     LIVE_STATE,
+    REPORTS,
+    ACTIONS,
     TopicSpec,
     all_topics,
 )

@@ -10,6 +10,8 @@ DEAD_LETTER = "moderation.dead-letter"
 LIVE_FRAMES = "moderation.live-frames"  # key=stream_id, value=encoded frame bytes, ids in headers
 LIVE_HASHES = "moderation.live-hashes"  # internal: hasher -> matcher for live frames, key=stream_id
 LIVE_STATE = "moderation.live-state"  # internal: the matcher's per-stream state, key=stream_id, compacted
+REPORTS = "moderation.reports"  # user and community reports, key=content_id
+ACTIONS = "moderation.actions"  # reviewers' final decisions, key=content_id
 
 
 @dataclass(frozen=True)
@@ -37,4 +39,8 @@ def all_topics(partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(LIVE_STATE, partitions, {"cleanup.policy": "compact", "segment.bytes": str(64 * 2**20),
                                            "segment.ms": str(10 * 60 * 1000), "min.cleanable.dirty.ratio": "0.1"},
                   "live stream state, key=stream_id"),
+        TopicSpec(REPORTS, partitions, {"retention.ms": week_ms}, "user and community reports, key=content_id"),
+        # Reviewers' verdicts are the platform's record of what a person decided: kept a year.
+        TopicSpec(ACTIONS, partitions, {"retention.ms": str(365 * 24 * 3600 * 1000)},
+                  "reviewers' final decisions, key=content_id"),
     ]

@@ -28,7 +28,8 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
-SCHEMA_NAMES = ("upload", "signal_value", "provenance", "hashes", "live_hashes", "decision", "dead_letter")
+SCHEMA_NAMES = ("upload", "signal_value", "provenance", "hashes", "live_hashes", "decision", "dead_letter", "report",
+                "action")
 
 
 @lru_cache(maxsize=None)

@@ -19,6 +19,9 @@ CODES: dict[str, str] = {
     "truncated_media": "the file stops before its format's end marker (JPEG EOI, PNG IEND, WebP RIFF length, GIF trailer)",
     "decode_too_costly": "the image's structure would cost far more to decode than its size suggests (JPEG with over 200 scans)",
     "incomplete_video": "a video's hashes stopped arriving before its final part (VIGIL_VIDEO_PART_TIMEOUT_S); nothing was decided",
+    "host_not_allowed": "a media URL names a host outside VIGIL_FETCH_ALLOWED_HOSTS, or a scheme other than http(s)",
+    "private_address": "a media URL (or one of its redirects) resolves to a private, loopback, link-local or reserved address",
+    "fetch_failed": "a media URL could not be downloaded (DNS, connection, HTTP status, timeout or too many redirects)",
     "internal_error": "an unexpected error in vigil itself; the event is not retried forever",
 }
 

@@ -11,6 +11,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 
+SOR_DEFAULTS = {
+    "csam": "STATEMENT_CATEGORY_PROTECTION_OF_MINORS KEYWORD_CHILD_SEXUAL_ABUSE_MATERIAL illegal",
+    "ncii": "STATEMENT_CATEGORY_NON_CONSENSUAL_BEHAVIOUR KEYWORD_NON_CONSENSUAL_IMAGE_SHARING illegal",
+    "terror": "STATEMENT_CATEGORY_RISK_FOR_PUBLIC_SECURITY KEYWORD_TERRORIST_CONTENT illegal",
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where the services are. None means "start the embedded one" (vigil up / demo / tests).
@@ -40,7 +47,13 @@ class Settings:
 
     pdq_threshold: int = 31  # VIGIL_PDQ_THRESHOLD: default max Hamming distance for PDQ (of 256)
     pdq_min_quality: int = 50  # VIGIL_PDQ_MIN_QUALITY: PDQ hashes below this never match
-    phash_threshold: int = 8  # VIGIL_PHASH_THRESHOLD: default max Hamming distance for pHash (of 64)
+    # pHash alone: 6 of 64 (was 8: two unrelated real photos met at 8 in benchmarks/bench_accuracy.py).
+    phash_threshold: int = 6  # VIGIL_PHASH_THRESHOLD: default max Hamming distance for pHash (of 64)
+    # Both signals near at once (an overlay moves each a little past its own threshold): a photo
+    # matches when PDQ <= joint_pdq_threshold AND pHash <= joint_phash_threshold for the same entry
+    # and frame, in banks that keep the default thresholds. 0 turns the rule off.
+    joint_pdq_threshold: int = 56  # VIGIL_JOINT_PDQ_THRESHOLD (nearest of 5,000+ distractors: 88)
+    joint_phash_threshold: int = 12  # VIGIL_JOINT_PHASH_THRESHOLD
     phash_min_quality: int = 10  # VIGIL_PHASH_MIN_QUALITY: pHash detail score (0-100) below this never matches
 
     # Video: how frames are sampled, and the limits past which a video is decided as partial.
@@ -81,6 +94,42 @@ class Settings:
     data_dir: str = ""  # VIGIL_DATA_DIR: embedded services' data; a temp dir when empty
     log_level: str = "INFO"  # VIGIL_LOG_LEVEL
     actor: str = ""  # VIGIL_ACTOR: who bank changes are attributed to; defaults to the OS user
+
+    # Reports (workers/reports, docs/reports.md). Preservation is off unless both dir and key are set.
+    preserve_dir: str = ""  # VIGIL_PRESERVE_DIR: encrypted copies of blocked media of preserve_labels
+    preserve_key: str = ""  # VIGIL_PRESERVE_KEY: Fernet key (`vigil report keygen`); never logged
+    preserve_labels: tuple[str, ...] = ("csam",)  # VIGIL_PRESERVE_LABELS, os.pathsep-separated
+    # Bank label -> "STATEMENT_CATEGORY_... KEYWORD_... [illegal]" for statements of reasons; a
+    # label missing here is reported as unmapped, never guessed. JSON object.
+    sor_categories: dict[str, str] = field(default_factory=lambda: dict(SOR_DEFAULTS))  # VIGIL_SOR_CATEGORIES
+    sor_terms_url: str = ""  # VIGIL_SOR_TERMS_URL: the terms of service clause the statements cite
+    sor_territory: tuple[str, ...] = ("EEA",)  # VIGIL_SOR_TERRITORY: territorial_scope of a restriction
+    # HTTP API (`vigil api`, workers/api/): where it listens, and what it accepts.
+    api_host: str = "127.0.0.1"  # VIGIL_API_HOST: a non-loopback address needs a token (or api_insecure)
+    api_port: int = 8080  # VIGIL_API_PORT
+    api_insecure: bool = False  # VIGIL_API_INSECURE: serve a non-loopback address with no token at all
+    api_workers: int = 1  # VIGIL_API_WORKERS: uvicorn worker processes (each holds its own bank index)
+    api_max_body_bytes: int = 32 * 1024 * 1024  # VIGIL_API_MAX_BODY_BYTES: larger request bodies get 413
+    api_rate_per_s: float = 50.0  # VIGIL_API_RATE_PER_S: default per-token sustained rate (token bucket)
+    api_burst: int = 100  # VIGIL_API_BURST: default per-token burst
+    # A Redis URL (user) with write access, used only for bank:write calls; the API reads through
+    # VIGIL_REDIS, which can then be a read-only user (docs/security.md). Empty: VIGIL_REDIS for both.
+    api_bank_write_redis: str = ""  # VIGIL_API_BANK_WRITE_REDIS
+    # Media by URL (the API's `url` parameters): http(s) to these hosts (and their subdomains) only,
+    # never to a private/loopback/link-local address unless it is inside api_fetch_private_cidrs.
+    fetch_allowed_hosts: tuple[str, ...] = ()  # VIGIL_FETCH_ALLOWED_HOSTS, os.pathsep-separated
+    fetch_private_cidrs: tuple[str, ...] = ()  # VIGIL_FETCH_PRIVATE_CIDRS: e.g. an in-cluster media store
+    fetch_timeout_s: float = 10.0  # VIGIL_FETCH_TIMEOUT_S: whole download, redirects included
+    # Review service (workers/review, `vigil review`): cases, verdicts and the banks they feed.
+    review_db: str = ""  # VIGIL_REVIEW_DB: SQLAlchemy URL (postgresql+psycopg://...); empty = SQLite <data_dir>/review.db
+    review_host: str = "127.0.0.1"  # VIGIL_REVIEW_HOST
+    review_port: int = 8081  # VIGIL_REVIEW_PORT
+    review_qa_sample: float = 0.01  # VIGIL_REVIEW_QA_SAMPLE: share of automatic blocks sent to review as QA
+    review_lease_s: float = 300.0  # VIGIL_REVIEW_LEASE_S: how long a claimed case stays with its reviewer
+    review_bad_bank: str = "reviewed-bad"  # VIGIL_REVIEW_BAD_BANK: confirmed items' hashes (action block)
+    review_ok_bank: str = "reviewed-ok"  # VIGIL_REVIEW_OK_BANK: overturned items' hashes (an allowlist)
+    review_identity_header: str = ""  # VIGIL_REVIEW_IDENTITY_HEADER: e.g. X-Forwarded-User behind oauth2-proxy; off when empty
+    review_secret: str = ""  # VIGIL_REVIEW_SECRET: signs session cookies; empty = random (sessions end on restart)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -2,7 +2,8 @@
 matcher cold-starts from raw bytes (numpy views) instead of parsing millions of JSON entries.
 
 Record (per value): raw hash bytes, frame_ms (int64 BE, NO_FRAME for none), quality (uint8, 255 for
-none), flags (uint8, bit 0: the entry is a video), label id (uint32 BE, 0 for none). Everything the
+none), flags (uint8, bit 0: the entry is a video; bits 1..7: the bank-side variant's code,
+workers.signals.bank_variants, 0 for none, so evidence can say "matched the entry rotated 3°"), label id (uint32 BE, 0 for none). Everything the
 matcher keeps per entry is in the record, so no JSON is read: the label as an id into the bank's
 labels hash (`vigil:bank:<name>:labels`, id -> label; ids are CRC32s of the label, so writers need
 no counter), and the quality so a video's count of usable frames follows VIGIL_PDQ_MIN_QUALITY.
@@ -16,6 +17,7 @@ import numpy as np
 
 from workers.bank.model import Entry
 from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
+from workers.signals.bank_variants import variant_code
 
 NO_FRAME = np.iinfo(np.int64).min  # frame_ms None (workers.index.mih uses the same)
 NO_QUALITY = 255
@@ -38,7 +40,8 @@ def label_id(label: str | None) -> int:
 
 def pack_codes(entry: Entry, signal: str) -> bytes:
     """The entry's values of one signal as records (see the module docstring)."""
-    tail = bytes([VIDEO if entry.media_type == "video" else 0]) + label_id(entry.label).to_bytes(4, "big")
+    video = VIDEO if entry.media_type == "video" else 0
+    label = label_id(entry.label).to_bytes(4, "big")
     out = bytearray()
     for sv in entry.signals:
         if sv.signal == signal:
@@ -46,7 +49,8 @@ def pack_codes(entry: Entry, signal: str) -> bytes:
             out += (NO_FRAME if sv.frame_ms is None else int(sv.frame_ms)).to_bytes(8, "big", signed=True)
             q = NO_QUALITY if sv.quality is None else min(max(int(sv.quality), 0), 254)
             out.append(q)
-            out += tail
+            out.append(video | (variant_code(sv.variant) << 1))
+            out += label
     return bytes(out)
 
 
@@ -61,6 +65,7 @@ class CodeBlock(NamedTuple):
     quality: np.ndarray  # (rows,) int16, -1 for none
     video: np.ndarray  # (rows,) bool
     labels: np.ndarray  # (rows,) uint32 label ids
+    variants: np.ndarray | None = None  # (rows,) uint8 bank-side variant codes (0: none)
 
 
 def unpack_block(signal: str, found: dict[bytes, bytes]) -> CodeBlock:
@@ -82,5 +87,6 @@ def block_from_records(signal: str, entries: list[bytes] | np.ndarray, per_entry
     quality = blob[:, n + 8].astype(np.int16)
     quality[quality == NO_QUALITY] = -1
     video = (blob[:, n + 9] & VIDEO).astype(bool)
+    variants = blob[:, n + 9] >> 1
     labels = np.ascontiguousarray(blob[:, n + 10:]).view(">u4").ravel().astype(np.uint32)
-    return CodeBlock(entries, per_entry, np.ascontiguousarray(blob[:, :n]), frames, quality, video, labels)
+    return CodeBlock(entries, per_entry, np.ascontiguousarray(blob[:, :n]), frames, quality, video, labels, variants)

@@ -96,15 +96,17 @@ def export_records(store: BankStore, bank: str) -> Iterator[formats.HashRecord]:
 
 
 def add_media_file(store: BankStore, bank: str, path: Path, settings: Settings, label: str | None = None,
-                   note: str | None = None) -> tuple[Entry, int]:
+                   note: str | None = None, variants: bool = True) -> tuple[Entry, int]:
     """Hash a media file as it is (no query variants) and bank it; returns the entry and version.
-    A video becomes one entry holding the hashes of all its frames, with runs
-    of near-identical consecutive frames collapsed. Raises OSError or MediaError."""
+    A photo's entry also holds the hashes of its slightly rotated and cropped versions
+    (variants=True, workers.signals.bank_variants): rotated and cropped re-uploads then match,
+    which an imported hash list cannot offer. A video becomes one entry holding the hashes of all
+    its frames, with runs of near-identical consecutive frames collapsed. Raises OSError or MediaError."""
     if media_kind(path, probe_limits(settings)).kind == "video":
         digests = file_digests(path, settings.max_video_bytes)
         signals, media_type = digests + video_entry_signals(path, settings), "video"
     else:
-        result = hash_media(path.read_bytes(), settings, query=False)
+        result = hash_media(path.read_bytes(), settings, query=False, bank_variants=variants)
         signals, media_type = result.signals, result.media_type
     sha = next(s.value for s in signals if s.signal == "sha256")
     entry = Entry(entry_id_for_file(sha), bank, tuple(signals), label=label, source=path.name, note=note,

@@ -130,6 +130,14 @@ def _codes_pairs(bank: str, entries: list[Entry], new: bool = False) -> list[tup
     return out
 
 
+def default_dihedral(action: str) -> bool:
+    """Flipped and rotated (by 90°) copies match `block` and `review` banks unless the bank opts out:
+    a mirrored copy is the first edit an uploader tries, and at the default thresholds the 7 variants
+    added no false match against 5,000+ real distractors (benchmarks/bench_accuracy.py). Allowlists
+    stay exact: a mirrored logo is not the logo."""
+    return action in ("block", "review")
+
+
 class BankError(Exception):
     """A bank operation the user asked for cannot be done (unknown bank, bad action...)."""
 
@@ -208,7 +216,7 @@ class BankStore:
         return int(self._apply(keys=keys, args=argv))
 
     def create_bank(self, name: str, action: str, *, label: str | None = None, exist_ok: bool = False,
-                    thresholds: dict[str, int] | None = None, dihedral: bool = False, description: str = "",
+                    thresholds: dict[str, int] | None = None, dihedral: bool | None = None, description: str = "",
                     live_strict: dict[str, int] | None = None, live_frames: int = 2,
                     live_window_s: float = 10.0) -> Bank:
         _check_name(name)
@@ -221,6 +229,8 @@ class BankStore:
             raise BankError(f"bank {name!r} already exists (action {existing.action})")
         if live_frames < 1 or live_window_s <= 0:
             raise BankError("live_frames must be >= 1 and live_window_s > 0")
+        if dihedral is None:
+            dihedral = default_dihedral(action)
         bank = Bank(name, action, label=label, thresholds=dict(thresholds or {}), dihedral=dihedral,
                     created_at_ms=int(time.time() * 1000), description=description,
                     live_strict=dict(live_strict or {}), live_frames=live_frames, live_window_s=live_window_s)
@@ -279,6 +289,18 @@ class BankStore:
         if entry is None:
             raise BankError(f"no entry {entry_id!r} in bank {bank!r}")
         return self.add_entries(bank, [replace(entry, disabled=disabled)])
+
+    def delete_bank(self, name: str, batch: int = 1000) -> int:
+        """Remove a bank and everything in it; returns the version. Entries go first, as ordinary
+        removals in the change stream, so a matcher tailing it drops them from its index (a bank
+        created later under the same name starts empty); then the bank itself and its snapshots."""
+        self.require_bank(name)
+        while ids := [e.entry_id for e in _take(self.iter_entries(name), batch)]:
+            self.remove_entries(name, ids)
+        version = self._write("bank_delete", name, None, BANKS, [(name, "")], [(LAYOUT, name, "")])
+        for key in self.r.scan_iter(match=f"{PREFIX}bank:{name}:*", count=1000):
+            self.r.delete(key)
+        return version
 
     def existing_ids(self, bank: str, entry_ids: list[str]) -> set[str]:
         if not entry_ids:
@@ -540,6 +562,15 @@ class BankStore:
 
     def audit(self, count: int = 50) -> list[dict[str, Any]]:
         return [dict(fields, id=i) for i, fields in self.r.xrevrange(AUDIT, count=count)]
+
+
+def _take(it: Iterator[Entry], n: int) -> list[Entry]:
+    out = []
+    for e in it:
+        out.append(e)
+        if len(out) >= n:
+            break
+    return out
 
 
 def _check_name(name: str) -> None:

@@ -61,7 +61,8 @@ def cmd_bank_add(args: argparse.Namespace) -> int:
     added, failed = [], 0
     for path in progress(args.files, "hashing", args.json):
         try:
-            entry, version = add_media_file(store, args.name, Path(path), settings, label=args.label, note=args.note)
+            entry, version = add_media_file(store, args.name, Path(path), settings, label=args.label, note=args.note,
+                                            variants=not args.no_variants)
         except (OSError, MediaError) as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             failed += 1
@@ -168,7 +169,9 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     b.add_argument("--action", required=True, choices=("block", "review", "allow"))
     b.add_argument("--label", help="what the bank holds: csam, ncii, terror, deepfake, or your own")
     b.add_argument("--threshold", action="append", metavar="SIGNAL=N", help="per-signal max distance, e.g. pdq=31")
-    b.add_argument("--dihedral", action="store_true", help="also match flipped and rotated copies")
+    b.add_argument("--dihedral", action=argparse.BooleanOptionalAction, default=None,
+                   help="match flipped and 90°-rotated copies too (default: on for block and review banks, "
+                        "off for allow banks; --no-dihedral opts out)")
     b.add_argument("--live-strict", action="append", metavar="SIGNAL=N",
                    help="livestreams: one frame at or under this distance blocks (default pdq=16, phash=4)")
     b.add_argument("--live-frames", type=int, default=2,
@@ -176,11 +179,17 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     b.add_argument("--live-window", type=float, default=10.0, metavar="SECONDS",
                    help="livestreams: the sliding window for --live-frames (default 10)")
     b.add_argument("--exist-ok", action="store_true", help="succeed if it already exists with the same action")
-    b = bank_cmd("add", "hash media files and add them as entries", cmd_bank_add)
+    b = bank_cmd("add", "hash media files and add them as entries", cmd_bank_add,
+                 epilog="A photo's entry also stores the hashes of its versions rotated by ±2, 3, 4 and 5° and "
+                        "centre-cropped by 4, 8, 12 and 15% (variant rotate+3, crop-8%, ...), so rotated, cropped "
+                        "and captioned re-uploads match and the evidence names the version that did "
+                        "(entry_variant). --no-variants banks the photo as it is only.")
     b.add_argument("name")
     b.add_argument("files", nargs="+", metavar="FILE")
     b.add_argument("--label")
     b.add_argument("--note")
+    b.add_argument("--no-variants", action="store_true",
+                   help="photos: do not store the rotated / cropped versions (default: store them)")
     b = bank_cmd("import", "import a hash list: ThreatExchange/HMA local file (`<signal> <hex>` lines), CSV, "
                            "StopNCII JSON, NCMEC XML or Tech Against Terrorism JSON", cmd_bank_import)
     b.add_argument("name")

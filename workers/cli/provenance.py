@@ -34,7 +34,7 @@ def settings_with_rules(args: argparse.Namespace):
 
 
 def cmd_read(args: argparse.Namespace) -> int:
-    from workers.media.image import sniff_media_type
+    from workers.media.probe import image_signature
     from workers.signals.provenance import read_provenance, read_provenance_file
 
     settings = settings_from(args)
@@ -47,7 +47,7 @@ def cmd_read(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise CliError(f"no such file: {name}")
         with open(path, "rb") as fh:
-            video = sniff_media_type(fh.read(16)) == "video"
+            video = image_signature(fh.read(16)) is None  # not an image: read as a video container
         if video or path.stat().st_size > settings.max_media_bytes:
             records[name] = read_provenance_file(path, anchors)
         else:

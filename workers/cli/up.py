@@ -22,13 +22,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Cluster(settings, hashers=args.hashers, matchers=args.matchers) as cluster:
+    with Cluster(settings, hashers=args.hashers, matchers=args.matchers, api=not args.no_api,
+                 review=not args.no_review) as cluster:
         s = cluster.settings
         print(f"kafka   {s.kafka}" + ("  (embedded tansu)" if cluster.services.broker else ""))
         print(f"redis   {s.redis}" + ("  (embedded redis-server)" if cluster.services.redis_server else ""))
         print(f"media   {', '.join(s.media_roots)}")
         for w in cluster.workers:
             print(f"{w.name:<10} metrics {w.metrics_url}  log {w.log_path}")
+        if cluster.api_url:
+            print(f"api     {cluster.api_url}  (HMA routes and /v1; docs {cluster.api_url}/docs)")
+        for w in (w for w in cluster.workers if w.kind == "review"):
+            print(f"review page {w.metrics_url.removesuffix('metrics')}  (accounts: vigil review user add NAME "
+                  f"--data-dir {s.data_dir})")
         cluster.wait_ready(timeout=args.ready_timeout)
         print(f"ready: export VIGIL_KAFKA={s.kafka} VIGIL_REDIS={s.redis}  (Ctrl-C stops everything)", flush=True)
         while not stop.wait(0.5):
@@ -51,5 +57,7 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     up.add_argument("--matchers", type=int, default=1, help="matcher processes (default 1)")
     up.add_argument("--partitions", type=int, help="partitions per topic when creating them (default 6)")
     up.add_argument("--metrics-port", type=int, help="first worker's metrics port; the rest count up (default: free)")
+    up.add_argument("--no-api", action="store_true", help="do not start the HTTP API (`vigil api`)")
+    up.add_argument("--no-review", action="store_true", help="do not start the review service (vigil review)")
     up.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for workers to be ready")
     up.set_defaults(func=cmd_up)

@@ -10,13 +10,38 @@ from typing import Iterator
 import numpy as np
 import redis
 
-from workers.bank.codes import CODE_SIGNALS, CodeBlock
+from workers.bank.codes import CODE_SIGNALS, NO_FRAME, CodeBlock
 from workers.bank.model import Entry
 from workers.bank.snapshot import SnapshotMeta
 from workers.bank.store import BankStore, codes_key
 from workers.index.entry_table import EntryTable
 from workers.index.mih import MultiIndexHamming
 from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
+from workers.signals.bank_variants import MAX_CODE, variant_code, variant_name
+
+
+def row_frame(frame_ms: int | None, variant: int) -> int | None:
+    """What the index keeps as a row's frame: the banked frame_ms of a video, or for a photo's
+    bank-side variant (workers.signals.bank_variants) NO_FRAME + its code, so a hit says which
+    version of the entry matched without a second per-row array (see entry_variant_of)."""
+    if variant and frame_ms is None:
+        return int(NO_FRAME) + variant
+    return frame_ms
+
+
+def row_frames(frames: np.ndarray, variants: np.ndarray | None) -> np.ndarray:
+    if variants is None or not variants.any():
+        return frames
+    return np.where((variants > 0) & (frames == NO_FRAME), NO_FRAME + variants.astype(np.int64), frames)
+
+
+def entry_variant_of(frame: int) -> tuple[int | None, str | None]:
+    """(banked frame_ms, bank-side variant) of a hit's row frame (the inverse of row_frame)."""
+    if frame == NO_FRAME:
+        return None, None
+    if NO_FRAME < frame <= NO_FRAME + MAX_CODE:
+        return None, variant_name(frame - int(NO_FRAME))
+    return frame, None
 
 
 class IndexedEntries:
@@ -45,7 +70,7 @@ class IndexedEntries:
                 {sv.frame_ms for sv in entry.signals if sv.signal == "pdq" and (sv.quality or 0) >= self.pdq_min_quality})
         for sv in entry.signals:
             if sv.signal in self.hamming:
-                self.hamming[sv.signal].add(handle, bytes.fromhex(sv.value), sv.frame_ms)
+                self.hamming[sv.signal].add(handle, bytes.fromhex(sv.value), row_frame(sv.frame_ms, variant_code(sv.variant)))
             elif sv.signal in self.exact:
                 self.exact[sv.signal].add(handle, digest_code(sv.signal, bytes.fromhex(sv.value)))
 
@@ -133,11 +158,12 @@ class IndexedEntries:
         rows = handles if block.per_entry is None else np.repeat(handles, block.per_entry)
         keep = None if fresh is None else fresh if block.per_entry is None else np.repeat(fresh, block.per_entry)
         if keep is not None and not keep.all():
+            variants = None if block.variants is None else block.variants[keep]
             rows, codes, frames, quality, video = (a[keep] for a in (rows, block.codes, block.frames, block.quality, block.video))
         else:
-            codes, frames, quality, video = block.codes, block.frames, block.quality, block.video
+            codes, frames, quality, video, variants = block.codes, block.frames, block.quality, block.video, block.variants
         if signal in self.hamming:
-            self.hamming[signal].add_many(rows, codes, frames)
+            self.hamming[signal].add_many(rows, codes, row_frames(frames, variants))
         else:
             self.exact[signal].add_many(rows, digest_codes(signal, codes))
         if video.any():

@@ -105,3 +105,24 @@ LIVE_SKIPPED = Counter("vigil_live_frames_skipped_total",
 LIVE_REPLAYS = Counter("vigil_live_replayed_frames_total",
                        "Live frames delivered or hashed again after a crash or a rebalance, recognised as counted.")
 LIVE_ACTIVE = Gauge("vigil_live_active_streams", "Live streams with state in this matcher (not yet ended).")
+
+# The HTTP API (workers/api): route is the path template (/m/raw_lookup, /c/bank/{bank_name}), never the raw path.
+API_REQUESTS = Counter("vigil_api_requests_total", "HTTP API requests answered.", ["route", "status"])
+API_LATENCY = Histogram("vigil_api_request_duration_seconds", "HTTP API request handling time.", ["route"],
+                        buckets=STAGE_BUCKETS)
+# The review service (workers/review). The queue gauges are set from its database at each scrape
+# (workers.review.metrics.refresh), so they hold across restarts and replicas.
+REVIEW_AGE_BUCKETS = (60, 300, 900, 1800, 3600, 2 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
+REVIEW_VERDICTS = Counter("vigil_review_verdicts_total", "Reviewer verdicts recorded.", ["verdict", "label"])
+REVIEW_CASE_AGE = Histogram("vigil_review_case_age_seconds",
+                            "Case age (first input to verdict) when a reviewer confirms or overturns it.",
+                            buckets=REVIEW_AGE_BUCKETS)
+REVIEW_INPUTS = Counter("vigil_review_inputs_total", "Decisions and reports folded into review cases.",
+                        ["kind", "new_case"])
+REVIEW_CASES_OPEN = Gauge("vigil_review_cases_open", "Review cases not yet decided (open or escalated).",
+                          ["priority"])
+REVIEW_OLDEST_AGE = Gauge("vigil_review_oldest_case_age_seconds",
+                          "Age of the oldest undecided review case (0 when none).", ["priority"])
+REVIEW_QA_OVERTURN = Gauge("vigil_review_qa_overturn_ratio",
+                           "Share of reviewed QA samples of automatic blocks that reviewers overturned.")
+REVIEW_QA_DECIDED = Gauge("vigil_review_qa_decided", "QA samples of automatic blocks decided by reviewers.")

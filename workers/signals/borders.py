@@ -61,7 +61,11 @@ def border_box(frame: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def remove_borders(frame: np.ndarray) -> np.ndarray | None:
-    """The frame without its uniform borders, or None when it has none worth removing."""
+    """The frame without its uniform borders, or None when it has none worth removing.
+
+    One layer: borders can nest (a screenshot has the page's background around the photo and the
+    browser's title bar, another colour, above it), and the caller peels the next layer by calling
+    this again on the result (hashing.hash_frames_at does, once, as variant 'unbordered-2')."""
     box = border_box(frame)
     if box is None:
         return None

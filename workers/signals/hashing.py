@@ -13,6 +13,7 @@ from workers.errors import MediaError
 from workers.media.image import decode_for_signals, decode_image, image_notes
 from workers.media.probe import media_kind, probe_limits
 from workers.settings import Settings
+from workers.signals.bank_variants import CENTRE_VARIANT, bank_frames, centre_frame, is_bank_variant
 from workers.signals.borders import remove_borders
 from workers.signals.provenance import read_provenance
 
@@ -32,12 +33,13 @@ class HashResult:
 
 
 def hash_media(data: bytes, settings: Settings, media_type: str | None = None, query: bool = True,
-               digests: list[sig.SignalValue] | None = None) -> HashResult:
+               digests: list[sig.SignalValue] | None = None, bank_variants: bool = False) -> HashResult:
     """Digests of the bytes plus perceptual signals of the decoded frame(s).
 
     The uploader's media_type is a hint; the bytes decide, so a video named .jpg is still a video.
     query=False is for banking: a bank entry stores the media as it is, without query variants
-    (and without provenance, which only decisions carry).
+    (and without provenance, which only decisions carry); bank_variants=True (banking only) adds
+    its slightly rotated and cropped versions (bank_variants.py).
     digests: the bytes' MD5/SHA-256 when the caller already has them (the hasher's cache lookup).
     """
     kind = media_kind(data, probe_limits(settings)).kind
@@ -49,7 +51,9 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     else:  # the reference definitions: the full RGB decode, exactly as pdqhash and imagehash see it
         pixels = decode_image(data, settings.max_image_pixels)
     t1 = time.perf_counter()
-    values = hash_frame(pixels, settings, dihedral=query) + (digests or sig.hash_bytes(data))
+    values = hash_frames_at([pixels], settings, [None], dihedral=query, bank_variants=bank_variants and not query,
+                            centre=query)
+    values += digests or sig.hash_bytes(data)
     t2 = time.perf_counter()
     notes = [] if media_type in (None, kind) else [f"media_type hint {media_type!r} but the bytes are {kind}"]
     notes += image_notes(data)  # e.g. bytes appended after the image (a polyglot): hashed, but said
@@ -70,9 +74,13 @@ def hash_frame(pixels: np.ndarray, settings: Settings, frame_ms: int | None = No
 
 
 def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: Sequence[int | None],
-                   dihedral: bool = False) -> list[sig.SignalValue]:
+                   dihedral: bool = False, bank_variants: bool = False, centre: bool = False) -> list[sig.SignalValue]:
     """hash_frame of several frames, in order, with one batched transform per frame shape: a
-    video part's frames share a shape, and per-frame numpy calls cost more than the arithmetic."""
+    video part's frames share a shape, and per-frame numpy calls cost more than the arithmetic.
+    bank_variants: also the rotated / cropped versions a bank entry stores (bank_variants.py), each
+    no better in quality than the frame itself (black corners add edges, not content: a flat photo's
+    rotations must stay as unusable as the photo). centre: also the query's centre-15% (photos only:
+    it costs about half a hash more per frame)."""
     images, owners, variants = [], [], []
     for i, pixels in enumerate(frames):
         images.append(pixels)
@@ -83,12 +91,32 @@ def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: S
             images.append(inner)
             owners.append(i)
             variants.append("unbordered")
+            deeper = remove_borders(inner)  # a second layer: a screenshot's page around the photo
+            if deeper is not None:
+                images.append(deeper)
+                owners.append(i)
+                variants.append("unbordered-2")
+        if centre and (middle := centre_frame(pixels)) is not None:
+            images.append(middle)
+            owners.append(i)
+            variants.append(CENTRE_VARIANT)
+        if bank_variants:
+            for name, moved in bank_frames(pixels):
+                images.append(moved)
+                owners.append(i)
+                variants.append(name)
     rows = sig.hash_frames(images, sig.DEFAULT_PERCEPTUAL, impl=settings.signal_impl, dihedral=dihedral)
     out = []
+    own_quality: dict[tuple[int, str], int | None] = {}
     for row, owner, variant in zip(rows, owners, variants):
         for sv in row:
             name = sv.variant if variant is None else (f"{variant}+{sv.variant}" if sv.variant else variant)
-            out.append(sig.SignalValue(sv.signal, sv.value, sv.quality, frame_ms[owner], name))
+            quality = sv.quality
+            if variant is None and sv.variant is None:
+                own_quality[(owner, sv.signal)] = quality
+            elif is_bank_variant(variant) and quality is not None:
+                quality = min(quality, own_quality.get((owner, sv.signal)) or 0)
+            out.append(sig.SignalValue(sv.signal, sv.value, quality, frame_ms[owner], name))
     return out
 
 

@@ -39,13 +39,21 @@ class WorkerProcess:
 class Cluster:
     """Context manager: services up, topics created, workers spawned; everything stopped on exit."""
 
-    def __init__(self, settings: Settings, hashers: int = 1, matchers: int = 1):
+    def __init__(self, settings: Settings, hashers: int = 1, matchers: int = 1, api: bool = False,
+                 review: bool = False):
         self.base = settings
-        self.counts = {"hasher": hashers, "matcher": matchers}
+        # api: `vigil api`; review: `vigil review` (the review page and its consumer); each one more process
+        self.counts = {"hasher": hashers, "matcher": matchers, "api": int(api), "review": int(review)}
         self.services = EmbeddedServices(settings.kafka, settings.redis, settings.data_dir)
         self.workers: list[WorkerProcess] = []
         self.settings = settings
         self._seq = 0
+
+    @property
+    def api_url(self) -> str | None:
+        """The HTTP API's base URL when the cluster runs one (Cluster(api=True), `vigil up`)."""
+        api = next((w for w in self.workers if w.kind == "api"), None)
+        return api.metrics_url.removesuffix("/metrics") if api else None
 
     def __enter__(self) -> "Cluster":
         self.services.__enter__()
@@ -73,10 +81,18 @@ class Cluster:
         name = f"{kind}-{self._seq}"
         port = self.base.metrics_port + self._seq - 1 if self.base.metrics_port else free_port()
         s = replace(self.settings, worker_id=name, metrics_port=port)
+        command, host = ["worker", kind], s.metrics_host
+        if kind == "review":  # its page serves /metrics and /readyz too; 8081 unless taken
+            port = self.base.review_port if _port_free(s.review_host, self.base.review_port) else free_port()
+            s = replace(s, review_port=port)
+            command, host = ["review"], s.review_host
         env = {**_inherited_env(), **s.to_env()}
         log_path = Path(self.settings.data_dir) / f"{name}.log"
-        proc = spawn([sys.executable, "-m", "workers.cli", "worker", kind], env=env, log_path=log_path)
-        w = WorkerProcess(kind, name, f"http://{s.metrics_host}:{port}/metrics", proc, log_path)
+        if kind == "api":  # the HTTP API (workers/api) serves its /metrics and /readyz on its own port
+            env["VIGIL_API_PORT"] = str(port)
+            command = ["api"]
+        proc = spawn([sys.executable, "-m", "workers.cli", *command], env=env, log_path=log_path)
+        w = WorkerProcess(kind, name, f"http://{host}:{port}/metrics", proc, log_path)
         self.workers.append(w)
         return w
 
@@ -93,6 +109,13 @@ class Cluster:
             if pending and time.monotonic() > deadline:
                 raise TimeoutError(f"not ready after {timeout:.0f}s: {', '.join(w.name for w in pending)}")
             time.sleep(0.2)
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
 
 
 def _inherited_env() -> dict[str, str]:

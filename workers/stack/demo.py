@@ -1,7 +1,9 @@
 """`vigil demo`: the whole pipeline on the embedded stack, with real sample photos.
 
 Banks some photos, submits edited copies of them (JPEG re-encode, half size, small crop) and
-unrelated photos, prints every decision with its evidence and the latency read from the metrics."""
+unrelated photos, prints every decision with its evidence and the latency read from the metrics.
+Then the review loop: a photo banked for `review` becomes a case on the review page, a demo
+reviewer confirms it through the page's forms, and the next copy is blocked by reviewed-bad."""
 from __future__ import annotations
 
 import tempfile
@@ -17,6 +19,7 @@ from workers.stack import samples, transforms
 from workers.settings import Settings
 
 BANKED = ("astronaut", "coffee", "chelsea", "rocket")
+SUSPECT = "camera"  # banked in a `review` bank: its copy becomes a case a demo reviewer confirms
 UNRELATED = ("china.jpg", "flower.jpg", "stereo_motorcycle", "hubble_deep_field", "immunohistochemistry", "retina")
 EDITS = {
     "jpeg-q70": lambda im: transforms.encode(im, ".jpg", 70),
@@ -26,7 +29,7 @@ EDITS = {
 }
 
 
-def run_demo(keep_going: bool = False) -> int:
+def run_demo(keep_going: bool = False, report_dir: Path | None = None) -> int:
     from workers.bank.importer import add_media_file
     from workers.bank.store import BankStore
     from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
@@ -39,11 +42,13 @@ def run_demo(keep_going: bool = False) -> int:
         settings = replace(Settings.from_env(), kafka=None, redis=None, media_roots=(str(media),), actor="vigil-demo")
         console.print("[bold]vigil demo[/]: starting the embedded broker, redis-server and workers ...")
         t0 = time.monotonic()
-        with Cluster(settings) as cluster:
+        with Cluster(settings, api=True, review=True) as cluster:
             s = cluster.settings
             console.print(f"  kafka {s.kafka}  redis {s.redis}")
             for w in cluster.workers:
                 console.print(f"  {w.name} metrics {w.metrics_url}")
+            review_url = next(w.metrics_url.removesuffix("metrics") for w in cluster.workers if w.kind == "review")
+            console.print(f"  review page {review_url}")
 
             store = BankStore.from_url(s.redis, actor="vigil-demo")
             store.create_bank("demo-known-bad", "block", label="demo")
@@ -54,6 +59,11 @@ def run_demo(keep_going: bool = False) -> int:
                 originals[name] = path
                 add_media_file(store, "demo-known-bad", path, s)
             console.print(f"  bank 'demo-known-bad' (action block): {len(BANKED)} photos, version {store.version()}")
+            store.create_bank("demo-suspect", "review")
+            suspect = media / f"bank-{SUSPECT}.png"
+            suspect.write_bytes(transforms.encode(samples.photo(SUSPECT), ".png"))
+            add_media_file(store, "demo-suspect", suspect, s)
+            console.print("  bank 'demo-suspect' (action review): 1 photo; its copy goes to a person")
 
             uploads: list[tuple[Path, str]] = []  # (file, expected decision)
             for name in BANKED:
@@ -66,6 +76,9 @@ def run_demo(keep_going: bool = False) -> int:
                 p = media / f"{Path(name).stem}.jpg"
                 p.write_bytes(transforms.encode(samples.photo(name), ".jpg", 90))
                 uploads.append((p, "allow"))
+            p = media / f"{SUSPECT}-jpeg-q70.jpg"
+            p.write_bytes(EDITS["jpeg-q70"](samples.photo(SUSPECT)))
+            uploads.append((p, "review"))
 
             cluster.wait_ready(timeout=90)
             console.print(f"  ready after {time.monotonic() - t0:.1f}s; submitting {len(uploads)} uploads")
@@ -79,10 +92,92 @@ def run_demo(keep_going: bool = False) -> int:
             producer.flush()
             outcomes = watcher.wait_for(set(events), timeout=120)
             watcher.close()
+            http_lookup(console, cluster.api_url, media / f"{BANKED[0]}-jpeg-q70.jpg")
             matcher = next(w for w in cluster.workers if w.kind == "matcher")
             metrics_text = urllib.request.urlopen(matcher.metrics_url, timeout=5).read().decode()
+            if report_dir is not None:
+                _transparency(console, s, report_dir)
+            reviewed = _review_verdict(console, s, review_url, media, outcomes, events)
 
-    return _report(console, events, outcomes, metrics_text, keep_going)
+    return _report(console, events, outcomes, metrics_text, keep_going) or (0 if reviewed else 1)
+
+
+def _review_verdict(console: Console, s: Settings, review_url: str, media: Path, outcomes: dict, events: dict) -> bool:
+    """The review loop: the `review` decision is a case; a demo reviewer confirms it through the
+    page's forms; the next copy is blocked by the reviewed-bad bank without a person."""
+    from sqlalchemy import select
+
+    from workers.review import auth, db
+    from workers.review.client import ReviewerClient
+    from workers.review.db import Case
+    from workers.stream.client import OutcomeWatcher, UploadProducer, upload_event
+
+    content = next((msg["content_id"] for eid, (topic, msg) in outcomes.items()
+                    if events[eid][1] == "review" and msg.get("decision") == "review"), None)
+    if content is None:
+        console.print("[red]review: no `review` decision, so no case[/]")
+        return False
+    sessions = db.open_store(s)
+    case_id = None
+    for _ in range(100):
+        with sessions() as session:
+            case_id = session.scalar(select(Case.id).where(Case.content_id == content))
+        if case_id:
+            break
+        time.sleep(0.1)
+    if case_id is None:
+        console.print("[red]review: the review decision did not become a case[/]")
+        return False
+    auth.add_user(sessions, "demo", "reviewer", "demo-password")
+    console.print(f"review: case #{case_id} is in the queue at {review_url} (log in as demo / demo-password)")
+    client = ReviewerClient(review_url)
+    client.login("demo", "demo-password")
+    client.claim(case_id)
+    clicked = time.time()
+    client.verdict(case_id, "confirm", "other")
+    console.print(f"review: demo confirmed case #{case_id} (label other); uploading fresh copies of it")
+    producer, img = UploadProducer(s), samples.photo(SUSPECT)
+    for i in range(40):
+        p = media / f"{SUSPECT}-after-review-{i}.png"
+        p.write_bytes(transforms.encode(transforms.resize(img, 0.5 + i / 100), ".png"))
+        watcher, e = OutcomeWatcher(s), upload_event(p)
+        producer.submit(e)
+        producer.flush()
+        found = watcher.wait_for({e["event_id"]}, timeout=30)
+        watcher.close()
+        msg = found.get(e["event_id"], (None, {}))[1]
+        if msg.get("decision") == "block":
+            banks = sorted({m["bank"] for m in msg["matches"] if m["action"] == "block"})
+            console.print(f"review: copy {i + 1} [red]blocked[/] by {', '.join(banks)} "
+                          f"{msg['decided_at_ms'] - clicked * 1000:.0f} ms after the click")
+            return True
+    console.print("[red]review: no copy was blocked after the verdict[/]")
+    return False
+
+
+def _transparency(console: Console, settings: Settings, out: Path) -> None:
+    """The transparency report of what the demo just decided (today and tomorrow, UTC)."""
+    from datetime import datetime, timedelta, timezone
+
+    import redis
+
+    from workers.reports import transparency
+
+    today = datetime.now(timezone.utc).date()
+    _, paths = transparency.build(settings, redis.Redis.from_url(settings.redis), today, today + timedelta(days=1), out)
+    console.print(f"  transparency report of these decisions: {paths['html']}")
+def http_lookup(console: Console, api_url: str, path: Path) -> None:
+    """One lookup over HTTP, as a platform's upload form would make it (issue 15: `vigil api`)."""
+    import httpx
+
+    with open(path, "rb") as f:
+        r = httpx.post(f"{api_url}/v1/lookup", files={"file": (path.name, f)}, timeout=30)
+    console.print(f"[bold]HTTP lookup[/]: curl -s -F file=@{path.name} {api_url}/v1/lookup")
+    d = r.json()
+    top = d["matches"][0] if d.get("matches") else {}
+    console.print(f"  -> {r.status_code} decision={d.get('decision')} bank={top.get('bank', '-')} "
+                  f"entry={top.get('entry_id', '-')} {top.get('signal', '-')} distance={top.get('distance', '-')} "
+                  f"bank_version={d.get('bank_version')} latency_ms={d.get('latency_ms', {}).get('total')}")
 
 
 def _report(console: Console, events: dict, outcomes: dict, metrics_text: str, keep_going: bool) -> int:

@@ -35,3 +35,31 @@ def pad(rgb: np.ndarray, fraction: float, colour: tuple[int, int, int] = (0, 0, 
 
 def flip(rgb: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, ::-1])
+
+
+def watermark(img: np.ndarray) -> np.ndarray:
+    """Three lines of semi-transparent text and an opaque logo box over ~5% of the image."""
+    out = img.copy()
+    h, w = img.shape[:2]
+    scale = w / 400
+    for i, text in enumerate(("@vigil-test", "reposted 2024", "watermark")):
+        org = (int(w * 0.05), int(h * (0.3 + 0.3 * i)))
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), max(1, int(2 * scale)), cv2.LINE_AA)
+    out = cv2.addWeighted(img, 0.4, out, 0.6, 0)
+    bw, bh = int(w * 0.25), int(h * 0.2)  # 5% of the area, bottom right
+    x, y = w - bw - int(w * 0.03), h - bh - int(h * 0.03)
+    cv2.rectangle(out, (x, y), (x + bw, y + bh), (30, 30, 200), -1)
+    cv2.putText(out, "LOGO", (x + bw // 8, y + 2 * bh // 3), cv2.FONT_HERSHEY_SIMPLEX, bw / 150, (255, 255, 255),
+                max(1, bw // 60), cv2.LINE_AA)
+    return out
+
+
+def caption_bar(img: np.ndarray) -> np.ndarray:
+    """A meme caption: a white bar with black text over the top 12% of the image."""
+    out = img.copy()
+    h, w = img.shape[:2]
+    bar = int(h * 0.12)
+    out[:bar] = 255
+    cv2.putText(out, "WHEN YOU SEE IT", (int(w * 0.05), int(bar * 0.72)), cv2.FONT_HERSHEY_SIMPLEX,
+                bar / 40, (0, 0, 0), max(1, bar // 15), cv2.LINE_AA)
+    return out

@@ -48,6 +48,8 @@ def decision_message(event: dict[str, Any], decision: str, evidence: list[dict],
         out["notes"].append(f"{len(evidence) - MAX_EVIDENCE} further matches omitted")
     if "metadata" in event:
         out["metadata"] = event["metadata"]
+    if "media_uri" in event:
+        out["media_uri"] = event["media_uri"]
     metrics.STAGE_DURATION.labels("match").observe(match_s)
     return out
 

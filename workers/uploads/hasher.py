@@ -99,6 +99,8 @@ def _from_cache(event: dict, submitted: int, cached: dict, stages: dict, worker:
            "submitted_at_ms": submitted, "decided_at_ms": decided, "worker": worker}
     if "provenance" in cached:
         out["provenance"] = cached["provenance"]
+    if "media_uri" in event:
+        out["media_uri"] = event["media_uri"]
     if "metadata" in event:
         out["metadata"] = event["metadata"]
     metrics.observe_decision(out)
@@ -162,6 +164,8 @@ def _hashes(event: dict, submitted: int, worker: str, part: int, final: bool, si
     }
     if provenance is not None:  # on the final part, which the decision is made from
         out["provenance"] = provenance
+    if "media_uri" in event:  # for the review service, which shows and banks the media
+        out["media_uri"] = event["media_uri"]
     if "metadata" in event:
         out["metadata"] = event["metadata"]
     return Output(topics.HASHES, event["content_id"].encode(), encode(out))
