@@ -41,6 +41,9 @@ class Settings:
     hasher_threads: int = 2  # VIGIL_HASHER_THREADS
     hasher_inflight: int = 64  # VIGIL_HASHER_INFLIGHT: partitions pause above this many events in flight
     signal_impl: str = "fast"  # VIGIL_SIGNAL_IMPL: fast | reference
+    # Uploads (fast signals): JPEGs decode as luma at the largest libjpeg reduction keeping the
+    # short side >= this (PDQ/pHash drift against the full decode: docs/operations.md)
+    decode_min_side: int = 512  # VIGIL_DECODE_MIN_SIDE
 
     pdq_threshold: int = 31  # VIGIL_PDQ_THRESHOLD: default max Hamming distance for PDQ (of 256)
     pdq_min_quality: int = 50  # VIGIL_PDQ_MIN_QUALITY: PDQ hashes below this never match

@@ -146,6 +146,16 @@ class BankIndex:
         log.info("bank index built", extra={**report, "version": snap.version,
                                              "seconds": round(time.perf_counter() - t0, 2)})
 
+    def load_entries(self, banks: list[Bank], entries: Iterable[Entry]) -> None:
+        """An index with no Redis behind it (`vigil scan --hash-list`): these banks and entries,
+        searched exactly as a matcher searches its bank."""
+        fresh = IndexedEntries(self.settings.pdq_min_quality)
+        for entry in entries:
+            fresh.put(entry)
+        fresh.tidy()
+        self._e, self.banks = fresh, {b.name: b for b in banks}
+        self.loaded, self.synced_at = True, time.time()
+
     def _build(self, store: BankStore, use_snapshots: bool) -> tuple[Snapshot, IndexedEntries, dict[str, Bank], dict]:
         snap = store.snapshot_start()
         fresh = IndexedEntries(self.settings.pdq_min_quality)

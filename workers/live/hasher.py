@@ -14,45 +14,36 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
-import cv2
 import numpy as np
 from confluent_kafka import Consumer, Message, Producer
 
 import topics
-from workers.ops import metrics
 from workers.errors import MediaError
-from workers.stream.offsets import Cell, Delivery, OffsetTracker, consumer_error, lag_stats_callback, take_batch
-from workers.signals.hashing import hash_frame
-from workers.stream.kafka import consumer_config, producer_config
 from workers.live.streams import FrameHeaders, parse_headers
 from workers.media.fetch import read_media, resolve_uri
-from workers.media.image import decode_image, image_size, image_structure
-from workers.stream.messages import Source, dead_letter, encode
+from workers.media.image import decode_for_signals
+from workers.ops import metrics
 from workers.settings import Settings
+from workers.signals.hashing import hash_frame
+from workers.stream.kafka import consumer_config, producer_config
+from workers.stream.messages import Source, dead_letter, encode
+from workers.stream.offsets import (
+    Cell,
+    Delivery,
+    OffsetTracker,
+    consumer_error,
+    lag_stats_callback,
+    take_batch,
+)
 
 log = logging.getLogger("vigil.live")
 GROUP = "vigil-hasher-live"
 MIN_SIDE = 256  # the fast PDQ path works from >= 256 px; decode no smaller than this
-_REDUCED = {False: ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)),
-            True: ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
-                   (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))}
-
 
 def decode_frame(data: bytes, content_type: str | None, max_pixels: int, grey: bool = False) -> np.ndarray:
-    """RGB frame, or luma when `grey` (the fast signals read nothing else, and libjpeg then skips
-    the chroma); JPEGs at the largest libjpeg reduction that keeps the short side >= MIN_SIDE."""
-    size = image_size(data)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise MediaError("image_too_large", f"frame declares {size[0]}x{size[1]} pixels; the limit is {max_pixels}")
-    if size is not None and data[:3] == b"\xff\xd8\xff":
-        image_structure(data)  # the checks decode_image makes: truncated_media, decode_too_costly
-        for factor, flag in _REDUCED[grey]:
-            if min(size) // factor >= MIN_SIDE:
-                pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-                if pixels is not None:
-                    return pixels if grey else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-                break
-    return decode_image(data, max_pixels)
+    """RGB frame, or luma when `grey`, at the largest libjpeg reduction that keeps the short side
+    >= MIN_SIDE (media.image.decode_for_signals)."""
+    return decode_for_signals(data, max_pixels, MIN_SIDE, grey)
 
 
 def newest_per_stream(msgs: list[Message]) -> tuple[list[Message], list[Message]]:

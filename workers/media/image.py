@@ -199,6 +199,38 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+# libjpeg scales by 1/2, 1/4 or 1/8 while decoding (the DCT does the work), and decodes luma
+# alone when asked: the fast signals read nothing else. Largest factor first.
+_REDUCED = {False: ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2)),
+            True: ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+                   (2, cv2.IMREAD_REDUCED_GRAYSCALE_2))}
+
+
+def decode_for_signals(data: bytes, max_pixels: int, min_side: int, grey: bool) -> np.ndarray:
+    """The frame the fast signals need, at the least cost: a JPEG at the largest libjpeg
+    reduction that keeps its short side >= min_side, luma only when `grey`; everything else
+    through decode_image (then to luma). The same checks as decode_image come first (pixel
+    limit, truncated_media, decode_too_costly), so a hostile file is refused the same way."""
+    size = image_size(data)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise MediaError("image_too_large", f"image declares {size[0]}x{size[1]} pixels; the limit is {max_pixels}")
+    if size is not None and data[:3] == b"\xff\xd8\xff":
+        image_structure(data)
+        flag = cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR
+        for factor, reduced in _REDUCED[grey]:
+            if min(size) // factor >= min_side:
+                flag = reduced
+                break
+        try:
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flag)  # applies EXIF orientation
+        except cv2.error:
+            pixels = None
+        if pixels is not None and pixels.size:
+            return pixels if grey else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    rgb = decode_image(data, max_pixels)
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if grey else rgb
+
+
 def _decode_with_pillow(data: bytes, max_pixels: int) -> np.ndarray | None:
     """Formats or variants OpenCV lacks: the first frame only, never the rest of an animation.
     Each frame is checked against max_pixels (a GIF frame may be larger than its screen)."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from workers import signals as sig
 from workers.errors import MediaError
-from workers.media.image import decode_image, image_notes
+from workers.media.image import decode_for_signals, decode_image, image_notes
 from workers.media.probe import media_kind, probe_limits
 from workers.settings import Settings
 from workers.signals.bank_variants import CENTRE_VARIANT, bank_frames, centre_frame, is_bank_variant
@@ -46,9 +46,12 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
     if kind == "video":
         raise MediaError("unsupported_media", "videos are hashed from their file with hash_video")
     t0 = time.perf_counter()
-    rgb = decode_image(data, settings.max_image_pixels)
+    if settings.signal_impl == "fast":  # luma only, DCT-reduced where the short side allows
+        pixels = decode_for_signals(data, settings.max_image_pixels, settings.decode_min_side, grey=True)
+    else:  # the reference definitions: the full RGB decode, exactly as pdqhash and imagehash see it
+        pixels = decode_image(data, settings.max_image_pixels)
     t1 = time.perf_counter()
-    values = hash_frames_at([rgb], settings, [None], dihedral=query, bank_variants=bank_variants and not query,
+    values = hash_frames_at([pixels], settings, [None], dihedral=query, bank_variants=bank_variants and not query,
                             centre=query)
     values += digests or sig.hash_bytes(data)
     t2 = time.perf_counter()
