@@ -53,3 +53,10 @@ def event_bytes(**fields) -> bytes:
     base = {"schema_version": 1, "event_id": "x", "content_id": "x", "media_uri": "file:///x"}
     base.update(fields)
     return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
+
+
+def disable_banks_made_since(store, before: set[str]) -> None:
+    """Tests on the session's shared cluster disable the banks they made when they end, so a
+    later module's photos are not matched by them (the audit trail keeps them, as in production)."""
+    for name in set(store.banks()) - before:
+        store.update_bank(name, enabled=False)

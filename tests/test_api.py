@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from tests.api_helpers import MediaServer, start_api, stop_api
+from tests.pipeline_helpers import disable_banks_made_since
 from tests.test_hostile import png_bomb
 from workers.api.tokens import TokenStore
 from workers.bank.store import BankStore
@@ -31,6 +32,7 @@ def env(cluster, media_dir, tmp_path_factory):
     (web / "bomb.png").write_bytes(png_bomb(20_000, 20_000))
     server = MediaServer(web)
     r = BankStore.from_url(cluster.settings.redis).r
+    banks_before = set(BankStore.from_url(cluster.settings.redis).banks())
     tokens = TokenStore(r)
     tag = uuid.uuid4().hex[:6]
     made = {k: tokens.create(f"{k}-{tag}", scopes, rate, burst)[0] for k, scopes, rate, burst in (
@@ -48,6 +50,7 @@ def env(cluster, media_dir, tmp_path_factory):
     yield {"api": api, "cluster": cluster, "tokens": made, "tag": tag, "bomb": (web / "bomb.png").read_bytes(), "web": server.url, "store": BankStore.from_url(cluster.settings.redis),
            "admin": api.client(made["admin"])}
     stop_api(api)
+    disable_banks_made_since(BankStore.from_url(cluster.settings.redis), banks_before)
     server.close()
 
 

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from tests.api_helpers import MediaServer, start_api, stop_api
+from tests.pipeline_helpers import disable_banks_made_since
 from workers.api.tokens import TokenStore
 from workers.bank.store import BankStore
 from workers.stack import samples, transforms
@@ -29,6 +30,7 @@ def hma(cluster, tmp_path_factory):
     (media / "image1.jpg").write_bytes(transforms.encode(samples.photo("astronaut"), ".jpg", 90))
     (media / "image2.jpg").write_bytes(transforms.encode(samples.photo("rocket"), ".jpg", 90))
     server = MediaServer(media)
+    banks_before = set(BankStore.from_url(cluster.settings.redis).banks())
     token, _ = TokenStore(BankStore.from_url(cluster.settings.redis).r).create(f"hma-{uuid.uuid4().hex[:6]}",
                                                                                ["lookup", "bank:read", "bank:write"])
     api = start_api(cluster.settings.redis, tmp_path_factory.mktemp("hma-api"),
@@ -38,6 +40,7 @@ def hma(cluster, tmp_path_factory):
     yield client, server.url
     client.close()
     stop_api(api)
+    disable_banks_made_since(BankStore.from_url(cluster.settings.redis), banks_before)
     server.close()
 
 
