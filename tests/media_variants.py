@@ -194,9 +194,10 @@ def spliced(filler: Frames, excerpt: Frames, at_s: float) -> Frames:
     """`excerpt` inserted into `filler` at `at_s` seconds, the rest of the filler shifted after it:
     a few seconds of one video hidden inside another."""
     length = excerpt[-1][1] - excerpt[0][1] + (excerpt[1][1] - excerpt[0][1] if len(excerpt) > 1 else 0.04)
-    before = [(rgb, t) for rgb, t in filler if t < at_s]
+    cut = round(at_s * 1000)  # compared in whole ms, as written: looped times carry float error
+    before = [(rgb, t) for rgb, t in filler if round(t * 1000) < cut]
     inside = [(rgb, at_s + t - excerpt[0][1]) for rgb, t in excerpt]
-    after = [(rgb, t + length) for rgb, t in filler if t >= at_s]
+    after = [(rgb, t + length) for rgb, t in filler if round(t * 1000) >= cut]
     return before + inside + after
 
 
