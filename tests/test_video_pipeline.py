@@ -106,3 +106,41 @@ def test_excerpts_inside_long_unrelated_uploads(cluster, media_dir, video_bank):
         assert run["frames"] >= 3, run
         if seconds < 2:
             assert any("adaptive sampling" in n for n in msg["notes"]), msg["notes"]
+
+
+def test_a_banked_clip_shown_for_two_seconds_in_a_live_stream_is_raised(cluster, video_bank):
+    """Live: frames sampled at 2 fps, 2 s of the banked clip among unrelated footage. Each matched
+    frame is at least review and two within the bank's live window block."""
+    import time
+
+    import cv2
+
+    from workers.live.streams import LiveFrameProducer
+    from workers.stream.client import OutcomeWatcher
+
+    frames, entry = video_bank
+    every = lambda clip, start, seconds: [f for f, t in clip if start <= t < start + seconds and  # noqa: E731
+                                          round(t * 25) % 12 == 0]  # ~2 fps
+    filler = mv.decode_rgb(mv.clip_path("bigbuckbunny.mp4"))
+    shown = every(filler, 0, 5) + every(frames, 3.0, 2.0) + every(filler, 0, 5)
+    jpeg = lambda rgb: cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()  # noqa: E731
+    sid = f"excerpt-{time.time_ns()}"
+    watcher = OutcomeWatcher(cluster.settings, watch=(topics.DECISIONS,))
+    producer = LiveFrameProducer(cluster.settings)
+    for seq, rgb in enumerate(shown):
+        producer.send_frame(sid, seq, jpeg(rgb))
+        producer.flush()
+        time.sleep(0.2)
+    producer.end_stream(sid, len(shown))
+    producer.flush()
+    got = []
+    for topic, msg in watcher.messages(60):
+        if topic == topics.DECISIONS and msg.get("stream_id") == sid:
+            got.append(msg)
+            if "summary" in msg:
+                break
+    watcher.close()
+    raised = [d for d in got if "summary" not in d]
+    assert raised and raised[-1]["decision"] in ("review", "block"), got
+    assert raised[0]["matches"][0]["entry_id"] == entry.entry_id
+    assert got[-1]["summary"]["matched_frames"] >= 2, got[-1]["summary"]

@@ -140,14 +140,18 @@ def decide_file(path: Any, index: BankIndex, near: Any = None) -> tuple[str, lis
     """A video file decided in this process, part by part as the matcher does, with the hasher's
     sampling (adaptive when `near`, e.g. VideoNearIndex.near_frames, is given). For benchmarks,
     tests and checks: the same hash_video, search, fold and verdict as the two workers.
-    Returns (decision, evidence with percents and excerpt, notes, {"frames", "dense_frames"})."""
+    Returns (decision, evidence with percents and excerpt, notes, {"frames", "dense_frames",
+    "pdq": the frames' PDQ hashes as signals.video_match.FrameHash, for comparing rules})."""
     from workers.signals.hashing import hash_video
+    from workers.signals.video_match import FrameHash
 
     parts, _sampling = hash_video(path, index.settings, near=near)
-    state, stats = new_state(), {"frames": 0, "dense_frames": 0}
+    state, stats = new_state(), {"frames": 0, "dense_frames": 0, "pdq": []}
     for part in parts:
         stats["frames"] += part.frames
         stats["dense_frames"] += part.frames if part.dense_windows else 0
+        stats["pdq"] += [FrameHash(sv.value, sv.quality or 0, sv.frame_ms) for sv in part.signals
+                         if sv.signal == "pdq" and not sv.variant]
         fold(state, part.signals, index.search(part.signals), index)
     decision, evidence, notes = verdict(state, index, final=True)
     return decision, [{**m.to_json(), **percents(state, index, m)} for m in evidence], notes, stats
