@@ -175,3 +175,20 @@ def test_the_near_index_holds_only_video_entries_and_follows_the_bank(bank, clip
     near.catch_up(store)
     assert ("videos", entry.entry_id) not in near.video_frames
     store.set_entry_disabled("videos", entry.entry_id, False)
+
+
+def test_dense_decoding_follows_a_long_excerpt_and_stays_within_its_budget(bank, clips):
+    """A 5 s excerpt is longer than one dense window: near dense frames extend the stretch to its
+    end. VIGIL_VIDEO_DENSE_MAX_SECONDS bounds the extra decoding per upload."""
+    from dataclasses import replace
+
+    store, settings, _, work = bank
+    path, at = _upload(work, "five-middle", clips, 5.0, "middle")
+    index, near = _indexes(store, settings)
+    decision, evidence, _, stats = decide_file(path, index, near.near_frames)
+    run = evidence[0]["excerpt"]
+    assert decision == "block" and run["frames"] >= 40, run  # ~10 fps over the whole 5 s
+    assert run["upload_end_ms"] - run["upload_start_ms"] >= 4500
+    bounded, near_b = _indexes(store, replace(settings, video_dense_max_seconds=1.0))
+    _, _, _, stats = decide_file(path, bounded, near_b.near_frames)
+    assert 0 < stats["dense_frames"] <= 1.0 * settings.video_dense_fps + 2
