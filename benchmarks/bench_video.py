@@ -5,7 +5,9 @@ panned slowly so the encoder has real motion to code: H.264, 25 fps, GOP 2 s, ca
 benchmarks/out/. Every figure is seconds of video processed per second, both per wall second
 and per CPU second of this process (= per core; the sampler decodes single-threaded, OpenCV may
 use several threads, which CPU time accounts for). The machine may be shared, so CPU time is the
-figure to compare. Run: python -m benchmarks.bench_video [--quick]
+figure to compare. The excerpt tables (recall of a few seconds of a banked video inside long
+uploads, false positives, CPU with and without adaptive sampling) are benchmarks/excerpts.py's
+(python -m benchmarks.excerpts [--quick] runs them alone). Run: python -m benchmarks.bench_video [--quick]
 """
 from __future__ import annotations
 
@@ -321,6 +323,9 @@ def run(quick: bool = False) -> str:
     lines = ["## Video sampling (workers/media/video.py)", ""]
     lines += throughput(sizes, seconds)
     lines += time_to_first_match(1280, 720, lead_s=30.0 if quick else 60.0, banked_s=12.0)
+    from benchmarks import excerpts  # issue 24: a few seconds of a banked video in a long upload
+
+    lines += excerpts.run(quick)
     return "\n".join(lines)
 
 

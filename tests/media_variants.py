@@ -158,6 +158,49 @@ def stored_sideways(frames: Frames) -> Frames:
     return [(np.ascontiguousarray(np.rot90(rgb, k=-1)), t) for rgb, t in frames]
 
 
+def fitted(frames: Frames, width: int, height: int) -> Frames:
+    """Every frame resized to exactly width x height (so different clips can share one stream)."""
+    import cv2
+
+    return [(cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA), t) for rgb, t in frames]
+
+
+def retimed(frames: Frames, rate: float = 25) -> Frames:
+    """The same frames at a constant `rate` (so clips of different rates can share a stream)."""
+    return [(rgb, i / rate) for i, (rgb, _) in enumerate(frames)]
+
+
+def looped(frames: Frames, seconds: float, rate: float = 25) -> Frames:
+    """`frames` played again and again for `seconds` (the arrays are shared, not copied)."""
+    span = frames[-1][1] + 1 / rate
+    out, start = [], 0.0
+    while start < seconds:
+        out += [(rgb, start + t) for rgb, t in frames if start + t < seconds]
+        start += span
+    return out
+
+
+def concatenated(*clips: Frames, rate: float = 25) -> Frames:
+    """Clips one after another."""
+    out: Frames = []
+    start = 0.0
+    for clip in clips:
+        out += [(rgb, start + t - clip[0][1]) for rgb, t in clip]
+        start = out[-1][1] + 1 / rate
+    return out
+
+
+def spliced(filler: Frames, excerpt: Frames, at_s: float) -> Frames:
+    """`excerpt` inserted into `filler` at `at_s` seconds, the rest of the filler shifted after it:
+    a few seconds of one video hidden inside another."""
+    length = excerpt[-1][1] - excerpt[0][1] + (excerpt[1][1] - excerpt[0][1] if len(excerpt) > 1 else 0.04)
+    cut = round(at_s * 1000)  # compared in whole ms, as written: looped times carry float error
+    before = [(rgb, t) for rgb, t in filler if round(t * 1000) < cut]
+    inside = [(rgb, at_s + t - excerpt[0][1]) for rgb, t in excerpt]
+    after = [(rgb, t + length) for rgb, t in filler if round(t * 1000) >= cut]
+    return before + inside + after
+
+
 # -- file-level variants ----------------------------------------------------------------------------
 def truncated(src: str | os.PathLike, dst: str | os.PathLike, keep_fraction: float) -> Path:
     data = Path(src).read_bytes()

@@ -23,7 +23,7 @@ from media_variants import (
     write_video,
 )
 from workers.errors import MediaError
-from workers.signals.hashing import hash_frame, hash_frames_at, hash_video
+from workers.signals.hashing import hash_frame, hash_frames_at, hash_video, upload_strategy
 from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
 from workers.signals import hash_frames
 from workers.settings import Settings
@@ -154,8 +154,7 @@ def test_hash_video_hashes_grey_frames_like_their_rgb(workdir):
     settings = Settings()
     parts, sampling = hash_video(BIKES, settings, query=False)
     got = [sv for part in parts for sv in part.signals if sv.variant is None]
-    frames, _ = sampled(BIKES, SamplingStrategy(settings.video_strategy, fps=settings.video_fps),
-                        max_side=settings.video_max_side)
+    frames, _ = sampled(BIKES, upload_strategy(settings), max_side=settings.video_max_side)
     want = [sv for f in frames for sv in hash_frame(f.rgb, settings, frame_ms=f.frame_ms) if sv.variant is None]
     assert [(sv.signal, sv.frame_ms) for sv in got] == [(sv.signal, sv.frame_ms) for sv in want]
     assert len(frames) == sampling.frames_yielded > 5

@@ -67,6 +67,19 @@ class Settings:
     video_probe_bytes: int = 5_000_000  # VIGIL_VIDEO_PROBE_BYTES: FFmpeg probesize
     video_probe_seconds: float = 5.0  # VIGIL_VIDEO_PROBE_SECONDS: FFmpeg analyzeduration, of stream time
     video_open_timeout_s: float = 10.0  # VIGIL_VIDEO_OPEN_TIMEOUT_S: wall clock for opening and probing
+    # keyframes: a frame is also taken whenever this long passes without one, so any excerpt at
+    # least this long is sampled at least once (a 1 s excerpt between 2 s keyframes is not missed)
+    video_max_gap_s: float = 0.8  # VIGIL_VIDEO_MAX_GAP_S
+    # Adaptive sampling: a sampled frame within video_near_factor x the PDQ threshold of any video
+    # entry of a block/review bank gets the video_dense_window_s seconds each side of it decoded at
+    # video_dense_fps, up to video_dense_max_seconds of dense windows per upload.
+    video_near_factor: float = 1.5  # VIGIL_VIDEO_NEAR_FACTOR; 0 = no adaptive sampling
+    video_dense_fps: float = 10.0  # VIGIL_VIDEO_DENSE_FPS
+    video_dense_window_s: float = 2.0  # VIGIL_VIDEO_DENSE_WINDOW_S
+    video_dense_max_seconds: float = 120.0  # VIGIL_VIDEO_DENSE_MAX_SECONDS
+    # Excerpt rule: a run of upload frames matching one video entry in order that covers this much
+    # of the entry's timeline decides as the entry's bank says (block); a shorter run is review.
+    video_excerpt_s: float = 1.0  # VIGIL_VIDEO_EXCERPT_S
     video_part_frames: int = 16  # VIGIL_VIDEO_PART_FRAMES: frames per hashes message (early block)
     # A video whose next part has not come for this long is dead-lettered (incomplete_video) so
     # its partition's offsets can move on; the matcher holds them until the video is decided.

@@ -120,6 +120,9 @@ class IndexedEntries:
             blocks = store.iter_code_blocks(bank, signal, count=50_000) if meta is None \
                 else store.iter_snapshot_blocks(bank, signal, meta)
             for block in _prefetch(blocks):
+                block = self.keep(signal, block)
+                if block is None:
+                    continue
                 if block.per_entry is None:
                     first = np.arange(len(block.entries))
                 else:
@@ -139,6 +142,10 @@ class IndexedEntries:
                 repeats = self.table.index_appended()
                 if len(repeats):
                     self._discard(repeats)
+
+    def keep(self, signal: str, block: CodeBlock) -> CodeBlock | None:
+        """The part of a cold-start block to index (all of it here; a narrower view overrides)."""
+        return block
 
     def _discard(self, handles: np.ndarray) -> None:
         for idx in self.indexes():

@@ -107,6 +107,8 @@ class IndexRebuilder:
 class BankIndex:
     """All enabled entries of all banks, searchable per signal. Owned by one matcher."""
 
+    entries_class = IndexedEntries  # what is indexed of each entry (workers.index.video_near narrows it)
+
     def __init__(self, settings: Settings):
         self.settings = settings
         self.banks: dict[str, Bank] = {}
@@ -116,7 +118,7 @@ class BankIndex:
         self.loaded = False
         # Multi-index hashing (workers.index.mih): exact range search, far faster than a scan on large
         # banks (benchmarks/bench_bank.py), and it scans small ones anyway.
-        self._e = IndexedEntries(settings.pdq_min_quality)
+        self._e = self.entries_class(settings.pdq_min_quality)
 
     @property
     def video_frames(self) -> dict[tuple[str, str], int]:
@@ -158,7 +160,7 @@ class BankIndex:
 
     def _build(self, store: BankStore, use_snapshots: bool) -> tuple[Snapshot, IndexedEntries, dict[str, Bank], dict]:
         snap = store.snapshot_start()
-        fresh = IndexedEntries(self.settings.pdq_min_quality)
+        fresh = self.entries_class(self.settings.pdq_min_quality)
         packed = [name for name in snap.banks if store.has_codes(name)]
         plan = self._snapshot_plan(store, snap, packed) if use_snapshots else {}
         fresh.load_packed(store, packed, plan)
@@ -238,7 +240,7 @@ class BankIndex:
         """Load a fresh index aside, bring it up to the change stream's end, and swap it in under
         `lock` (held only for the last few changes), so searches neither wait for the build nor
         see an index older than the one they had. Needs memory for both while it builds."""
-        fresh = BankIndex(self.settings)
+        fresh = type(self)(self.settings)
         fresh.load(store)
         fresh.catch_up(store)  # the changes made while it loaded, outside the lock
         fresh._e.tidy()

@@ -9,6 +9,11 @@ Three strategies share one decode loop:
 * ``fixed``: the first frame at or after each tick of a ``fps`` grid.
 * ``all``: every frame (for building bank entries, which are then deduplicated).
 
+``windows`` restricts ``fixed`` to stretches of the stream: the hasher's dense re-decode around a
+frame that came near a banked video (workers/signals/hashing.py), so a few seconds of banked
+footage inside a long upload are measured with enough frames. Packets outside every window are
+demuxed but not decoded, and demuxing stops after the last window.
+
 The loop demuxes every packet (cheap) but decodes lazily: packets of the current GOP are kept
 and only fed to the decoder once a wanted frame is reachable, and a new keyframe discards the
 rest of the GOP. That is the seek-and-decode trade-off done per GOP without container seeks:
@@ -50,12 +55,40 @@ class SamplingStrategy:
     kind: str = "keyframes"  # keyframes | fixed | all
     fps: float = 1.0
     max_keyframe_gap_s: float = 5.0
+    # fixed only: (start_s, end_s) stretches to sample, sorted and merged here; () = the whole stream
+    windows: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in STRATEGIES:
             raise ValueError(f"unknown sampling strategy {self.kind!r} ({' | '.join(STRATEGIES)})")
         if not self.fps > 0 or not self.max_keyframe_gap_s > 0:
             raise ValueError("fps and max_keyframe_gap_s must be positive")
+        if self.windows:
+            if self.kind != "fixed":
+                raise ValueError("windows apply to the fixed strategy only")
+            object.__setattr__(self, "windows", merge_windows(self.windows))
+
+    def in_window(self, due: float) -> float:
+        """The first time at or after `due` inside a window (inf after the last one)."""
+        if not self.windows:
+            return due
+        for start, end in self.windows:
+            if due <= end + 1e-9:
+                return max(due, start)
+        return math.inf
+
+
+def merge_windows(windows) -> tuple[tuple[float, float], ...]:
+    """(start, end) seconds sorted, overlapping or touching ones joined; empty ones dropped."""
+    out: list[list[float]] = []
+    for start, end in sorted((max(0.0, float(a)), float(b)) for a, b in windows):
+        if end < start:
+            continue
+        if out and start <= out[-1][1] + 1e-9:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return tuple((a, b) for a, b in out)
 
 
 @dataclass(frozen=True)
@@ -190,7 +223,7 @@ class VideoSampling:
                         yield from self._drain(stream, gop)
             yield from self._end_gop(stream, gop)
             yield from self._drain(stream, gop)
-            if not self.partial and stream.frames and self.packets < stream.frames:
+            if not self.partial and not self._windows_done and stream.frames and self.packets < stream.frames:
                 # The index (MP4 sample table, AVI header) lists more frames than the file holds: cut short.
                 self._mark_partial("truncated", f"the index lists {stream.frames} frames, the file holds {self.packets}")
             cut = None if self.partial else cut_inside_packet(self.path, self.format)
@@ -231,7 +264,11 @@ class VideoSampling:
         sar = stream.sample_aspect_ratio
         self._sar = float(sar) if sar and float(sar) > 0 else 1.0
         # The next frame time (s) a fixed-rate tick or a keyframe gap asks for.
-        self._due = {"fixed": 0.0, "keyframes": self.strategy.max_keyframe_gap_s}.get(self.strategy.kind, -math.inf)
+        self._due = {"fixed": self.strategy.in_window(0.0),
+                     "keyframes": self.strategy.max_keyframe_gap_s}.get(self.strategy.kind, -math.inf)
+        # Past the last window (and the decoder's reordering, well under 1 s): nothing more to take.
+        self._stop_after = self.strategy.windows[-1][1] + 1.0 if self.strategy.windows else math.inf
+        self._windows_done = False
         self._candidate: float | None = None  # earliest unfed packet time at or after _due
         self._dirty = False  # the decoder has been fed since its last flush
         self._skipping = False  # the decoder discards non-reference frames (AVDISCARD_NONREF)
@@ -282,6 +319,9 @@ class VideoSampling:
             if t is not None:
                 if t > self.limits.max_seconds:
                     self._mark_partial("max_seconds", f"stopped at {self.limits.max_seconds:g} s of video")
+                    return
+                if t > self._stop_after:
+                    self._windows_done = True
                     return
                 end = t + self._seconds(packet.duration or 0)
                 self.duration_ms = max(self.duration_ms, int(round(end * 1000)))
@@ -437,7 +477,7 @@ class VideoSampling:
     def _next_due(self, t: float, key: bool) -> float:
         step = 1.0 / self.strategy.fps
         if self.strategy.kind == "fixed":
-            return (math.floor(t / step + 1e-9) + 1) * step
+            return self.strategy.in_window((math.floor(t / step + 1e-9) + 1) * step)
         if self.strategy.kind == "keyframes":
             return t + (self.strategy.max_keyframe_gap_s if key else step)
         return -math.inf

@@ -46,6 +46,8 @@ def observe_provenance(record: dict | None) -> None:
 
 DEAD_LETTERS = Counter("vigil_dead_letters_total", "Inputs sent to the dead-letter topic.", ["stage", "code"])
 FRAMES_HASHED = Counter("vigil_frames_hashed_total", "Frames (or stills) hashed.", ["media_type"])
+DENSE_FRAMES = Counter("vigil_video_dense_frames_total",
+                       "Video frames decoded densely around frames near a banked video (adaptive sampling).")
 CACHE_HITS = Counter("vigil_decision_cache_hits_total", "Uploads decided from the decision cache, without decoding.")
 INFLIGHT = Gauge("vigil_inflight_events", "Events being processed by this worker.", ["worker"])
 PAUSED = Gauge("vigil_paused_partitions", "Partitions paused for backpressure.", ["worker"])

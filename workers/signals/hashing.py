@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from workers.signals.borders import remove_borders
 from workers.signals.provenance import read_provenance
 
 if TYPE_CHECKING:
-    from workers.media.video import VideoSampling
+    from workers.media.video import SamplingStrategy, VideoLimits, VideoSampling
 
 
 @dataclass
@@ -125,36 +125,156 @@ class VideoPart:
     signals: list[sig.SignalValue]
     frames: int
     stage_seconds: dict[str, float]
+    # Set on the parts of a dense re-decode (adaptive sampling): the (start_s, end_s) it covered.
+    dense_windows: tuple[tuple[float, float], ...] = ()
+
+
+# frame_ms of the signals (of one part) that came near a video entry: the hasher's bank check.
+NearCheck = Callable[[list[sig.SignalValue]], list[int]]
+
+
+def upload_strategy(settings: Settings, kind: str | None = None) -> "SamplingStrategy":
+    """How an upload is sampled: keyframes, and a frame whenever VIGIL_VIDEO_MAX_GAP_S passes
+    without one (so no excerpt that long falls between samples), or the fixed/all strategies."""
+    from workers.media.video import SamplingStrategy
+
+    kind = kind or settings.video_strategy
+    if kind == "keyframes":
+        gap = settings.video_max_gap_s
+        return SamplingStrategy(kind, fps=max(settings.video_fps, 1.0 / gap), max_keyframe_gap_s=gap)
+    return SamplingStrategy(kind, fps=settings.video_fps)
 
 
 def hash_video(path: Path, settings: Settings, query: bool = True, strategy: str | None = None,
-               part_frames: int | None = None) -> tuple[Iterator[VideoPart], "VideoSampling"]:
+               part_frames: int | None = None, near: NearCheck | None = None,
+               ) -> tuple[Iterator[VideoPart], "VideoSampling"]:
     """Parts of a video's frame hashes, as they are decoded, so a matcher can block before the end.
 
     Returns the parts iterator and the sampling object, whose summary (partial, notes, frames)
     is complete once the iterator is exhausted. The fast signals only read luma, so frames are
-    decoded grey for them (under half the conversion cost of RGB)."""
-    from workers.media.video import SamplingStrategy, VideoLimits, sample_frames
+    decoded grey for them (under half the conversion cost of RGB).
 
-    sampling = sample_frames(
-        path, SamplingStrategy(strategy or settings.video_strategy, fps=settings.video_fps),
-        VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.video_max_seconds,
-                    max_frames=settings.video_max_frames, max_pixels=settings.max_image_pixels,
-                    probe=probe_limits(settings)),
-        max_side=settings.video_max_side, grey=settings.signal_impl == "fast")
+    near: adaptive sampling. After each part, the frames `near` names (close to some banked
+    video) get the seconds around them decoded densely (DenseResampler), and those frames follow
+    as parts of their own: a 2 s excerpt of a banked video inside a long upload is then measured
+    with ~20 frames rather than the one or two the sparse pass takes. Without a near frame this
+    costs nothing."""
+    from workers.media.video import sample_frames
+
+    sampling = sample_frames(path, upload_strategy(settings, strategy), _limits(settings, settings.video_max_frames),
+                             max_side=settings.video_max_side, grey=settings.signal_impl == "fast")
     size = part_frames or settings.video_part_frames
+    dense = DenseResampler(path, settings, query, near, size) \
+        if near is not None and settings.video_near_factor > 0 else None
 
     def parts() -> Iterator[VideoPart]:
         batch, t0 = [], time.perf_counter()
         for frame in sampling:
             batch.append(frame)
             if len(batch) >= size:
-                yield _video_part(batch, settings, query, t0)
+                part = _video_part(batch, settings, query, t0)
+                yield part
+                if dense is not None:
+                    yield from dense.after(part)
                 batch, t0 = [], time.perf_counter()
         if batch:
-            yield _video_part(batch, settings, query, t0)
+            part = _video_part(batch, settings, query, t0)
+            yield part
+            if dense is not None:
+                yield from dense.after(part)
 
     return parts(), sampling
+
+
+def _limits(settings: Settings, max_frames: int) -> "VideoLimits":
+    from workers.media.video import VideoLimits
+
+    return VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.video_max_seconds,
+                       max_frames=max_frames, max_pixels=settings.max_image_pixels, probe=probe_limits(settings))
+
+
+class DenseResampler:
+    """Decodes the seconds around near frames at VIGIL_VIDEO_DENSE_FPS, once per stretch.
+
+    Each stretch is decoded by a second pass over the file that demuxes up to it and decodes
+    only its GOPs (SamplingStrategy.windows). A dense frame that is itself near extends the
+    stretch, so a long excerpt is followed to its end; the whole is bounded by
+    VIGIL_VIDEO_DENSE_MAX_SECONDS per upload. Only sampling changes here: whether frames match is
+    still the matcher's question, asked of every frame the same way."""
+
+    def __init__(self, path: Path, settings: Settings, query: bool, near: NearCheck, part_frames: int):
+        self.path, self.settings, self.query, self.near, self.part_frames = path, settings, query, near, part_frames
+        self.covered: tuple[tuple[float, float], ...] = ()
+        self.budget_s = settings.video_dense_max_seconds
+        self.frames = 0
+        self.passes = 0
+
+    def after(self, part: VideoPart) -> Iterator[VideoPart]:
+        todo = self._windows(self.near(part.signals))
+        while todo:
+            hits: list[int] = []
+            for dense_part in self._decode(todo):
+                hits += self.near(dense_part.signals)
+                yield dense_part
+            todo = self._windows(hits)
+
+    def _windows(self, near_ms: list[int]) -> tuple[tuple[float, float], ...]:
+        """Stretches around these frames not decoded densely yet, within the budget."""
+        from workers.media.video import merge_windows
+
+        w = self.settings.video_dense_window_s
+        wanted = merge_windows((ms / 1000 - w, ms / 1000 + w) for ms in near_ms)
+        out = []
+        for start, end in wanted:
+            for a, b in _subtract((start, end), self.covered):
+                if b - a >= 1.0 / self.settings.video_dense_fps and self.budget_s > 0:
+                    b = min(b, a + self.budget_s)
+                    self.budget_s -= b - a
+                    out.append((a, b))
+        return merge_windows(out)
+
+    def _decode(self, windows: tuple[tuple[float, float], ...]) -> Iterator[VideoPart]:
+        from workers.media.video import SamplingStrategy, merge_windows, sample_frames
+
+        self.passes += 1
+        self.covered = merge_windows(self.covered + windows)
+        seconds = sum(b - a for a, b in windows)
+        strategy = SamplingStrategy("fixed", fps=self.settings.video_dense_fps, windows=windows)
+        sampling = sample_frames(self.path, strategy,
+                                 _limits(self.settings, int(seconds * self.settings.video_dense_fps) + 2 * len(windows) + 8),
+                                 max_side=self.settings.video_max_side, grey=self.settings.signal_impl == "fast")
+        batch, t0 = [], time.perf_counter()
+        try:
+            for frame in sampling:
+                batch.append(frame)
+                if len(batch) >= self.part_frames:
+                    yield self._part(batch, t0, windows)
+                    batch, t0 = [], time.perf_counter()
+        except MediaError:
+            pass  # nothing decodable in the windows (past the end, a damaged stretch): the sparse pass stands
+        if batch:
+            yield self._part(batch, t0, windows)
+
+    def _part(self, frames: list, t0: float, windows: tuple[tuple[float, float], ...]) -> VideoPart:
+        self.frames += len(frames)
+        part = _video_part(frames, self.settings, self.query, t0)
+        part.dense_windows = windows
+        return part
+
+
+def _subtract(span: tuple[float, float], covered: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
+    """The parts of span outside every covered (sorted, merged) stretch."""
+    start, end = span
+    out = []
+    for a, b in covered:
+        if b <= start or a >= end:
+            continue
+        if a > start:
+            out.append((start, a))
+        start = max(start, b)
+    if start < end:
+        out.append((start, end))
+    return out
 
 
 def _video_part(frames: list, settings: Settings, query: bool, t0: float) -> VideoPart:

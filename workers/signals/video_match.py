@@ -165,3 +165,82 @@ def dedupe_frames(frames: Sequence[FrameHash], distance: int = 8) -> list[FrameH
         if int(popcount(words[i] ^ words[kept[-1]]).sum()) > distance:
             kept.append(i)
     return [frames[i] for i in kept]
+
+
+# -- excerpts: a few seconds of a banked video inside a longer one ----------------------------------
+# A banked frame may match a little out of order (two near-identical banked frames, the nearest
+# picked): going back this much in entry time does not break a run.
+EXCERPT_BACK_MS = 500
+# The entry's time may run at most this much faster than the upload's (speed-ups) for the run to
+# count at its entry span; beyond it the run is inconsistent (scattered matches, not playback).
+EXCERPT_MAX_SPEED = 2.0
+EXCERPT_SLACK_MS = 1000  # sampling and bank dedupe: a banked frame stands for up to ~1 s of its video
+
+
+@dataclass(frozen=True)
+class ExcerptRun:
+    """Consecutive sampled upload frames that all matched one video entry, in the entry's order."""
+
+    upload_start_ms: int
+    upload_end_ms: int
+    entry_start_ms: int
+    entry_end_ms: int
+    frames: int
+
+    @property
+    def consistent(self) -> bool:
+        """Timing consistent with playback: the entry's span is not far beyond the upload's."""
+        entry = self.entry_end_ms - self.entry_start_ms
+        return entry <= EXCERPT_MAX_SPEED * (self.upload_end_ms - self.upload_start_ms) + EXCERPT_SLACK_MS
+
+    @property
+    def covered_ms(self) -> int:
+        """How much of the entry's timeline the run shows: its entry span, counted at no more than
+        EXCERPT_MAX_SPEED x the upload's span; 0 when the timing is inconsistent."""
+        if not self.consistent:
+            return 0
+        upload = self.upload_end_ms - self.upload_start_ms
+        return int(min(self.entry_end_ms - self.entry_start_ms, EXCERPT_MAX_SPEED * upload))
+
+    def to_json(self) -> dict:
+        return {"upload_start_ms": self.upload_start_ms, "upload_end_ms": self.upload_end_ms,
+                "entry_start_ms": self.entry_start_ms, "entry_end_ms": self.entry_end_ms,
+                "frames": self.frames, "covered_ms": self.covered_ms, "consistent": self.consistent}
+
+
+def excerpt_runs(frames: Sequence[int], pairs: dict[int, int]) -> list[ExcerptRun]:
+    """Runs of consecutive sampled frames that matched the entry with entry times in order.
+
+    frames: the upload's usable sampled frame times (quality-gated, allowlisted frames removed),
+    in any order; pairs: upload frame_ms -> the entry frame_ms it matched. A frame that did not
+    match (or was gated out of `frames`' neighbours by being unusable) ends a run; so does an entry
+    time more than EXCERPT_BACK_MS behind the run's latest. Why runs and not percentages: vPDQ's
+    80% of either side cannot hold for 2 s of a banked 60 s video inside a 5-minute upload, yet
+    2 s of it in order is the material."""
+    runs: list[ExcerptRun] = []
+    cur: list[tuple[int, int]] = []
+    top = 0  # the run's latest entry time
+
+    def close() -> None:
+        if cur:
+            es = [e for _, e in cur]
+            runs.append(ExcerptRun(cur[0][0], cur[-1][0], min(es), max(es), len(cur)))
+            cur.clear()
+
+    for ms in sorted(set(frames)):
+        entry = pairs.get(ms)
+        if entry is None:
+            close()
+            continue
+        if cur and entry < top - EXCERPT_BACK_MS:
+            close()
+        top = max(top, entry) if cur else entry
+        cur.append((ms, entry))
+    close()
+    return runs
+
+
+def longest_excerpt(frames: Sequence[int], pairs: dict[int, int]) -> ExcerptRun | None:
+    """The run covering the most of the entry (then the most frames); None without a match."""
+    runs = excerpt_runs(frames, pairs)
+    return max(runs, key=lambda r: (r.covered_ms, r.frames)) if runs else None

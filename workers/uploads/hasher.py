@@ -19,9 +19,11 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 import topics
 from workers.ops import metrics
+from workers.bank.store import BankStore
+from workers.index.video_near import VideoNearIndex
 from workers.uploads.decisions import DecisionCache
 from workers.errors import MediaError
-from workers.signals.hashing import hash_media, hash_video
+from workers.signals.hashing import NearCheck, hash_media, hash_video
 from workers.media.probe import media_kind, probe_limits
 from workers.signals import file_digests, hash_bytes
 from workers.signals.provenance import check_trust_anchors, read_provenance_file
@@ -45,11 +47,14 @@ class Output:
 
 
 def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[[Output], None] | None = None,
-                   stop_early: Callable[[str], bool] | None = None, cache: DecisionCache | None = None) -> Output:
+                   stop_early: Callable[[str], bool] | None = None, cache: DecisionCache | None = None,
+                   near: NearCheck | None = None) -> Output:
     """One upload event to its output: hashes (the final part), or a dead letter saying why not.
 
     A video's earlier parts go out through `emit` as they are hashed, so the matcher can block
-    before the end; `stop_early(event_id)` says the matcher already has, and decoding stops."""
+    before the end; `stop_early(event_id)` says the matcher already has, and decoding stops.
+    `near` (VideoNearIndex.near_frames) turns on adaptive sampling: the seconds around a frame
+    near a banked video are decoded densely (hash_video)."""
     event = None
     started_ms = now_ms()
     try:
@@ -70,7 +75,7 @@ def process_upload(src: Source, settings: Settings, worker: str, emit: Callable[
             if cached is not None:
                 return _from_cache(event, submitted, cached, stages, worker)
         if video:
-            return _video(src, event, submitted, path, digests, stages, settings, worker, emit, stop_early)
+            return _video(src, event, submitted, path, digests, stages, settings, worker, emit, stop_early, near)
         result = hash_media(data, settings, event.get("media_type"), digests=digests)
         del data
         stages.update(result.stage_seconds)
@@ -111,19 +116,24 @@ def _from_cache(event: dict, submitted: int, cached: dict, stages: dict, worker:
 
 
 def _video(src: Source, event: dict, submitted: int, path, digests: list, stages: dict, settings: Settings,
-           worker: str, emit: Callable[[Output], None] | None, stop_early: Callable[[str], bool] | None) -> Output:
+           worker: str, emit: Callable[[Output], None] | None, stop_early: Callable[[str], bool] | None,
+           near: NearCheck | None = None) -> Output:
     provenance = None
     if settings.provenance_read:  # the container's manifest, where c2pa reads the format (MP4, MOV, AVI)
         t0 = time.perf_counter()
         provenance = read_provenance_file(path, settings.provenance_trust_anchors)
         stages["provenance"] = time.perf_counter() - t0
         metrics.observe_provenance(provenance)
-    parts, sampling = hash_video(path, settings)
+    parts, sampling = hash_video(path, settings, near=near)
     index, pending, frames, notes = 0, list(digests), 0, []
+    dense_frames, dense_windows = 0, set()
     for part in parts:
         for stage, seconds in part.stage_seconds.items():
             stages[stage] = stages.get(stage, 0.0) + seconds
         frames += part.frames
+        if part.dense_windows:
+            dense_frames += part.frames
+            dense_windows.update(part.dense_windows)
         metrics.FRAMES_HASHED.labels("video").inc(part.frames)
         if pending and emit is not None:
             emit(_hashes(event, submitted, worker, index, False, pending, stages, "video", False, []))
@@ -138,6 +148,11 @@ def _video(src: Source, event: dict, submitted: int, path, digests: list, stages
     notes.extend(sampling.notes)
     if frames == 0:
         notes.append("no frame could be sampled; decided on the file digests alone")
+    if dense_frames:
+        seconds = sum(b - a for a, b in dense_windows)
+        notes.append(f"adaptive sampling: {dense_frames} frames from {seconds:.1f} s decoded densely "
+                     f"around frames near a banked video")
+        metrics.DENSE_FRAMES.inc(dense_frames)
     log.info("hashed video", extra={"event_id": event["event_id"], "content_id": event["content_id"],
                                     "frames": frames, "parts": index + 1, "partial": sampling.partial})
     return _hashes(event, submitted, worker, index, True, pending, stages, "video", partial, notes, provenance)
@@ -204,6 +219,9 @@ class Hasher:
         self.redis = redis.Redis.from_url(settings.redis, socket_timeout=1) if settings.redis else None
         self.cache = DecisionCache(self.redis, settings.decision_cache_ttl_s, settings) \
             if self.redis is not None and settings.decision_cache_ttl_s > 0 else None
+        # Adaptive sampling: the bank's video frames, to know which stretches to decode densely.
+        self.video_near = VideoNearIndex(settings) if settings.redis and settings.video_near_factor > 0 else None
+        self.video_thread = threading.Thread(target=self._follow_videos, name="video-bank", daemon=True)
         from workers.live.hasher import LiveHasher  # the live loop reuses this module's pieces
 
         self.live = LiveHasher(settings, self.name)
@@ -217,6 +235,8 @@ class Hasher:
                                           f"{self.metrics_port}/metrics", "kafka": self.settings.kafka})
         self.consumer.subscribe([topics.UPLOADS], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self.live_thread.start()
+        if self.video_near is not None:
+            self.video_thread.start()
         try:
             while not self.stop_event.is_set():
                 msg = self.consumer.poll(0.05)
@@ -256,7 +276,7 @@ class Hasher:
         src = Source(msg.topic(), msg.partition(), msg.offset(), ts if ts_type else None, msg.key(), msg.value())
         cell = self.tracker.started(src.topic, src.partition, src.offset)
         fut = self.pool.submit(process_upload, src, self.settings, self.name, self._emit_part, self._blocked,
-                               self.cache)
+                               self.cache, self.video_near.near_frames if self.video_near is not None else None)
         self.work.append((fut, (src.topic, src.partition), cell))
         metrics.INFLIGHT.labels(self.name).set(len(self.work))
 
@@ -267,6 +287,13 @@ class Hasher:
             out = fut.result()
             self.delivery.send(out.topic, out.key, out.value, [(tp, cell)])
         metrics.INFLIGHT.labels(self.name).set(len(self.work))
+
+    def _follow_videos(self) -> None:
+        store = BankStore.from_url(self.settings.redis, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            self.video_near.follow(store, self.stop_event)
+        except Exception:  # a bug here must not stop hashing: uploads go on, sampled sparsely
+            log.exception("video index sync failed; adaptive sampling is off until restart")
 
     def _emit_part(self, out: Output) -> None:
         """A video's earlier part, from a worker thread (produce is thread-safe). Its offset is
