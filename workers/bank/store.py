@@ -159,9 +159,19 @@ return {1, old or ''}
 class Change:
     stream_id: str
     version: int
-    op: str  # bank_put | bank_delete | entries_put | entries_delete
+    op: str  # bank_put | bank_delete | entries_put | entries_delete (| entries_packed: read_changes(packed=True))
     bank: str
     data: Any
+
+
+@dataclass(frozen=True)
+class PackedEntries:
+    """An entries_ref change read as packed codes (BankStore.packed_entries): what the matcher
+    applies in bulk. Every id is replaced: by its rows in `blocks`, or by nothing (disabled, gone)."""
+
+    entry_ids: list[bytes]
+    blocks: dict[str, CodeBlock]  # signal -> the rows of the entries that have it
+    labels: dict[int, str]  # the bank's label ids -> labels
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,7 @@ class BankStore:
         self._apply = self.r.register_script(_APPLY)
         self._switch = self.r.register_script(_SWITCH)
         self._raw_client: redis.Redis | None = None
+        self.last_version = 0  # the version this store's last write created (what a writer waits for)
 
     @classmethod
     def from_url(cls, url: str, actor: str = "unknown", **kwargs: Any) -> "BankStore":
@@ -200,7 +211,8 @@ class BankStore:
                 keys.append(key)
                 slot[key] = len(keys)
             argv += [slot[key], field, value]
-        return int(self._apply(keys=keys, args=argv))
+        self.last_version = int(self._apply(keys=keys, args=argv))
+        return self.last_version
 
     def create_bank(self, name: str, action: str, *, label: str | None = None, exist_ok: bool = False,
                     thresholds: dict[str, int] | None = None, dihedral: bool = False, description: str = "",
@@ -491,14 +503,22 @@ class BankStore:
                 yield ch
             after_id = batch[-1].stream_id
 
-    def read_changes(self, after_id: str, block_ms: int | None = None, count: int = 500) -> list[Change]:
+    def read_changes(self, after_id: str, block_ms: int | None = None, count: int = 500,
+                     packed: bool = False) -> list[Change]:
         """Changes after `after_id`; entries_ref changes come back as entries_put with the entries'
-        JSON as the entries hash holds it now (see the module docstring: still exact)."""
+        JSON as the entries hash holds it now (see the module docstring: still exact).
+
+        packed=True (the matcher's sync loop): entries_ref changes of banks with complete packed
+        codes come back as op entries_packed with a PackedEntries (their codes, read in binary as a
+        cold start reads them), which a matcher applies in bulk: parsing an import's JSON entry by
+        entry ran at ~5k entries/s, so a 1M-line import took minutes to go live."""
         reply = self.r.xread({CHANGES: after_id}, count=count, block=block_ms)
         out = []
         for _stream, items in reply or ():
             for stream_id, fields in items:
                 out.append(Change(stream_id, int(fields["v"]), fields["op"], fields["bank"], json.loads(fields["data"])))
+        if packed:
+            out = self._packed(out)
         refs = [i for i, ch in enumerate(out) if ch.op == "entries_ref"]
         if refs:
             pipe = self.r.pipeline(transaction=False)
@@ -508,6 +528,47 @@ class BankStore:
                 # an id gone since was removed by a later change, which the stream also holds
                 out[i] = replace(out[i], op="entries_put", data=[json.loads(b) for b in blobs if b is not None])
         return out
+
+    def _packed(self, changes: list[Change]) -> list[Change]:
+        """entries_ref changes of packed banks as entries_packed; a run of them on one bank becomes
+        one change (the run's last version and stream id), so a whole import batch is applied as one
+        bulk write into the index instead of hundreds of small ones."""
+        coded: dict[str, bool] = {}
+        out: list[Change] = []
+        run: list[Change] = []
+
+        def flush() -> None:
+            if run:
+                ids = list(dict.fromkeys(i for ch in run for i in ch.data))
+                out.append(replace(run[-1], op="entries_packed", data=self.packed_entries(run[-1].bank, ids)))
+                run.clear()
+
+        for ch in changes:
+            if ch.op == "entries_ref" and coded.setdefault(ch.bank, self.has_codes(ch.bank)):
+                if run and run[-1].bank != ch.bank:
+                    flush()
+                run.append(ch)
+                continue
+            flush()
+            out.append(ch)
+        flush()
+        return out
+
+    def packed_entries(self, bank: str, entry_ids: list[str], page: int = 20_000) -> "PackedEntries":
+        """These entries' packed codes as they are now, one CodeBlock per signal that has any (an id
+        in no codes hash is disabled or gone: its entry is dropped), and the bank's labels. Exact by
+        the module docstring's argument, as entries_ref's JSON is: codes and JSON are one write."""
+        ids = [i.encode() for i in entry_ids]
+        blocks: dict[str, CodeBlock] = {}
+        for signal in CODE_SIGNALS:
+            found: dict[bytes, bytes] = {}
+            for at in range(0, len(ids), page):
+                part = ids[at: at + page]
+                found.update((k, v) for k, v in zip(part, self._raw.hmget(codes_key(bank, signal), part)) if v)
+            if found:
+                blocks[signal] = unpack_block(signal, found)
+        labels = self.labels(bank) if any(b.labels.any() for b in blocks.values()) else {}
+        return PackedEntries(ids, blocks, labels)
 
     def trim_changes(self) -> int:
         """Drop changes no reader needs: older than every bank's oldest snapshot and than
