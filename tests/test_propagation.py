@@ -109,16 +109,19 @@ def test_wait_for_version_names_the_matchers_behind_and_forgets_dead_ones(store:
 
 def test_decisions_wait_while_the_matcher_catches_up_but_not_past_the_hold():
     gate = CatchUp(hold_s=5.0)
-    assert gate.wait() and not gate.catching_up
-    gate.behind()
-    threading.Timer(0.3, gate.current).start()
+    assert gate.wait() and not gate.catching_up and gate.behind_for() == 0
+    gate.behind(10)
+    gate.reached(9)  # applied part of it: still holding
+    gate.behind(12)  # a newer version does not extend the hold
+    assert gate.catching_up and gate.target == 10
+    threading.Timer(0.3, gate.reached, args=(10,)).start()
     t0 = time.monotonic()
-    assert gate.wait() and 0.25 < time.monotonic() - t0 < 3
+    assert gate.wait() and 0.25 < time.monotonic() - t0 < 3 and not gate.catching_up
     short = CatchUp(hold_s=0.3)
-    short.behind()
+    short.behind(5)
     t0 = time.monotonic()
     assert not short.wait() and time.monotonic() - t0 < 2  # a matcher far behind: decisions go on
-    assert not short.wait()  # at once now: the hold counts from when it fell behind
+    assert not short.wait() and short.behind_for() >= 0.3  # at once now; readiness sees the lag
 
 
 def test_cli_bank_write_prints_its_version_and_exits_5_when_a_matcher_is_behind(store: BankStore, redis_url):

@@ -87,29 +87,32 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
                              label=args.label, progress=not args.json)
     except FormatError as exc:
         raise CliError(f"{args.file}: {exc}") from None
-    if report["loaded"] and not args.no_snapshot:
-        if store.has_codes(args.name):
-            report["snapshot"] = write_snapshot(store, args.name, quiet=args.json)
-        else:
-            report["snapshot"] = None
-            report["snapshot_skipped"] = f"no packed codes: run `vigil bank backfill {args.name}`"
     if not args.json:
         for line in report.get("invalid", [])[:50]:
             print(f"invalid line {line['line']}: {line['reason']}", file=sys.stderr)
         print(f"{'imported' if report['loaded'] else 'NOT imported'}: {report['added']} new, "
               f"{report['unchanged']} already present, {report['invalid_count']} invalid lines"
               + (f", {report['unsupported_count']} unsupported hashes kept out" if report.get("unsupported_count") else ""))
-        if report.get("snapshot"):
-            print(f"snapshot of {args.name} written for matcher cold starts: "
-                  + snapshot_summary(report["snapshot"]))
-        elif report.get("snapshot_skipped"):
-            print(f"no snapshot written ({report['snapshot_skipped']})")
-    code = EXIT_USAGE
-    if report["loaded"]:  # nothing new written: wait for the version the bank is at
-        code, live = propagate(store, args, store.last_version or store.version(), default_on=True)
-        report.update(live)
+    if not report["loaded"]:
+        if args.json:
+            print_json(report)
+        return EXIT_USAGE
+    # First the wait (the time from the last write to every matcher), then the snapshot, which
+    # matchers need only for their next cold start. Nothing new written: the bank's version.
+    code, live = propagate(store, args, store.last_version or store.version(), default_on=True)
+    report.update(live)
+    if not args.no_snapshot:
+        if store.has_codes(args.name):
+            report["snapshot"] = write_snapshot(store, args.name, quiet=args.json)
+        else:
+            report["snapshot"] = None
+            report["snapshot_skipped"] = f"no packed codes: run `vigil bank backfill {args.name}`"
     if args.json:
         print_json(report)
+    elif report.get("snapshot"):
+        print(f"snapshot of {args.name} written for matcher cold starts: " + snapshot_summary(report["snapshot"]))
+    elif report.get("snapshot_skipped"):
+        print(f"no snapshot written ({report['snapshot_skipped']})")
     return code
 
 

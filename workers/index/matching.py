@@ -103,30 +103,41 @@ class IndexRebuilder:
 class CatchUp:
     """Holds decisions while the matcher applies bank changes it knows are there.
 
-    The sync loop calls behind() when the store's version is past what it has applied (an import
-    is arriving) and current() when it has caught up; the consumer threads call wait() before each
-    poll. A decision made meanwhile would use the bank as it was, so it waits instead, for at most
-    `hold_s` from when the matcher fell behind: past that (a matcher far behind), decisions go on
-    and the matcher reports itself not ready (Matcher: bank_current)."""
+    behind(target) when the store's version is past what the index has applied (an import is
+    arriving), reached(version) after each apply; the consumer threads call wait() before each
+    poll. A decision made meanwhile would use the bank as it was, so it waits instead until the
+    target is applied (well under a second while a matcher keeps up with an import), for at most
+    `hold_s` from when the matcher fell behind: past that (a matcher far behind) decisions go on,
+    and after VIGIL_BANK_BEHIND_SECONDS the matcher reports itself not ready (behind_for)."""
 
     def __init__(self, hold_s: float):
         self.hold_s = hold_s
         self._current = threading.Event()
         self._current.set()
-        self.since: float | None = None  # monotonic time it fell behind
+        self._mu = threading.Lock()
+        self.since: float | None = None  # monotonic time it fell behind `target`
+        self.target = 0
 
     @property
     def catching_up(self) -> bool:
         return not self._current.is_set()
 
-    def behind(self) -> None:
-        if self._current.is_set():
-            self.since = time.monotonic()
-            self._current.clear()
+    def behind_for(self) -> float:
+        """Seconds the oldest unapplied version seen has waited (0 when current)."""
+        since = self.since
+        return 0.0 if since is None else time.monotonic() - since
 
-    def current(self) -> None:
-        self.since = None
-        self._current.set()
+    def behind(self, target: int) -> None:
+        with self._mu:
+            if self._current.is_set():
+                self.since, self.target = time.monotonic(), target
+                self._current.clear()
+
+    def reached(self, version: int) -> None:
+        with self._mu:
+            if version >= self.target:
+                self.since = None
+                self._current.set()
 
     def wait(self) -> bool:
         """True if the index is current (at once, or within the hold)."""

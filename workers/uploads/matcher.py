@@ -55,13 +55,11 @@ class Matcher:
         self.health.checks["broker"] = lambda: self.uploads.assigned and self.live.assigned  # both in their groups
         self.health.checks["bank_current"] = self._bank_current
         self.head_version = 0  # the store's version at the last heartbeat
-        self._behind_since: float | None = None
 
     def _bank_current(self) -> bool:
-        """Not ready while the bank in Redis is ahead of this matcher's index for longer than
-        bank_behind_seconds (a change too big or a matcher too slow to keep up)."""
-        since = self._behind_since
-        return since is None or time.monotonic() - since < self.settings.bank_behind_seconds
+        """Not ready while a bank version in Redis has waited longer than bank_behind_seconds to
+        be applied here (a change too big, or a matcher too slow to keep up)."""
+        return self.index.catch_up_gate.behind_for() < self.settings.bank_behind_seconds
 
     def heartbeat(self) -> None:
         """Every HEARTBEAT_S: compare the store's version with the index's, hold decisions while
@@ -74,10 +72,9 @@ class Matcher:
                 version = self.index.version  # read after head: behind only if truly not applied
                 self.head_version = head
                 if self.index.loaded and version < head:
-                    self.index.catch_up_gate.behind()
-                    self._behind_since = self._behind_since or time.monotonic()
+                    self.index.catch_up_gate.behind(head)
                 else:
-                    self._behind_since = None
+                    self.index.catch_up_gate.reached(version)
                 metrics.BANK_BEHIND.set(max(head - version, 0))
                 propagation.beat(self.store.r, propagation.MatcherBeat(
                     self.name, version, head, self.index.loaded, self.index.catch_up_gate.catching_up,
@@ -117,12 +114,10 @@ class Matcher:
                     self.index.apply(changes, after)  # dropped if a rebuild swapped in meanwhile
                 if changes:
                     log.info("bank changed", extra={"version": self.index.version, "changes": len(changes)})
-                    if self.index.version >= self.store.version():
-                        self.index.catch_up_gate.current()  # decisions held meanwhile go on
-                    else:
-                        self.index.catch_up_gate.behind()  # more to read: hold decisions till it is in
-                elif self.index.catch_up_gate.catching_up and self.index.version >= self.store.version():
-                    self.index.catch_up_gate.current()
+                    head = self.store.version()
+                    if self.index.version < head:  # more to read: decisions wait until it is in
+                        self.index.catch_up_gate.behind(head)
+                self.index.catch_up_gate.reached(self.index.version)  # decisions held meanwhile go on
                 self._publish_bank_metrics()
                 self.rebuilds.maybe_start()
                 backoff = 0.2
