@@ -21,7 +21,7 @@ from workers.stack import samples, transforms
 
 pytestmark = pytest.mark.integration
 LINES = 200_000
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "china.jpg", "flower.jpg", "retina",
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "china.jpg", "flower.jpg", "retina",
           "stereo_motorcycle", "hubble_deep_field")
 
 
