@@ -134,7 +134,8 @@ def test_cli_bank_write_prints_its_version_and_exits_5_when_a_matcher_is_behind(
 
     plain = vigil("update", "w", "--label", "csam")
     assert plain.returncode == 0 and f"bank version {store.version()} written" in plain.stdout
-    propagation.beat(store.r, propagation.MatcherBeat("matcher-stuck", 1, 1, True, False, int(time.time() * 1000)))
+    propagation.beat(store.r, propagation.MatcherBeat("matcher-stuck", 1, 1, True, False, int(time.time() * 1000)),
+                     ttl_s=300)  # a matcher stuck at version 1, alive through slow CLI starts
     behind = vigil("update", "w", "--label", "ncii", "--wait", "--wait-timeout", "0.5")
     assert behind.returncode == 5, behind.stderr
     assert "NOT yet live" in behind.stdout and "matcher-stuck at 1" in behind.stdout
@@ -143,3 +144,6 @@ def test_cli_bank_write_prints_its_version_and_exits_5_when_a_matcher_is_behind(
     listing = json.loads(vigil("list", "--json").stdout)
     assert listing["matchers"][0]["name"] == "matcher-stuck" and listing["matchers"][0]["behind"] == store.version() - 1
     assert "matcher matcher-stuck" in vigil("stats").stdout
+    propagation.forget(store.r, "matcher-stuck")
+    gone = vigil("update", "w", "--label", "y", "--wait")
+    assert gone.returncode == 0 and "no live matchers" in gone.stdout

@@ -165,16 +165,6 @@ class Change:
 
 
 @dataclass(frozen=True)
-class PackedEntries:
-    """An entries_ref change read as packed codes (BankStore.packed_entries): what the matcher
-    applies in bulk. Every id is replaced: by its rows in `blocks`, or by nothing (disabled, gone)."""
-
-    entry_ids: list[bytes]
-    blocks: dict[str, CodeBlock]  # signal -> the rows of the entries that have it
-    labels: dict[int, str]  # the bank's label ids -> labels
-
-
-@dataclass(frozen=True)
 class Snapshot:
     version: int
     stream_id: str  # read the change stream after this id
@@ -467,6 +457,11 @@ class BankStore:
         return len(entries)
 
     @property
+    def raw(self) -> redis.Redis:
+        """The bytes-in, bytes-out client (packed codes are binary)."""
+        return self._raw
+
+    @property
     def _raw(self) -> redis.Redis:
         """A bytes-in, bytes-out client on the same server (the main one decodes replies as text)."""
         if self._raw_client is None:
@@ -509,8 +504,8 @@ class BankStore:
         JSON as the entries hash holds it now (see the module docstring: still exact).
 
         packed=True (the matcher's sync loop): entries_ref changes of banks with complete packed
-        codes come back as op entries_packed with a PackedEntries (their codes, read in binary as a
-        cold start reads them), which a matcher applies in bulk: parsing an import's JSON entry by
+        codes come back as op entries_packed (workers.bank.bulk_changes: their codes, read in binary
+        as a cold start reads them), which a matcher applies in bulk: parsing an import's JSON entry by
         entry ran at ~5k entries/s, so a 1M-line import took minutes to go live."""
         reply = self.r.xread({CHANGES: after_id}, count=count, block=block_ms)
         out = []
@@ -518,7 +513,9 @@ class BankStore:
             for stream_id, fields in items:
                 out.append(Change(stream_id, int(fields["v"]), fields["op"], fields["bank"], json.loads(fields["data"])))
         if packed:
-            out = self._packed(out)
+            from workers.bank.bulk_changes import pack_runs  # (it builds on this module)
+
+            out = pack_runs(self, out)
         refs = [i for i, ch in enumerate(out) if ch.op == "entries_ref"]
         if refs:
             pipe = self.r.pipeline(transaction=False)
@@ -528,47 +525,6 @@ class BankStore:
                 # an id gone since was removed by a later change, which the stream also holds
                 out[i] = replace(out[i], op="entries_put", data=[json.loads(b) for b in blobs if b is not None])
         return out
-
-    def _packed(self, changes: list[Change]) -> list[Change]:
-        """entries_ref changes of packed banks as entries_packed; a run of them on one bank becomes
-        one change (the run's last version and stream id), so a whole import batch is applied as one
-        bulk write into the index instead of hundreds of small ones."""
-        coded: dict[str, bool] = {}
-        out: list[Change] = []
-        run: list[Change] = []
-
-        def flush() -> None:
-            if run:
-                ids = list(dict.fromkeys(i for ch in run for i in ch.data))
-                out.append(replace(run[-1], op="entries_packed", data=self.packed_entries(run[-1].bank, ids)))
-                run.clear()
-
-        for ch in changes:
-            if ch.op == "entries_ref" and coded.setdefault(ch.bank, self.has_codes(ch.bank)):
-                if run and run[-1].bank != ch.bank:
-                    flush()
-                run.append(ch)
-                continue
-            flush()
-            out.append(ch)
-        flush()
-        return out
-
-    def packed_entries(self, bank: str, entry_ids: list[str], page: int = 20_000) -> "PackedEntries":
-        """These entries' packed codes as they are now, one CodeBlock per signal that has any (an id
-        in no codes hash is disabled or gone: its entry is dropped), and the bank's labels. Exact by
-        the module docstring's argument, as entries_ref's JSON is: codes and JSON are one write."""
-        ids = [i.encode() for i in entry_ids]
-        blocks: dict[str, CodeBlock] = {}
-        for signal in CODE_SIGNALS:
-            found: dict[bytes, bytes] = {}
-            for at in range(0, len(ids), page):
-                part = ids[at: at + page]
-                found.update((k, v) for k, v in zip(part, self._raw.hmget(codes_key(bank, signal), part)) if v)
-            if found:
-                blocks[signal] = unpack_block(signal, found)
-        labels = self.labels(bank) if any(b.labels.any() for b in blocks.values()) else {}
-        return PackedEntries(ids, blocks, labels)
 
     def trim_changes(self) -> int:
         """Drop changes no reader needs: older than every bank's oldest snapshot and than

@@ -13,7 +13,8 @@ import redis
 from workers.bank.codes import CODE_SIGNALS, CodeBlock
 from workers.bank.model import Entry
 from workers.bank.snapshot import SnapshotMeta
-from workers.bank.store import BankStore, PackedEntries, codes_key
+from workers.bank.bulk_changes import PackedEntries
+from workers.bank.store import BankStore, codes_key
 from workers.index.entry_table import EntryTable
 from workers.index.mih import MultiIndexHamming
 from workers.signals import DIGEST_HEX_LEN, PERCEPTUAL_BITS
