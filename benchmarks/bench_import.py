@@ -181,7 +181,7 @@ def import_propagation(lines: int, matchers: int = 1) -> list[str]:
             assert report["added"] == lines and result.ok, (report, result.summary())
             rss = [_peak_rss_mb(w.proc.pid) for w in cluster.workers if w.kind == "matcher"]
     return [
-        f"**Propagation of a {lines:,}-line import** (`python -m benchmarks.bench_import --propagation-lines {lines}`): "
+        f"**Propagation of a {lines:,}-line import** (`python -m benchmarks.bench_import --only-propagation --propagation-lines {lines}`): "
         f"`import_file` wrote it in {imported:.1f} s ({lines / imported:,.0f} lines/s) while {matchers} matcher "
         f"process(es) applied it as it arrived (at most {lag['versions']} bank versions, ≈{lag['versions'] * 2000:,} "
         f"entries, behind); **every matcher had the import's last version {result.seconds:.2f} s after its last "

@@ -75,10 +75,7 @@ class Matcher:
                     self.index.catch_up_gate.behind(head)
                 else:
                     self.index.catch_up_gate.reached(version)
-                metrics.BANK_BEHIND.set(max(head - version, 0))
-                propagation.beat(self.store.r, propagation.MatcherBeat(
-                    self.name, version, head, self.index.loaded, self.index.catch_up_gate.catching_up,
-                    int(time.time() * 1000), os.getpid(), socket.gethostname()))
+                self._beat(version, head)
             except redis.RedisError as exc:
                 log.debug("heartbeat not written", extra={"error": str(exc)})
             self.stop_event.wait(HEARTBEAT_S)
@@ -89,6 +86,12 @@ class Matcher:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _beat(self, version: int, head: int) -> None:
+        metrics.BANK_BEHIND.set(max(head - version, 0))
+        propagation.beat(self.store.r, propagation.MatcherBeat(
+            self.name, version, head, self.index.loaded, self.index.catch_up_gate.catching_up,
+            int(time.time() * 1000), os.getpid(), socket.gethostname()))
 
     def sync_bank(self) -> None:
         """Load the snapshot, then tail the change stream until stopped; reconnect with backoff if
@@ -118,6 +121,8 @@ class Matcher:
                     if self.index.version < head:  # more to read: decisions wait until it is in
                         self.index.catch_up_gate.behind(head)
                 self.index.catch_up_gate.reached(self.index.version)  # decisions held meanwhile go on
+                if changes:
+                    self._beat(self.index.version, head)  # writers waiting learn it now, not at the next beat
                 self._publish_bank_metrics()
                 self.rebuilds.maybe_start()
                 backoff = 0.2
