@@ -54,7 +54,6 @@ class Matcher:
         self.health.checks["bank_fresh"] = lambda: time.time() - self.index.synced_at < settings.bank_stale_seconds
         self.health.checks["broker"] = lambda: self.uploads.assigned and self.live.assigned  # both in their groups
         self.health.checks["bank_current"] = self._bank_current
-        self.head_version = 0  # the store's version at the last heartbeat
 
     def _bank_current(self) -> bool:
         """Not ready while a bank version in Redis has waited longer than bank_behind_seconds to
@@ -70,7 +69,6 @@ class Matcher:
             try:
                 head = self.store.version()
                 version = self.index.version  # read after head: behind only if truly not applied
-                self.head_version = head
                 if self.index.loaded and version < head:
                     self.index.catch_up_gate.behind(head)
                 else:
