@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,6 +16,7 @@ import redis
 from confluent_kafka import Message
 
 import topics
+from workers.bank import propagation
 from workers.bank.model import Entry, entry_id_for_hash
 from workers.bank.store import VERSION, BankStore, chunk_key, entries_key
 from workers.uploads.decisions import CACHE_KEY, DecisionCache
@@ -154,13 +156,22 @@ def test_matcher_loads_and_follows_the_bank_but_cannot_change_it(acl_server: Ser
     index.apply(changes)
     assert index.version == bank.version() and index.counts()["pdq"] == 3
     assert store.first_change_version() == 1
+    bank.add_entries("csam", [_entry("csam", f"{i:064x}") for i in range(1, 202)])  # an import batch
+    index.apply(store.read_changes(index.stream_id, packed=True))  # read as packed codes (HMGET)
+    assert index.version == bank.version() and index.counts()["pdq"] == 204
+    propagation.beat(store.r, propagation.MatcherBeat("m1", index.version, bank.version(), True, False,
+                                                      int(time.time() * 1000)))
+    assert [(m.name, m.version) for m in propagation.live_matchers(bank.r)] == [("m1", index.version)]
+    propagation.forget(store.r, "m1")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        propagation.live_matchers(store.r)  # it writes its heartbeat; only bank writers read them
     bank.write_snapshot("csam")  # the admin writes snapshots; the matcher loads from them
-    assert bank.snapshot_metas("csam")["pdq"].entries == 3
+    assert bank.snapshot_metas("csam")["pdq"].entries == 204
     snap_index = BankIndex(Settings())
     snap_index.load(store)
-    assert snap_index.counts()["pdq"] == 3 and store.snapshot_metas("csam")["pdq"].entries == 3
+    assert snap_index.counts()["pdq"] == 204 and store.snapshot_metas("csam")["pdq"].entries == 204
     meta = store.snapshot_metas("csam")["pdq"]
-    assert sum(len(b.entries) for b in store.iter_snapshot_blocks("csam", "pdq", meta)) == 3
+    assert sum(len(b.entries) for b in store.iter_snapshot_blocks("csam", "pdq", meta)) == 204
     with pytest.raises(redis.exceptions.NoPermissionError):
         store.write_snapshot("csam")
     with pytest.raises(redis.exceptions.NoPermissionError):
@@ -175,7 +186,7 @@ def test_matcher_loads_and_follows_the_bank_but_cannot_change_it(acl_server: Ser
         store.r.hset(entries_key("csam"), "x", "{}")
     with pytest.raises(redis.exceptions.NoPermissionError):
         store.audit()  # who changed the bank is for reviewers, not workers
-    assert bank.entry_count("csam") == 3 and bank.get_bank("evil") is None
+    assert bank.entry_count("csam") == 204 and bank.get_bank("evil") is None
 
 
 def test_api_user_follows_the_bank_and_reads_tokens_but_writes_nothing(acl_server: Server, bank: BankStore):

@@ -104,6 +104,9 @@ def test_matcher_paths_take_every_message_of_a_backlog_in_offset_order(cluster):
     """Both matcher paths take what is waiting one poll at a time, at most 200 a turn. A backlog
     of several turns' worth comes out whole and in order (a version that polled one message past
     the turn's limit dropped it: 1 event in 2,000 went undecided in the chaos test)."""
+    import threading
+
+    from workers.index.matching import BankIndex
     from workers.stream.kafka import create_topics
     from workers.stream.matcher_path import MatcherPath
 
@@ -122,7 +125,7 @@ def test_matcher_paths_take_every_message_of_a_backlog_in_offset_order(cluster):
     for i in range(450):
         producer.produce(Drain.topic, value=str(i).encode())
     producer.flush(30)
-    path = Drain(settings, "test", None, None, f"drain-{Drain.topic}")  # type: ignore[arg-type]
+    path = Drain(settings, "test", BankIndex(settings), threading.Lock(), f"drain-{Drain.topic}")
     path.consumer.subscribe([Drain.topic], on_assign=path._on_assign, on_revoke=path._on_revoke)
     turns, got, deadline = [], [], time.monotonic() + 60
     while len(got) < 450 and time.monotonic() < deadline:

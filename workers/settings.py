@@ -100,6 +100,11 @@ class Settings:
 
     bank_poll_seconds: float = 0.5  # VIGIL_BANK_POLL_SECONDS: how long a change-stream read blocks
     bank_stale_seconds: float = 30.0  # VIGIL_BANK_STALE_SECONDS: unsynced this long -> matcher not ready
+    # While the matcher applies bank changes it has seen (an import), decisions wait up to this
+    # long for them rather than be made with the bank as it was; keep it under the consumer's
+    # max.poll.interval (6 s embedded, 300 s otherwise).
+    bank_hold_seconds: float = 3.0  # VIGIL_BANK_HOLD_SECONDS
+    bank_behind_seconds: float = 10.0  # VIGIL_BANK_BEHIND_SECONDS: behind the store this long -> not ready
 
     metrics_port: int = 0  # VIGIL_METRICS_PORT: 0 picks a free port
     metrics_host: str = "127.0.0.1"  # VIGIL_METRICS_HOST

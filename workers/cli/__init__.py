@@ -5,7 +5,8 @@ they share is in `common.py`. A new noun is a new module and nothing else: every
 with an `add_parser` is a noun, listed in `vigil --help` by its HELP_ORDER (default 50), then name.
 
 Exit codes: 0 success; 1 failure while running; 2 bad usage or input; 3 a service (Kafka, Redis)
-is unreachable; 4 timed out waiting for decisions.
+is unreachable; 4 timed out waiting for decisions; 5 a bank change is written but not yet live in
+every matcher after --wait-timeout (the matchers behind are named).
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Moderation workers: match uploads against banks of known harmful media by hash.",
         epilog="Start here: `vigil up` runs the embedded stack; in another shell `vigil bank create demo "
                "--action block`, `vigil bank add demo photo.jpg`, `vigil submit copy.jpg --wait`. "
-               "Exit codes: 0 ok, 1 failure, 2 bad usage/input, 3 service unreachable, 4 timeout.",
+               "Exit codes: 0 ok, 1 failure, 2 bad usage/input, 3 service unreachable, 4 timeout, "
+               "5 bank change not yet live in every matcher (--wait-timeout).",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = p.add_subparsers(dest="noun", metavar="NOUN", required=True)
     for noun in nouns():

@@ -15,6 +15,7 @@ from workers.cli.bank_snapshot import (
     snapshot_summary,
     write_snapshot,
 )
+from workers.cli.bank_wait import add_wait_flags, propagate
 from workers.cli.common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -69,13 +70,14 @@ def cmd_bank_add(args: argparse.Namespace) -> int:
             continue
         added.append({"entry_id": entry.entry_id, "file": str(path), "version": version,
                       "signals": {s.signal: s.value for s in entry.signals if not s.variant}})
-    if args.json:
-        print_json({"added": added, "failed": failed})
-    else:
+    if not args.json:
         for a in added:
             print(f"{a['entry_id']}  {a['file']}  " + "  ".join(f"{k}={v[:16]}" for k, v in a["signals"].items()))
         print(f"added {len(added)} entries to {args.name}" + (f"; {failed} files failed" if failed else ""))
-    return EXIT_FAILURE if failed else EXIT_OK
+    code, live = propagate(store, args, store.last_version) if added else (EXIT_OK, {})
+    if args.json:
+        print_json({"added": added, "failed": failed, **live})
+    return EXIT_FAILURE if failed else code
 
 
 def cmd_bank_import(args: argparse.Namespace) -> int:
@@ -89,7 +91,21 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
                              label=args.label, progress=not args.json)
     except FormatError as exc:
         raise CliError(f"{args.file}: {exc}") from None
-    if report["loaded"] and not args.no_snapshot:
+    if not args.json:
+        for line in report.get("invalid", [])[:50]:
+            print(f"invalid line {line['line']}: {line['reason']}", file=sys.stderr)
+        print(f"{'imported' if report['loaded'] else 'NOT imported'}: {report['added']} new, "
+              f"{report['unchanged']} already present, {report['invalid_count']} invalid lines"
+              + (f", {report['unsupported_count']} unsupported hashes kept out" if report.get("unsupported_count") else ""))
+    if not report["loaded"]:
+        if args.json:
+            print_json(report)
+        return EXIT_USAGE
+    # First the wait (the time from the last write to every matcher), then the snapshot, which
+    # matchers need only for their next cold start. Nothing new written: the bank's version.
+    code, live = propagate(store, args, store.last_version or store.version(), default_on=True)
+    report.update(live)
+    if not args.no_snapshot:
         if store.has_codes(args.name):
             report["snapshot"] = write_snapshot(store, args.name, quiet=args.json)
         else:
@@ -97,36 +113,34 @@ def cmd_bank_import(args: argparse.Namespace) -> int:
             report["snapshot_skipped"] = f"no packed codes: run `vigil bank backfill {args.name}`"
     if args.json:
         print_json(report)
-    else:
-        for line in report.get("invalid", [])[:50]:
-            print(f"invalid line {line['line']}: {line['reason']}", file=sys.stderr)
-        print(f"{'imported' if report['loaded'] else 'NOT imported'}: {report['added']} new, "
-              f"{report['unchanged']} already present, {report['invalid_count']} invalid lines"
-              + (f", {report['unsupported_count']} unsupported hashes kept out" if report.get("unsupported_count") else ""))
-        if report.get("snapshot"):
-            print(f"snapshot of {args.name} written for matcher cold starts: "
-                  + snapshot_summary(report["snapshot"]))
-        elif report.get("snapshot_skipped"):
-            print(f"no snapshot written ({report['snapshot_skipped']})")
-    return EXIT_OK if report["loaded"] else EXIT_USAGE
+    elif report.get("snapshot"):
+        print(f"snapshot of {args.name} written for matcher cold starts: " + snapshot_summary(report["snapshot"]))
+    elif report.get("snapshot_skipped"):
+        print(f"no snapshot written ({report['snapshot_skipped']})")
+    return code
 
 
 def cmd_bank_remove(args: argparse.Namespace) -> int:
     store, _ = store_from(args)
     version = store.remove_entries(args.name, args.entry_ids)
-    print(json.dumps({"removed": args.entry_ids, "version": version}) if args.json
-          else f"removed {len(args.entry_ids)} entries from {args.name} (bank version {version})")
-    return EXIT_OK
+    if not args.json:
+        print(f"removed {len(args.entry_ids)} entries from {args.name}")
+    code, live = propagate(store, args, version)
+    if args.json:
+        print(json.dumps({"removed": args.entry_ids, **live}))
+    return code
 
 
 def cmd_bank_entry_state(args: argparse.Namespace) -> int:
     store, _ = store_from(args)
     disable = args.verb == "disable"
     versions = [store.set_entry_disabled(args.name, e, disable) for e in args.entry_ids]
-    print(json.dumps({"entries": args.entry_ids, "disabled": disable, "version": versions[-1]}) if args.json
-          else f"{'disabled' if disable else 'enabled'} {len(args.entry_ids)} entries in {args.name} "
-               f"(bank version {versions[-1]})")
-    return EXIT_OK
+    if not args.json:
+        print(f"{'disabled' if disable else 'enabled'} {len(args.entry_ids)} entries in {args.name}")
+    code, live = propagate(store, args, versions[-1])
+    if args.json:
+        print(json.dumps({"entries": args.entry_ids, "disabled": disable, **live}))
+    return code
 
 
 def cmd_bank_update(args: argparse.Namespace) -> int:
@@ -145,15 +159,22 @@ def cmd_bank_update(args: argparse.Namespace) -> int:
     if not changes:
         raise CliError("nothing to change: pass --action, --enable/--disable, --label, --threshold or --dihedral")
     bank = store.update_bank(args.name, **changes)
-    print_json(bank.to_json()) if args.json else print(f"bank {bank.name} updated: {', '.join(changes)}")
-    return EXIT_OK
+    if not args.json:
+        print(f"bank {bank.name} updated: {', '.join(changes)}")
+    code, live = propagate(store, args, store.last_version)
+    if args.json:
+        print_json({**bank.to_json(), **live})
+    return code
 
 
 def add_parser(nouns: argparse._SubParsersAction) -> None:
     bank = nouns.add_parser("bank", help="manage banks of known-bad (or allowlisted) hashes in Redis",
                             description="Banks hold entries; each bank has an action: block, review, or allow "
                                         "(an allowlist that suppresses other banks' matches). Running matchers "
-                                        "see every change within a second, without a restart.")
+                                        "apply every change without a restart, usually within a second; a write "
+                                        "prints the bank version it created, and `--wait` (the default for "
+                                        "import) waits until every live matcher reports it, exiting 5 with the "
+                                        "matchers behind named after --wait-timeout.")
     bverbs = bank.add_subparsers(dest="verb", metavar="VERB", required=True)
 
     def bank_cmd(name: str, help_: str, func: Callable, **kw: Any) -> argparse.ArgumentParser:
@@ -184,6 +205,7 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
                         "centre-cropped by 4, 8, 12 and 15% (variant rotate+3, crop-8%, ...), so rotated, cropped "
                         "and captioned re-uploads match and the evidence names the version that did "
                         "(entry_variant). --no-variants banks the photo as it is only.")
+    add_wait_flags(b, default_on=False)
     b.add_argument("name")
     b.add_argument("files", nargs="+", metavar="FILE")
     b.add_argument("--label")
@@ -199,9 +221,11 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     b.add_argument("--label", help="label for the imported entries (default: the list's own category)")
     b.add_argument("--skip-invalid", action="store_true",
                    help="load the valid lines and report the rest (default: all or nothing)")
+    add_wait_flags(b, default_on=True)
     b.add_argument("--no-snapshot", action="store_true",
                    help="do not write the bank's snapshot at the end (default: write it, as `vigil bank snapshot`)")
-    bank_cmd("list", "banks with their enabled entries per signal and snapshot lag", cmd_bank_list)
+    bank_cmd("list", "banks with their enabled entries per signal and snapshot lag, and each live matcher's "
+                     "applied bank version and lag", cmd_bank_list)
     b = bank_cmd("snapshot", "write binary snapshots of banks for fast matcher cold starts", cmd_bank_snapshot,
                  epilog="A matcher starting up GETs each bank's snapshot (a few ~8 MB strings per signal) instead of "
                         "scanning its packed codes hash field by field (10M entries: ~26 s of Redis time), then "
@@ -221,14 +245,17 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
                         "overwritten with the entry's older state. Re-running it is harmless.")
     b.add_argument("name")
     b = bank_cmd("remove", "remove entries from a bank", cmd_bank_remove)
+    add_wait_flags(b, default_on=False)
     b.add_argument("name")
     b.add_argument("entry_ids", nargs="+", metavar="ENTRY_ID")
     for verb, text in (("disable", "stop entries matching at once, keeping them for audit (a tombstone)"),
                        ("enable", "let disabled entries match again")):
         b = bank_cmd(verb, text, cmd_bank_entry_state)
+        add_wait_flags(b, default_on=False)
         b.add_argument("name")
         b.add_argument("entry_ids", nargs="+", metavar="ENTRY_ID")
     b = bank_cmd("update", "change a bank: action, enabled, label, thresholds, dihedral", cmd_bank_update)
+    add_wait_flags(b, default_on=False)
     b.add_argument("name")
     b.add_argument("--action", choices=("block", "review", "allow"))
     g = b.add_mutually_exclusive_group()
@@ -237,7 +264,8 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     b.add_argument("--label")
     b.add_argument("--threshold", action="append", metavar="SIGNAL=N", help="per-signal max distance, e.g. pdq=20")
     b.add_argument("--dihedral", choices=("on", "off"))
-    b = bank_cmd("stats", "entries per signal, snapshot lag, Redis memory, version and last change", cmd_bank_stats)
+    b = bank_cmd("stats", "entries per signal, snapshot lag, Redis memory, version and last change, and each live "
+                          "matcher's applied version and lag", cmd_bank_stats)
     b.add_argument("--count-disabled", action="store_true",
                    help="also count disabled entries (reads every entry's JSON: minutes at 10M entries)")
     b = bank_cmd("export", "write a bank's hashes as a list", cmd_bank_export)

@@ -1,4 +1,5 @@
-"""`vigil bank list|stats|export`: what the banks hold, read from counters Redis keeps."""
+"""`vigil bank list|stats|export`: what the banks hold, read from counters Redis keeps, and which
+bank version each live matcher has applied."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,28 @@ def _bank_rows(store, count_disabled: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+def _matcher_rows(store) -> list[dict[str, Any]]:
+    """Each live matcher's applied bank version and how far it lags the store (heartbeats:
+    workers.bank.propagation); a matcher gone for HEARTBEAT_TTL_S is not listed."""
+    from workers.bank.propagation import live_matchers
+
+    version, now_ms = store.version(), time.time() * 1000
+    return [{"name": m.name, "version": m.version, "behind": max(version - m.version, 0),
+             "loaded": m.loaded, "catching_up": m.catching_up, "beat_age_s": round((now_ms - m.at_ms) / 1000, 1),
+             "host": m.host, "pid": m.pid} for m in live_matchers(store.r)]
+
+
+def _print_matchers(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print("matchers: none live (no heartbeat in the last 10 s)")
+        return
+    for m in rows:
+        state = "loading" if not m["loaded"] else "catching up" if m["catching_up"] else \
+            "current" if not m["behind"] else "behind"
+        print(f"matcher {m['name']:<24} applied v{m['version']} ({m['behind']} versions behind, {state}; "
+              f"beat {m['beat_age_s']:.0f}s ago)")
+
+
 def _signals_text(r: dict[str, Any], none: str) -> str:
     """A bank row's enabled entries per signal, for list and stats."""
     if r["per_signal"] is None:
@@ -60,14 +83,16 @@ def _age(seconds: float) -> str:
 def cmd_bank_list(args: argparse.Namespace) -> int:
     store, _ = store_from(args)
     rows = _bank_rows(store)
+    matchers = _matcher_rows(store)
     if args.json:
-        print_json({"version": store.version(), "banks": rows})
+        print_json({"version": store.version(), "banks": rows, "matchers": matchers})
     else:
         print(f"bank version {store.version()}")
         for r in rows:
             sig = _signals_text(r, "no signals")
             print(f"{r['bank']:<20} {r['action']:<7} {'enabled' if r['enabled'] else 'DISABLED':<9}"
                   f" {r['entries']:>8} entries ({sig}); {_snapshot_text(r)}")
+        _print_matchers(matchers)
     return EXIT_OK
 
 
@@ -77,7 +102,7 @@ def cmd_bank_stats(args: argparse.Namespace) -> int:
     rows = _bank_rows(store, count_disabled=args.count_disabled)
     info = store.r.info("memory")
     out = {"version": store.version(), "last_change": last[0] if last else None, "banks": rows,
-           "redis_used_memory_bytes": info.get("used_memory")}
+           "redis_used_memory_bytes": info.get("used_memory"), "matchers": _matcher_rows(store)}
     if args.json:
         print_json(out)
         return EXIT_OK
@@ -90,6 +115,7 @@ def cmd_bank_stats(args: argparse.Namespace) -> int:
         print(f"{r['bank']:<20} {r['action']:<7} {'enabled' if r['enabled'] else 'DISABLED':<9} "
               f"{r['entries']:>9} entries{disabled}  {r['redis_bytes'] / 2**20:8.2f} MiB  enabled: {sig}; "
               f"{_snapshot_text(r)}")
+    _print_matchers(out["matchers"])
     return EXIT_OK
 
 

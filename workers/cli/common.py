@@ -2,7 +2,8 @@
 `VIGIL_*`, JSON output and progress bars.
 
 Exit codes: 0 success; 1 failure while running; 2 bad usage or input; 3 a service (Kafka, Redis)
-is unreachable; 4 timed out waiting for decisions.
+is unreachable; 4 timed out waiting for decisions; 5 a bank change is written but not yet live in
+every matcher after --wait-timeout (the matchers behind are named).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_TIMEOUT, EXIT_BEHIND = 0, 1, 2, 3, 4, 5
 
 
 class CliError(Exception):

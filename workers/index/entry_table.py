@@ -118,7 +118,15 @@ class EntryTable:
     def label(self, handle: int) -> str | None:
         return self._label_names[self._label[handle]]
 
-    # -- many entries (cold start) -------------------------------------------------------------------
+    # -- many entries (cold start, imports) ------------------------------------------------------------
+    def find_many(self, bank: str, entry_ids: list[bytes] | np.ndarray) -> np.ndarray:
+        """Handles of these entries of one bank, -1 for those it has none of."""
+        no = self._bank_no.get(bank)
+        if no is None or not len(entry_ids):
+            return np.full(len(entry_ids), -1, np.int64)
+        want = _id_array(entry_ids)
+        return self._find_many(no, want, id_hashes(want, no) >> np.uint64(32))
+
     def put_many(self, bank: str, entry_ids: list[bytes] | np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Handles of these entries of one bank (new ones appended), labels (label numbers) set.
         Ids as a list of bytes or an `S<w>` array (a snapshot chunk's, used as it is)."""

@@ -13,6 +13,7 @@ import redis
 from workers.bank.codes import CODE_SIGNALS, NO_FRAME, CodeBlock
 from workers.bank.model import Entry
 from workers.bank.snapshot import SnapshotMeta
+from workers.bank.bulk_changes import PackedEntries
 from workers.bank.store import BankStore, codes_key
 from workers.index.entry_table import EntryTable
 from workers.index.mih import MultiIndexHamming
@@ -81,6 +82,25 @@ class IndexedEntries:
         self.video_frames.pop((bank, entry_id), None)
         for idx in self.indexes():
             idx.remove(handle)
+
+    def put_packed(self, bank: str, packed: PackedEntries) -> None:
+        """Many entries of one bank replaced at once from their packed codes (an import batch read by
+        BankStore.read_changes(packed=True)): numpy in bulk, as a cold start loads, where put() goes
+        entry by entry. Entries in no block (disabled, removed since) end with no rows."""
+        if not packed.entry_ids:
+            return
+        old = self.table.find_many(bank, packed.entry_ids)
+        old = old[old >= 0]
+        if len(old):
+            self._discard(old)
+        for signal, block in packed.blocks.items():
+            first = np.arange(len(block.entries)) if block.per_entry is None \
+                else np.concatenate([[0], np.cumsum(block.per_entry)[:-1]])
+            ids = block.labels[first]
+            nos = np.array([self.table.label_no(packed.labels.get(int(i))) for i in ids.tolist()], np.uint32) \
+                if ids.any() else np.zeros(len(ids), np.uint32)
+            handles = self.table.put_many(bank, block.entries, nos)
+            self._add_rows(bank, signal, block, handles, None)
 
     def tidy(self) -> None:
         """Compact the indexes that changes left slow to search (MultiIndexHamming.rebuild_due):

@@ -21,6 +21,9 @@ from workers.signals.bank_variants import CENTRE_VARIANT
 from workers.signals.dihedral import VARIANTS as DIHEDRAL_VARIANTS
 
 log = logging.getLogger(__name__)
+# Changes read (and applied under the search lock) at a time: an import's change holds 2000
+# entries, so a page is up to 200k, applied in bulk in well under a second (BankStore._packed).
+SYNC_PAGE = 100
 
 
 def is_geometric(variant: str | None) -> bool:
@@ -66,6 +69,8 @@ def apply_changes(e: IndexedEntries, banks: dict[str, Bank], changes: Iterable[C
         elif ch.op == "entries_put":
             for obj in ch.data:
                 e.put(Entry.from_json(obj))
+        elif ch.op == "entries_packed":
+            e.put_packed(ch.bank, ch.data)
         elif ch.op == "entries_delete":
             for entry_id in ch.data:
                 e.drop(ch.bank, entry_id)
@@ -104,6 +109,53 @@ class IndexRebuilder:
                         extra={"error": str(exc)})
 
 
+class CatchUp:
+    """Holds decisions while the matcher applies bank changes it knows are there.
+
+    behind(target) when the store's version is past what the index has applied (an import is
+    arriving), reached(version) after each apply; the consumer threads call wait() before each
+    poll. A decision made meanwhile would use the bank as it was, so it waits instead until the
+    target is applied (well under a second while a matcher keeps up with an import), for at most
+    `hold_s` from when the matcher fell behind: past that (a matcher far behind) decisions go on,
+    and after VIGIL_BANK_BEHIND_SECONDS the matcher reports itself not ready (behind_for)."""
+
+    def __init__(self, hold_s: float):
+        self.hold_s = hold_s
+        self._current = threading.Event()
+        self._current.set()
+        self._mu = threading.Lock()
+        self.since: float | None = None  # monotonic time it fell behind `target`
+        self.target = 0
+
+    @property
+    def catching_up(self) -> bool:
+        return not self._current.is_set()
+
+    def behind_for(self) -> float:
+        """Seconds the oldest unapplied version seen has waited (0 when current)."""
+        since = self.since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def behind(self, target: int) -> None:
+        with self._mu:
+            if self._current.is_set():
+                self.since, self.target = time.monotonic(), target
+                self._current.clear()
+
+    def reached(self, version: int) -> None:
+        with self._mu:
+            if version >= self.target:
+                self.since = None
+                self._current.set()
+
+    def wait(self) -> bool:
+        """True if the index is current (at once, or within the hold)."""
+        since = self.since
+        if self._current.is_set() or since is None:
+            return True
+        return self._current.wait(max(0.0, since + self.hold_s - time.monotonic()))
+
+
 class BankIndex:
     """All enabled entries of all banks, searchable per signal. Owned by one matcher."""
 
@@ -116,6 +168,7 @@ class BankIndex:
         self.stream_id = "0-0"
         self.synced_at = 0.0
         self.loaded = False
+        self.catch_up_gate = CatchUp(settings.bank_hold_seconds)
         # Multi-index hashing (workers.index.mih): exact range search, far faster than a scan on large
         # banks (benchmarks/bench_bank.py), and it scans small ones anyway.
         self._e = self.entries_class(settings.pdq_min_quality)
@@ -252,7 +305,7 @@ class BankIndex:
 
     def catch_up(self, store: BankStore) -> None:
         """Apply every change in the stream after stream_id (no waiting for new ones)."""
-        while changes := store.read_changes(self.stream_id, count=2000):
+        while changes := store.read_changes(self.stream_id, count=SYNC_PAGE, packed=True):
             self.apply(changes)
 
     def counts(self) -> dict[str, int]:

@@ -53,6 +53,7 @@ INFLIGHT = Gauge("vigil_inflight_events", "Events being processed by this worker
 PAUSED = Gauge("vigil_paused_partitions", "Partitions paused for backpressure.", ["worker"])
 BANK_ENTRIES = Gauge("vigil_bank_entries", "Active bank entries in this matcher's index.", ["signal"])
 BANK_VERSION = Gauge("vigil_bank_version", "Bank version this matcher's index reflects.")
+BANK_BEHIND = Gauge("vigil_bank_behind_versions", "Bank versions in Redis this matcher has not applied yet.")
 BANK_SYNC = Gauge("vigil_bank_last_sync_timestamp_seconds", "When the index last synced with Redis.")
 CONSUMER_LAG = Gauge("vigil_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
 

@@ -59,8 +59,11 @@ class MatcherPath(ABC):
     def _messages(self, most: int = 200, wait_s: float = 0.05) -> Iterator[Message]:
         """What is waiting, one poll at a time, each message handled before the next poll. A
         rebalance callback runs inside a poll, so a message is never handled after its partition
-        was revoked (by then it is the next owner's), as it could be from a batch taken before."""
+        was revoked (by then it is the next owner's), as it could be from a batch taken before.
+        Before each poll, waits (boundedly: BankIndex.catch_up_gate) while the bank sync loop applies
+        changes it has seen, so what is polled next is decided with them."""
         for n in range(most):
+            self.index.catch_up_gate.wait()
             msg = self.consumer.poll(wait_s if n == 0 else 0)
             if msg is None:
                 return

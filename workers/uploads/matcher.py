@@ -8,6 +8,8 @@ delaying live decisions. The main thread keeps the index in step with the bank."
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,14 +19,16 @@ import redis
 from workers.ops import metrics
 
 from workers.index import mih_kernel
+from workers.bank import propagation
 from workers.bank.store import BankStore
 from workers.uploads.decisions import DecisionCache
 from workers.live.matcher import LiveMatcher
-from workers.index.matching import BankIndex, IndexRebuilder
+from workers.index.matching import SYNC_PAGE, BankIndex, IndexRebuilder
 from workers.settings import Settings
 from workers.uploads.upload_matcher import UploadMatcher
 
 log = logging.getLogger("vigil.matcher")
+HEARTBEAT_S = 1.0
 
 
 class Matcher:
@@ -49,9 +53,43 @@ class Matcher:
         self.health.checks["bank_loaded"] = lambda: self.index.loaded
         self.health.checks["bank_fresh"] = lambda: time.time() - self.index.synced_at < settings.bank_stale_seconds
         self.health.checks["broker"] = lambda: self.uploads.assigned and self.live.assigned  # both in their groups
+        self.health.checks["bank_current"] = self._bank_current
+
+    def _bank_current(self) -> bool:
+        """Not ready while a bank version in Redis has waited longer than bank_behind_seconds to
+        be applied here (a change too big, or a matcher too slow to keep up)."""
+        return self.index.catch_up_gate.behind_for() < self.settings.bank_behind_seconds
+
+    def heartbeat(self) -> None:
+        """Every HEARTBEAT_S: compare the store's version with the index's, hold decisions while
+        the index is behind (BankIndex.catch_up_gate), and write this matcher's heartbeat
+        (workers.bank.propagation) so `vigil bank ... --wait` knows when a change is live here.
+        A thread of its own: the sync loop may be busy applying a big change meanwhile."""
+        while not self.stop_event.is_set():
+            try:
+                head = self.store.version()
+                version = self.index.version  # read after head: behind only if truly not applied
+                if self.index.loaded and version < head:
+                    self.index.catch_up_gate.behind(head)
+                else:
+                    self.index.catch_up_gate.reached(version)
+                self._beat(version, head)
+            except redis.RedisError as exc:
+                log.debug("heartbeat not written", extra={"error": str(exc)})
+            self.stop_event.wait(HEARTBEAT_S)
+        try:
+            propagation.forget(self.store.r, self.name)
+        except redis.RedisError:
+            pass  # it expires by itself
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def _beat(self, version: int, head: int) -> None:
+        metrics.BANK_BEHIND.set(max(head - version, 0))
+        propagation.beat(self.store.r, propagation.MatcherBeat(
+            self.name, version, head, self.index.loaded, self.index.catch_up_gate.catching_up,
+            int(time.time() * 1000), os.getpid(), socket.gethostname()))
 
     def sync_bank(self) -> None:
         """Load the snapshot, then tail the change stream until stopped; reconnect with backoff if
@@ -67,7 +105,7 @@ class Matcher:
                     self._publish_bank_metrics()
                     log.info("bank loaded", extra={"version": self.index.version, "entries": self.index.counts()})
                 after = self.index.stream_id
-                changes = self.store.read_changes(after, block_ms)
+                changes = self.store.read_changes(after, block_ms, count=SYNC_PAGE, packed=True)
                 if changes and changes[0].version > self.index.version + 1 and \
                         (self.store.first_change_version() or 0) > self.index.version + 1:
                     log.warning("change stream trimmed past our version; reloading the snapshot")
@@ -77,6 +115,12 @@ class Matcher:
                     self.index.apply(changes, after)  # dropped if a rebuild swapped in meanwhile
                 if changes:
                     log.info("bank changed", extra={"version": self.index.version, "changes": len(changes)})
+                    head = self.store.version()
+                    if self.index.version < head:  # more to read: decisions wait until it is in
+                        self.index.catch_up_gate.behind(head)
+                self.index.catch_up_gate.reached(self.index.version)  # decisions held meanwhile go on
+                if changes:
+                    self._beat(self.index.version, head)  # writers waiting learn it now, not at the next beat
                 self._publish_bank_metrics()
                 self.rebuilds.maybe_start()
                 backoff = 0.2
@@ -110,6 +154,7 @@ class Matcher:
 
         threads = [threading.Thread(target=serve, args=("uploads", self.uploads.run), name="uploads"),
                    threading.Thread(target=serve, args=("live", self.live.run), name="live")]
+        threads.append(threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True))
         for t in threads:
             t.start()
         try:
