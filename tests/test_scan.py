@@ -145,11 +145,17 @@ def _url(store: BankStore) -> str:
     return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"
 
 
-def test_a_hash_list_scans_with_no_redis_and_finds_near_duplicates(dataset, tmp_path):
+def _pdq_lines(originals: Path) -> list[str]:
+    """The banked photos' PDQ hashes as a local-format hash list (what NCMEC or TAT would send)."""
     lines = []
     for name in BANKED:
-        r = hash_media((dataset["originals"] / f"{name}.jpg").read_bytes(), Settings(), query=False)
+        r = hash_media((originals / f"{name}.jpg").read_bytes(), Settings(), query=False)
         lines += [f"pdq {s.value}" for s in r.signals if s.signal == "pdq" and not s.variant]
+    return lines
+
+
+def test_a_hash_list_scans_with_no_redis_and_finds_near_duplicates(dataset, tmp_path):
+    lines = _pdq_lines(dataset["originals"])
     hash_list = tmp_path / "ncmec.txt"
     hash_list.write_text("\n".join(lines) + "\n")
     index = index_from_hash_list(Settings(), hash_list, "block")
@@ -164,10 +170,7 @@ def test_a_hash_list_scans_with_no_redis_and_finds_near_duplicates(dataset, tmp_
 
 
 def test_a_killed_scan_resumes_from_its_state_and_ends_with_the_same_result(dataset, tmp_path):
-    lines = []
-    for name in BANKED:
-        r = hash_media((dataset["originals"] / f"{name}.jpg").read_bytes(), Settings(), query=False)
-        lines += [f"pdq {s.value}" for s in r.signals if s.signal == "pdq" and not s.variant]
+    lines = _pdq_lines(dataset["originals"])
     hash_list = tmp_path / "list.txt"
     hash_list.write_text("\n".join(lines) + "\n")
     many = tmp_path / "many"

@@ -59,13 +59,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         n = consumer.catch_up()
         print(json.dumps({"counted": n}) if args.json else f"counted {n} messages into the hourly aggregate")
         return EXIT_OK
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        consumer.run(stop)
-    except KeyboardInterrupt:
-        pass
-    return EXIT_OK
+    return _serve(consumer)
 
 
 def cmd_transparency(args: argparse.Namespace) -> int:
@@ -179,6 +173,11 @@ def cmd_preserve(args: argparse.Namespace) -> int:
         n = consumer.catch_up()
         print(json.dumps({"custody_records": n}) if args.json else f"{n} custody records written")
         return EXIT_OK
+    return _serve(consumer)
+
+
+def _serve(consumer) -> int:
+    """A reports consumer in the foreground until SIGTERM or Ctrl-C (it commits as it goes)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
