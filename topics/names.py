@@ -10,6 +10,7 @@ DEAD_LETTER = "moderation.dead-letter"
 LIVE_FRAMES = "moderation.live-frames"  # key=stream_id, value=encoded frame bytes, ids in headers
 LIVE_HASHES = "moderation.live-hashes"  # internal: hasher -> matcher for live frames, key=stream_id
 LIVE_STATE = "moderation.live-state"  # internal: the matcher's per-stream state, key=stream_id, compacted
+HASH_HISTORY = "moderation.hash-history"  # signals of decided uploads and sampled live frames (workers/stream/history.py)
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class TopicSpec:
     doc: str = ""
 
 
-def all_topics(partitions: int = 6) -> list[TopicSpec]:
+def all_topics(partitions: int = 6, history_days: int = 365) -> list[TopicSpec]:
     """Every topic vigil uses. Partition count bounds how many workers of a kind can share work."""
     week_ms = str(7 * 24 * 3600 * 1000)
     return [
@@ -37,4 +38,9 @@ def all_topics(partitions: int = 6) -> list[TopicSpec]:
         TopicSpec(LIVE_STATE, partitions, {"cleanup.policy": "compact", "segment.bytes": str(64 * 2**20),
                                            "segment.ms": str(10 * 60 * 1000), "min.cleanable.dirty.ratio": "0.1"},
                   "live stream state, key=stream_id"),
+        # Time-retained, not compacted: live frames share their stream's key (compaction would keep
+        # only a stream's last frame), and a rescan reads "since T", which retention bounds.
+        TopicSpec(HASH_HISTORY, partitions, {"retention.ms": str(history_days * 24 * 3600 * 1000),
+                                             "segment.ms": str(24 * 3600 * 1000)},
+                  "binary hash history, key=content_id (stream_id for live frames)"),
     ]

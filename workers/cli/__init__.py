@@ -12,10 +12,10 @@ import argparse
 import logging
 import sys
 
-from workers.cli import bank, demo, live, status, submit, up, worker
+from workers.cli import bank, demo, live, retro, status, submit, up, worker
 from workers.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE, CliError
 
-NOUNS = (up, worker, bank, submit, live, status, demo)  # in the order `vigil --help` lists them
+NOUNS = (up, worker, bank, submit, live, retro, status, demo)  # in the order `vigil --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

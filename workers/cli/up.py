@@ -19,7 +19,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with Cluster(settings, hashers=args.hashers, matchers=args.matchers) as cluster:
+    with Cluster(settings, hashers=args.hashers, matchers=args.matchers, retros=args.retros) as cluster:
         s = cluster.settings
         print(f"kafka   {s.kafka}" + ("  (embedded tansu)" if cluster.services.broker else ""))
         print(f"redis   {s.redis}" + ("  (embedded redis-server)" if cluster.services.redis_server else ""))
@@ -46,6 +46,7 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     service_flags(up, media=True)
     up.add_argument("--hashers", type=int, default=1, help="hasher processes (default 1)")
     up.add_argument("--matchers", type=int, default=1, help="matcher processes (default 1)")
+    up.add_argument("--retros", type=int, default=1, help="retro workers: rescan history on bank changes (default 1)")
     up.add_argument("--partitions", type=int, help="partitions per topic when creating them (default 6)")
     up.add_argument("--metrics-port", type=int, help="first worker's metrics port; the rest count up (default: free)")
     up.add_argument("--ready-timeout", type=float, default=90.0, help="seconds to wait for workers to be ready")

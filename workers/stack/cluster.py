@@ -39,9 +39,9 @@ class WorkerProcess:
 class Cluster:
     """Context manager: services up, topics created, workers spawned; everything stopped on exit."""
 
-    def __init__(self, settings: Settings, hashers: int = 1, matchers: int = 1):
+    def __init__(self, settings: Settings, hashers: int = 1, matchers: int = 1, retros: int = 0):
         self.base = settings
-        self.counts = {"hasher": hashers, "matcher": matchers}
+        self.counts = {"hasher": hashers, "matcher": matchers, "retro": retros}  # retro: `vigil up` starts one
         self.services = EmbeddedServices(settings.kafka, settings.redis, settings.data_dir)
         self.workers: list[WorkerProcess] = []
         self.settings = settings
