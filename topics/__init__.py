@@ -10,6 +10,7 @@ from topics.names import (  # noqa: F401
     LIVE_FRAMES,
     LIVE_HASHES,
     LIVE_STATE,
+    HASH_HISTORY,
     TopicSpec,
     all_topics,
 )

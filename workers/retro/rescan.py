@@ -2,6 +2,12 @@
 read by a consumer whose offsets are committed under its own group (vigil-retro.<id>), matched
 against only the rescan's new entries.
 
+The end is a lower bound: an open-ended segment reads each partition on until it has passed
+`end` and caught up with the partition (a partition-EOF event). Reading a little past the end is
+harmless (dedupe, and records decided with the new entries are skipped), and the embedded broker
+(tansu) under-reports high watermarks by the size of a partition's last batch, so they cannot be
+an exact end. A merge's prefix segment ends exactly at the offsets where the running one was.
+
 A rescan's definition (entries, start and end offsets) lives in Redis (workers/retro/state.py),
 its progress in Kafka: a worker killed mid-rescan resumes from the last committed offsets, which
 are committed only after every decision before them is delivered.
@@ -13,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 import topics
 from workers.ops import metrics
@@ -39,17 +45,18 @@ class Segment:
     start: dict[int, int]
     end: dict[int, int]
     since_ms: int
+    open_end: bool = True  # read on past `end` to the partition's end (see the module docstring)
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "bank_version": self.bank_version, "change_ms": self.change_ms,
                 "entries": [list(e) for e in self.entries], "start": self.start, "end": self.end,
-                "since_ms": self.since_ms}
+                "since_ms": self.since_ms, "open_end": self.open_end}
 
     @classmethod
     def from_json(cls, o: dict[str, Any]) -> "Segment":
         return cls(o["id"], o["bank_version"], o["change_ms"], [tuple(e) for e in o["entries"]],
                    {int(k): v for k, v in o["start"].items()}, {int(k): v for k, v in o["end"].items()},
-                   o["since_ms"])
+                   o["since_ms"], o.get("open_end", True))
 
     @property
     def group(self) -> str:
@@ -85,21 +92,25 @@ class SegmentScan:
                  producer: Producer | None):
         self.settings, self.seg, self.index, self.announcer, self.producer = settings, seg, index, announcer, producer
         self.consumer = Consumer({**base_config(settings), "group.id": seg.group, "enable.auto.commit": False,
-                                  "enable.partition.eof": False, "queued.max.messages.kbytes": 32768,
+                                  "enable.partition.eof": True, "queued.max.messages.kbytes": 32768,
                                   "fetch.max.bytes": 16 * 2**20, "max.partition.fetch.bytes": 4 * 2**20})
         committed = self.consumer.committed([TopicPartition(topics.HASH_HISTORY, p) for p in seg.start], timeout=10)
         self.pos = {tp.partition: max(tp.offset, seg.start[tp.partition]) if tp.offset >= 0 else seg.start[tp.partition]
                     for tp in committed}
         self.progress = Progress(total=sum(max(0, seg.end[p] - seg.start[p]) for p in seg.start))
         self.progress.read = sum(self.pos[p] - seg.start[p] for p in self.pos)
-        todo = [TopicPartition(topics.HASH_HISTORY, p, self.pos[p]) for p in self.pos if self.pos[p] < seg.end[p]]
+        self.eof = {p: False for p in self.pos}
+        todo = [TopicPartition(topics.HASH_HISTORY, p, self.pos[p]) for p in self.pos if not self._finished(p)]
         if todo:
             self.consumer.assign(todo)
         self._committed_at = time.monotonic()
 
+    def _finished(self, p: int) -> bool:
+        return self.pos[p] >= self.seg.end[p] and (self.eof[p] or not self.seg.open_end)
+
     @property
     def done(self) -> bool:
-        return all(self.pos[p] >= self.seg.end[p] for p in self.pos)
+        return all(self._finished(p) for p in self.pos)
 
     def remaining(self) -> int:
         return sum(max(0, self.seg.end[p] - self.pos[p]) for p in self.pos)
@@ -109,18 +120,22 @@ class SegmentScan:
         if self.done:
             return 0
         msgs = self.consumer.consume(num_messages=BATCH, timeout=wait_s)
-        keys, values, parts = [], [], []
+        keys, values = [], []
+        finished = {p for p in self.pos if self._finished(p)}
         for m in msgs:
+            p = m.partition()
             if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF and p in self.pos:
+                    self.eof[p] = self.pos[p] >= self.seg.end[p]
                 continue
-            p, off = m.partition(), m.offset()
-            if off < self.pos[p] or off >= self.seg.end[p]:
+            off = m.offset()
+            if off < self.pos[p] or p in finished or (not self.seg.open_end and off >= self.seg.end[p]):
                 continue
-            self.pos[p] = off + 1
+            self.pos[p], self.eof[p] = off + 1, False
             if m.value() is not None:
                 keys.append(m.key())
                 values.append(m.value())
-        for p in [p for p in self.pos if self.pos[p] >= self.seg.end[p]]:
+        for p in [p for p in self.pos if self._finished(p) and p not in finished]:
             try:  # a finished partition stops fetching
                 self.consumer.incremental_unassign([TopicPartition(topics.HASH_HISTORY, p)])
             except Exception:  # noqa: BLE001  (not assigned any more)

@@ -150,7 +150,7 @@ class RetroWorker:
             self.scan.commit()  # the split point is what is committed
             run = self.scan.seg
             prefix = Segment(sid, self.waiting_version, self.waiting_ms, self.waiting, start,
-                             {p: min(self.scan.pos.get(p, start[p]), end[p]) for p in start}, since)
+                             {p: self.scan.pos.get(p, start[p]) for p in start}, since, open_end=False)
             merged = Segment(run.id, self.waiting_version, self.waiting_ms, run.entries + self.waiting,
                              run.start, {p: max(run.end.get(p, 0), end[p]) for p in end}, run.since_ms)
             self.state["segments"][0] = merged.to_json()

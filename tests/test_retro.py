@@ -1,0 +1,222 @@
+"""Retroactive matching on the real embedded broker and redis-server: content decided before the
+bank knew its hash is found by the retro worker, announced once, and a SIGKILL mid-rescan
+neither loses nor repeats a retro decision."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import topics
+from tests import media_variants as mv
+from tests.pipeline_helpers import submit_and_wait, write_photo
+from workers.bank.importer import add_media_file
+from workers.bank.model import Entry
+from workers.bank.store import BankStore
+from workers.settings import Settings
+from workers.signals import SignalValue
+from workers.stack import samples, transforms
+from workers.stream import history
+from workers.stream.kafka import base_config, producer_config
+
+pytestmark = pytest.mark.integration
+RETRO_WITHIN_S = 30  # docs/retro.md: a small history's retro decisions within 30 s of the bank change
+
+
+@pytest.fixture(scope="module")
+def retro_cluster(tmp_path_factory):
+    from workers.stack.cluster import Cluster
+
+    media = tmp_path_factory.mktemp("retro-media")
+    settings = Settings(media_roots=(str(media),), data_dir=str(tmp_path_factory.mktemp("retro-cluster")),
+                        partitions=3, retro_settle_s=1.0)
+    with Cluster(settings, retros=1) as c:
+        c.wait_ready(timeout=120)
+        c.media = media
+        yield c
+
+
+def _history_count(settings: Settings) -> int:
+    """Records on the history topic, counted by reading it (tansu's high watermarks lag)."""
+    c = Consumer({**base_config(settings), "group.id": f"t-{uuid.uuid4()}", "enable.partition.eof": True})
+    try:
+        parts = c.list_topics(topics.HASH_HISTORY, timeout=10).topics[topics.HASH_HISTORY].partitions
+        c.assign([TopicPartition(topics.HASH_HISTORY, p, 0) for p in parts])
+        left, n = set(parts), 0
+        while left:
+            msg = c.poll(5)
+            assert msg is not None, "history topic read timed out"
+            if msg.error():
+                left.discard(msg.partition())
+            else:
+                n += 1
+        return n
+    finally:
+        c.close()
+
+
+def _wait_history(settings: Settings, at_least: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while _history_count(settings) < at_least:
+        assert time.monotonic() < deadline, f"history has {_history_count(settings)} records, wanted {at_least}"
+        time.sleep(0.2)
+
+
+class RetroWatch:
+    """Every retro decision on the decisions topic from now on (no consumer group)."""
+
+    def __init__(self, settings: Settings):
+        self.c = Consumer({**base_config(settings), "group.id": f"t-{uuid.uuid4()}", "enable.auto.commit": False})
+        parts = self.c.list_topics(topics.DECISIONS, timeout=10).topics[topics.DECISIONS].partitions
+        self.c.assign([TopicPartition(topics.DECISIONS, p,
+                                      self.c.get_watermark_offsets(TopicPartition(topics.DECISIONS, p), timeout=10)[1])
+                       for p in parts])
+        self.seen: list[dict] = []
+
+    def collect(self, seconds: float, until=None) -> list[dict]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msg = self.c.poll(0.2)
+            if msg is not None and not msg.error():
+                d = json.loads(msg.value())
+                if d.get("source") == "retro":
+                    self.seen.append(d)
+            if until is not None and until(self.seen):
+                break
+        return self.seen
+
+    def close(self) -> None:
+        self.c.close()
+
+
+def _fifty_photos(media) -> dict:
+    """50 distinct real photographs (path -> pixels): quadrants of 17 sample photos."""
+    names = samples.colour_photos() + ["camera", "coins", "moon", "brick", "grass", "gravel"]
+    paths, seen = {}, set()
+    for name in names:
+        img = samples.photo(name)
+        h, w = img.shape[0] // 2, img.shape[1] // 2
+        for q, (y, x) in enumerate(((0, 0), (0, w), (h, 0), (h, w))):
+            path = media / f"{name.replace('.', '-')}-q{q}.jpg"
+            quadrant = np.ascontiguousarray(img[y:y + h, x:x + w])
+            data = transforms.encode(quadrant, ".jpg", 90)
+            if data not in seen:  # identical bytes would be decided from the cache, not matched
+                seen.add(data)
+                path.write_bytes(data)
+                paths[path] = quadrant
+    return dict(list(paths.items())[:50])
+
+
+def test_fifty_uploads_then_five_banked_get_exactly_five_retro_blocks(retro_cluster):
+    s = retro_cluster.settings
+    store = BankStore.from_url(s.redis, actor="pytest")
+    store.create_bank("retro-known", "block", label="ncii", exist_ok=True)
+    before = _history_count(s)
+    pixels = _fifty_photos(retro_cluster.media)
+    paths = list(pixels)
+    outcomes = submit_and_wait(s, paths, timeout=120)
+    assert all(m["decision"] == "allow" for _, m in outcomes.values()), [m["matches"] for _, m in outcomes.values()]
+    _wait_history(s, before + 50)
+    original = {p: m for p, (_, m) in outcomes.items()}
+
+    watch = RetroWatch(s)
+    chosen = [paths[i] for i in (0, 9, 17, 30, 44)]  # reported later: banked as re-encoded, half-size copies
+    entries = {}
+    t0 = time.monotonic()
+    for p in chosen:
+        img = transforms.resize(pixels[p], 0.5)
+        copy = retro_cluster.media / f"banked-{p.name}"
+        copy.write_bytes(transforms.encode(img, ".jpg", 70))
+        entries[p], _ = add_media_file(store, "retro-known", copy, s)
+    want = {original[p]["content_id"] for p in chosen}
+    seen = watch.collect(RETRO_WITHIN_S, until=lambda d: {x["content_id"] for x in d} >= want)
+    took = time.monotonic() - t0
+    seen = watch.collect(3)  # and nothing more comes
+    watch.close()
+    assert sorted(d["content_id"] for d in seen) == sorted(want), [(d["content_id"], d["matches"]) for d in seen]
+    assert took < RETRO_WITHIN_S
+    for p in chosen:
+        d = next(x for x in seen if x["content_id"] == original[p]["content_id"])
+        topics.validate("decision", d)
+        assert d["decision"] == "block" and d["source"] == "retro"
+        assert d["event_id"] == original[p]["event_id"] and d["decided_at_ms"] == original[p]["decided_at_ms"]
+        assert d["bank_version"] > original[p]["bank_version"] and d["retro"]["original_decision"] == "allow"
+        top = d["matches"][0]
+        assert top["entry_id"] == entries[p].entry_id and top["bank"] == "retro-known" and top["label"] == "ncii"
+        assert top["signal"] in ("pdq", "phash") and top["distance"] <= top["threshold"]
+
+
+def test_video_whose_middle_frames_match_a_newly_banked_photo_is_found(retro_cluster):
+    s = retro_cluster.settings
+    store = BankStore.from_url(s.redis, actor="pytest")
+    store.create_bank("retro-video", "block", exist_ok=True)
+    still = lambda name: transforms.resize(samples.photo(name), 0.5)[:240, :320]  # noqa: E731
+    frames, t = [], 0.0
+    for name in ("coffee", "rocket", "china.jpg"):
+        img = np.ascontiguousarray(still(name))
+        for _ in range(20):  # 4 s at 5 frames/s
+            frames.append((img, round(t, 3)))
+            t += 0.2
+    video = mv.write_video(retro_cluster.media / "three-scenes.mp4", frames, gop_s=1.0)
+    before = _history_count(s)
+    (_, decided), = submit_and_wait(s, [video], timeout=120).values()
+    assert decided["decision"] == "allow" and decided["media_type"] == "video"
+    _wait_history(s, before + 1)
+    watch = RetroWatch(s)
+    banked = retro_cluster.media / "rocket-banked.png"
+    banked.write_bytes(transforms.encode(np.ascontiguousarray(still("rocket")), ".png", 90))
+    entry, _ = add_media_file(store, "retro-video", banked, s)
+    seen = watch.collect(RETRO_WITHIN_S, until=lambda d: any(x["content_id"] == decided["content_id"] for x in d))
+    watch.close()
+    d = next(x for x in seen if x["content_id"] == decided["content_id"])
+    assert d["decision"] == "block" and d["media_type"] == "video" and d["event_id"] == decided["event_id"]
+    top = d["matches"][0]
+    assert top["entry_id"] == entry.entry_id and 4000 <= top["frame_ms"] < 8000, top  # the middle scene
+
+
+def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cluster):
+    """200,000 history records with 30 planted copies of new entries' hashes; the retro worker is
+    SIGKILLed after its first announcement, restarted, and every planted content gets exactly one."""
+    s = retro_cluster.settings
+    store = BankStore.from_url(s.redis, actor="pytest")
+    store.create_bank("retro-kill", "block", exist_ok=True)
+    rng = np.random.default_rng(3)
+    codes = [rng.bytes(32) for _ in range(30)]
+    planted = {}
+    p = Producer({**producer_config(s), "linger.ms": 50, "batch.size": 1_000_000})
+    n = 200_000
+    for i in range(n):
+        if i % (n // 30) == n // 60 and len(planted) < 30:
+            k = len(planted)
+            code, cid = codes[k], f"kill-planted-{k}"
+            planted[cid] = k
+        else:
+            code, cid = rng.bytes(32), f"kill-{i}"
+        rec = history.encode_record(str(uuid.UUID(int=i)), "image", "allow", 0, 1_000 + i,
+                                    [history.Frame(0, code, 90, None, None)])
+        while True:
+            try:
+                p.produce(topics.HASH_HISTORY, key=cid.encode(), value=rec)
+                break
+            except BufferError:
+                p.poll(0.1)
+    assert p.flush(120) == 0
+    watch = RetroWatch(s)
+    worker = next(w for w in retro_cluster.workers if w.kind == "retro" and w.proc.poll() is None)
+    entries = [Entry(f"kill-e{k}", "retro-kill", (SignalValue("pdq", c.hex(), 100),)) for k, c in enumerate(codes)]
+    store.add_entries("retro-kill", entries)
+    watch.collect(60, until=lambda d: any(x["content_id"].startswith("kill-planted") for x in d))
+    worker.proc.kill()  # SIGKILL
+    worker.proc.wait(10)
+    at_kill = {x["content_id"] for x in watch.seen if x["content_id"].startswith("kill-planted")}
+    assert 0 < len(at_kill) < 30, f"{len(at_kill)} announced before the kill: the rescan was not mid-way"
+    retro_cluster.start_worker("retro")
+    watch.collect(120, until=lambda d: len({x["content_id"] for x in d} & set(planted)) == 30)
+    watch.collect(5)
+    watch.close()
+    mine = [x["content_id"] for x in watch.seen if x["content_id"].startswith("kill-")]
+    assert sorted(mine) == sorted(planted), (len(mine), len(set(mine)))
