@@ -169,21 +169,18 @@ def _published(settings: Settings, contents: set[str], since_ms: int) -> dict[st
     try:
         parts = c.list_topics(topics.DECISIONS, timeout=10).topics[topics.DECISIONS].partitions
         starts = c.offsets_for_times([TopicPartition(topics.DECISIONS, p, since_ms - 5000) for p in parts], timeout=10)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topics.DECISIONS, p), timeout=10)[1] for p in parts}
-        todo = [tp for tp in starts if tp.offset >= 0 and tp.offset < ends[tp.partition]]
+        todo = [tp for tp in starts if tp.offset >= 0]  # -1: nothing that recent on that partition
         c.assign(todo)
-        left = {tp.partition for tp in todo}
-        out: dict[str, dict[str, str]] = {}
+        left = {tp.partition for tp in todo}  # read to each partition's end (EOF), not to its high
+        out: dict[str, dict[str, str]] = {}  # watermark, which tansu under-reports
         while left:
             msg = c.poll(5)
             if msg is None:
-                break
+                raise RuntimeError("cannot read the decisions topic to resolve pending retro decisions")
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     left.discard(msg.partition())
                 continue
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                left.discard(msg.partition())
             cid = (msg.key() or b"").decode("utf-8", "replace")
             if cid not in contents:
                 continue

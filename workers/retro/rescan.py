@@ -142,6 +142,8 @@ class SegmentScan:
                 pass
         if values:
             self.match(keys, values)
+        if self.producer is not None:
+            self.producer.poll(0)  # delivery callbacks mark announcements sent as soon as they are
         self.progress.read += len(values)
         metrics.RETRO_RECORDS.inc(len(values))
         if time.monotonic() - self._committed_at > COMMIT_EVERY_S or self.done:
