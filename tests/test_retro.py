@@ -260,3 +260,48 @@ def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cl
     watch.close()
     mine = [x["content_id"] for x in watch.seen if x["content_id"].startswith("kill-")]
     assert sorted(mine) == sorted(planted), (len(mine), len(set(mine)))
+
+
+def test_history_writer_keeps_sampled_live_frames_and_whole_videos(retro_cluster):
+    """The matcher's hook on the real broker: 1 live frame in 10 kept; a video's parts make one record."""
+    from workers.stream.history_writer import HistoryWriter
+
+    s = retro_cluster.settings
+    writer = HistoryWriter(Producer(producer_config(s)), live_every=10)
+    rng = np.random.default_rng(9)
+    sid = f"live-{uuid.uuid4()}"
+    for seq in range(25):
+        frame = {"stream_id": sid, "seq": seq, "captured_at_ms": 1000 + seq,
+                 "signals": [{"signal": "pdq", "value": rng.bytes(32).hex(), "quality": 90}]}
+        writer.live_frame(frame, "allow", 3, 2000 + seq)
+    vid, eid = f"video-{uuid.uuid4()}", str(uuid.uuid4())
+    for part in range(3):
+        writer.saw({"event_id": eid, "signals": [
+            {"signal": sig, "value": rng.bytes(n).hex(), "quality": 80, "frame_ms": (part * 4 + f) * 1000}
+            for f in range(4) for sig, n in (("pdq", 32), ("phash", 8))] +
+            ([{"signal": "sha256", "value": rng.bytes(32).hex()}] if part == 0 else [])})
+    writer.decided({"event_id": eid, "content_id": vid, "media_type": "video", "decision": "allow",
+                    "bank_version": 4, "decided_at_ms": 5000})
+    assert writer.producer.flush(30) == 0
+    got: dict[str, list[bytes]] = {}
+    c = Consumer({**base_config(s), "group.id": f"t-{uuid.uuid4()}", "enable.partition.eof": True})
+    parts = c.list_topics(topics.HASH_HISTORY, timeout=10).topics[topics.HASH_HISTORY].partitions
+    c.assign([TopicPartition(topics.HASH_HISTORY, p, 0) for p in parts])
+    left = set(parts)
+    while left:
+        msg = c.poll(5)
+        assert msg is not None
+        if msg.error():
+            left.discard(msg.partition())
+        elif msg.key() in (sid.encode(), vid.encode()):
+            got.setdefault(msg.key().decode(), []).append(msg.value())
+    c.close()
+    live = [history.decode_header(v) for v in got[sid]]
+    assert [h.event_id for h in live] == [f"{sid}#0", f"{sid}#10", f"{sid}#20"]
+    assert all(h.media == "live" and h.frames == 1 and h.bank_version == 3 for h in live)
+    assert [history.decode_header(v).frame_ms(v, 0) for v in got[sid]] == [0, 10, 20]
+    (raw,) = got[vid]
+    h = history.decode_header(raw)
+    assert (h.event_id, h.media, h.frames, h.decided_at_ms) == (eid, "video", 12, 5000)
+    assert [h.frame_ms(raw, f) for f in range(12)] == [i * 1000 for i in range(12)]
+    assert len(raw) == 64 + 12 * 46 + 16
