@@ -305,3 +305,44 @@ def test_history_writer_keeps_sampled_live_frames_and_whole_videos(retro_cluster
     assert (h.event_id, h.media, h.frames, h.decided_at_ms) == (eid, "video", 12, 5000)
     assert [h.frame_ms(raw, f) for f in range(12)] == [i * 1000 for i in range(12)]
     assert len(raw) == 64 + 12 * 46 + 16
+
+
+def test_entries_added_during_a_rescan_are_merged_into_it(retro_cluster):
+    """A second batch of entries while a rescan runs: the running one takes them on, a prefix
+    segment covers what it had passed, and every planted content of both batches is found once."""
+    s = retro_cluster.settings
+    store = BankStore.from_url(s.redis, actor="pytest")
+    store.create_bank("retro-merge", "block", exist_ok=True)
+    rng = np.random.default_rng(21)
+    codes = [rng.bytes(32) for _ in range(20)]  # 0-9 banked first, 10-19 during the rescan
+    p = Producer({**producer_config(s), "linger.ms": 50, "batch.size": 1_000_000})
+    n, planted = 400_000, {}
+    for i in range(n):
+        k = i // (n // 20) if i % (n // 20) == 7 else None
+        code, cid = (codes[k], f"merge-planted-{k}") if k is not None else (rng.bytes(32), f"merge-{i}")
+        if k is not None:
+            planted[cid] = k
+        rec = history.encode_record(str(uuid.UUID(int=10**7 + i)), "image", "allow", 0, 1, [history.Frame(0, code, 90, None, None)])
+        while True:
+            try:
+                p.produce(topics.HASH_HISTORY, key=cid.encode(), value=rec)
+                break
+            except BufferError:
+                p.poll(0.1)
+    assert p.flush(120) == 0 and len(planted) == 20
+    watch = RetroWatch(s)
+    mk = lambda ks: [Entry(f"merge-e{k}", "retro-merge", (SignalValue("pdq", codes[k].hex(), 100),)) for k in ks]  # noqa: E731
+    store.add_entries("retro-merge", mk(range(10)))
+    watch.collect(60, until=lambda d: any(x["content_id"].startswith("merge-planted") for x in d))
+    store.add_entries("retro-merge", mk(range(10, 20)))
+    merged, deadline = False, time.monotonic() + 30
+    while not merged and time.monotonic() < deadline:
+        segs = json.loads(store.r.get("vigil:retro:state"))["segments"]
+        merged = len(segs) == 2 and not segs[1]["open_end"] and len(segs[0]["entries"]) == 20
+        watch.collect(0.1)
+    assert merged, "the second batch did not merge into the running rescan"
+    watch.collect(120, until=lambda d: len({x["content_id"] for x in d} & set(planted)) == 20)
+    watch.collect(3)
+    watch.close()
+    mine = sorted(x["content_id"] for x in watch.seen if x["content_id"].startswith("merge-"))
+    assert mine == sorted(planted), (len(mine), len(set(mine)))

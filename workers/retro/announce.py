@@ -77,6 +77,7 @@ class Announcer:
         self.announced = 0
         self.found: list[dict[str, Any]] = []  # dry runs keep what they would publish (bounded)
         self.ttl_s = settings.history_retention_days * 86400
+        self._pending: set[str] = set()  # contents this announcer marked pending since the last flush
 
     def offer(self, content_id: str, raw: bytes, hits: list[Hit], bank_version: int, change_ms: int,
               rescan: str) -> bool:
@@ -105,6 +106,7 @@ class Announcer:
         pipe.expire(key, self.ttl_s)
         pipe.sadd(PENDING_KEY, content_id)
         pipe.execute()
+        self._pending.add(content_id)
         self._produce(key, content_id, out, list(fields))
         self.announced += 1
         return True
@@ -131,8 +133,10 @@ class Announcer:
                 self.producer.poll(0.1)
 
     def settled(self) -> None:
-        """After a flush: every pending field of this worker is sent; the pending set can be emptied."""
-        self.r.delete(PENDING_KEY)
+        """After a flush: this announcer's pending fields are all sent (another process's are its own)."""
+        if self._pending:
+            self.r.srem(PENDING_KEY, *self._pending)
+            self._pending.clear()
 
 
 def resolve_pending(settings: Settings, r: redis.Redis) -> int:
