@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 import topics
 from tests import media_variants as mv
-from tests.pipeline_helpers import submit_and_wait, write_photo
+from tests.pipeline_helpers import submit_and_wait
 from workers.bank.importer import add_media_file
 from workers.bank.model import Entry
 from workers.bank.store import BankStore
@@ -158,13 +158,13 @@ def test_retro_run_by_hand_finds_them_again_and_announces_nothing_twice(retro_cl
     s = retro_cluster.settings
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}, **s.to_env()}
     cmd = [sys.executable, "-m", "workers.cli", "retro", "run", "--bank", "retro-known", "--since", "1d"]
-    dry = subprocess.run(cmd + ["--dry-run", "--json"], env=env, capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(cmd + ["--dry-run", "--json"], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert dry.returncode == 0, dry.stderr[-2000:]
     out = json.loads(dry.stdout)
     assert out["matched"] == 5 and out["announced"] == 0 and out["records"] >= 50 and out["dry_run"], out
-    bad = subprocess.run(cmd[:-1] + ["yesterday"], env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(cmd[:-1] + ["yesterday"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert bad.returncode == 2 and "--since" in bad.stderr
-    missing = subprocess.run(cmd[:5] + ["no-such-bank"], env=env, capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(cmd[:5] + ["no-such-bank"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert missing.returncode == 2, missing.stderr[-500:]
 
 
@@ -172,7 +172,7 @@ def test_video_whose_middle_frames_match_a_newly_banked_photo_is_found(retro_clu
     s = retro_cluster.settings
     store = BankStore.from_url(s.redis, actor="pytest")
     store.create_bank("retro-video", "block", exist_ok=True)
-    still = lambda name: transforms.resize(samples.photo(name), 0.5)[:240, :320]  # noqa: E731
+    still = lambda name: transforms.resize(samples.photo(name), 0.5)[:240, :320]
     frames, t = [], 0.0
     for name in ("coffee", "rocket", "china.jpg"):
         img = np.ascontiguousarray(still(name))
@@ -331,7 +331,7 @@ def test_entries_added_during_a_rescan_are_merged_into_it(retro_cluster):
                 p.poll(0.1)
     assert p.flush(120) == 0 and len(planted) == 20
     watch = RetroWatch(s)
-    mk = lambda ks: [Entry(f"merge-e{k}", "retro-merge", (SignalValue("pdq", codes[k].hex(), 100),)) for k in ks]  # noqa: E731
+    mk = lambda ks: [Entry(f"merge-e{k}", "retro-merge", (SignalValue("pdq", codes[k].hex(), 100),)) for k in ks]
     store.add_entries("retro-merge", mk(range(10)))
     watch.collect(60, until=lambda d: any(x["content_id"].startswith("merge-planted") for x in d))
     store.add_entries("retro-merge", mk(range(10, 20)))

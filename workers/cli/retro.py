@@ -7,7 +7,14 @@ import re
 import sys
 import time
 
-from workers.cli.common import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CliError, print_json, store_from
+from workers.cli.common import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    CliError,
+    print_json,
+    store_from,
+)
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

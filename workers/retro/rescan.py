@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
@@ -53,7 +54,7 @@ class Segment:
                 "since_ms": self.since_ms, "open_end": self.open_end}
 
     @classmethod
-    def from_json(cls, o: dict[str, Any]) -> "Segment":
+    def from_json(cls, o: dict[str, Any]) -> Segment:
         return cls(o["id"], o["bank_version"], o["change_ms"], [tuple(e) for e in o["entries"]],
                    {int(k): v for k, v in o["start"].items()}, {int(k): v for k, v in o["end"].items()},
                    o["since_ms"], o.get("open_end", True))
@@ -153,7 +154,7 @@ class SegmentScan:
     def match(self, keys: list[bytes | None], values: list[bytes]) -> None:
         batch = history.decode_batch(values)
         if len(batch.bad):
-            log.warning("unreadable history records skipped", extra={"count": int(len(batch.bad)), "rescan": self.seg.id})
+            log.warning("unreadable history records skipped", extra={"count": len(batch.bad), "rescan": self.seg.id})
         by_record: dict[int, list] = {}
         for hit in self.index.match(batch):
             by_record.setdefault(hit.record, []).append(hit)
