@@ -122,6 +122,12 @@ class RetroWorker:
         changes = self.store.read_changes(self.read_id, block_ms=block_ms or None, count=2000)
         if not changes:
             return
+        seen = self.state.get("version")
+        if seen is not None and changes[0].version > seen + 1:
+            log.warning("bank changes were trimmed from the stream before this worker read them; entries "
+                        "they added were not rescanned: run `vigil retro run` for the banks concerned",
+                        extra={"last_version": seen, "next_version": changes[0].version})
+        self.state["version"] = changes[-1].version
         banks = self.store.banks()
         for ch in changes:
             bank = banks.get(ch.bank)
