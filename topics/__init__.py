@@ -12,6 +12,7 @@ from topics.names import (  # noqa: F401
     LIVE_STATE,
     REPORTS,
     ACTIONS,
+    HASH_HISTORY,
     TopicSpec,
     all_topics,
 )

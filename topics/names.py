@@ -12,6 +12,7 @@ LIVE_HASHES = "moderation.live-hashes"  # internal: hasher -> matcher for live f
 LIVE_STATE = "moderation.live-state"  # internal: the matcher's per-stream state, key=stream_id, compacted
 REPORTS = "moderation.reports"  # user and community reports, key=content_id
 ACTIONS = "moderation.actions"  # reviewers' final decisions, key=content_id
+HASH_HISTORY = "moderation.hash-history"  # signals of decided uploads and sampled live frames (workers/stream/history.py)
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class TopicSpec:
     doc: str = ""
 
 
-def all_topics(partitions: int = 6) -> list[TopicSpec]:
+def all_topics(partitions: int = 6, history_days: int = 365) -> list[TopicSpec]:
     """Every topic vigil uses. Partition count bounds how many workers of a kind can share work."""
     week_ms = str(7 * 24 * 3600 * 1000)
     return [
@@ -43,4 +44,9 @@ def all_topics(partitions: int = 6) -> list[TopicSpec]:
         # Reviewers' verdicts are the platform's record of what a person decided: kept a year.
         TopicSpec(ACTIONS, partitions, {"retention.ms": str(365 * 24 * 3600 * 1000)},
                   "reviewers' final decisions, key=content_id"),
+        # Time-retained, not compacted: live frames share their stream's key (compaction would keep
+        # only a stream's last frame), and a rescan reads "since T", which retention bounds.
+        TopicSpec(HASH_HISTORY, partitions, {"retention.ms": str(history_days * 24 * 3600 * 1000),
+                                             "segment.ms": str(24 * 3600 * 1000)},
+                  "binary hash history, key=content_id (stream_id for live frames)"),
     ]

@@ -106,6 +106,12 @@ class Settings:
     bank_hold_seconds: float = 3.0  # VIGIL_BANK_HOLD_SECONDS
     bank_behind_seconds: float = 10.0  # VIGIL_BANK_BEHIND_SECONDS: behind the store this long -> not ready
 
+    # Hash history and retroactive matching (workers/stream/history.py, workers/retro)
+    history_retention_days: int = 365  # VIGIL_HISTORY_RETENTION_DAYS: how far back a rescan can reach
+    history_live_every: int = 10  # VIGIL_HISTORY_LIVE_EVERY: keep every n-th live frame (by seq); 0 = none
+    retro_settle_s: float = 2.0  # VIGIL_RETRO_SETTLE_S: changes this close together make one rescan
+    retro_since_days: float = 30.0  # VIGIL_RETRO_SINCE_DAYS: how far back an automatic rescan reads
+
     metrics_port: int = 0  # VIGIL_METRICS_PORT: 0 picks a free port
     metrics_host: str = "127.0.0.1"  # VIGIL_METRICS_HOST
     worker_id: str = ""  # VIGIL_WORKER_ID: defaults to <kind>-<host>-<pid>

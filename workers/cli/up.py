@@ -23,7 +23,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with Cluster(settings, hashers=args.hashers, matchers=args.matchers, api=not args.no_api,
-                 review=not args.no_review) as cluster:
+                 review=not args.no_review, retros=args.retros) as cluster:
         s = cluster.settings
         print(f"kafka   {s.kafka}" + ("  (embedded tansu)" if cluster.services.broker else ""))
         print(f"redis   {s.redis}" + ("  (embedded redis-server)" if cluster.services.redis_server else ""))
@@ -55,6 +55,7 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     service_flags(up, media=True)
     up.add_argument("--hashers", type=int, default=1, help="hasher processes (default 1)")
     up.add_argument("--matchers", type=int, default=1, help="matcher processes (default 1)")
+    up.add_argument("--retros", type=int, default=1, help="retro workers: rescan history on bank changes (default 1)")
     up.add_argument("--partitions", type=int, help="partitions per topic when creating them (default 6)")
     up.add_argument("--metrics-port", type=int, help="first worker's metrics port; the rest count up (default: free)")
     up.add_argument("--no-api", action="store_true", help="do not start the HTTP API (`vigil api`)")

@@ -1,4 +1,4 @@
-"""`vigil worker hasher|matcher` (one process of a deployment) and `vigil topics create`."""
+"""`vigil worker hasher|matcher|retro` (one process of a deployment) and `vigil topics create`."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: hasher.stop())
         hasher.run()
+    elif args.kind == "retro":
+        need(settings, "redis")
+        from workers.retro.worker import RetroWorker
+
+        retro = RetroWorker(settings)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: retro.stop())
+        retro.run()
     else:
         need(settings, "redis")
         from workers.uploads.matcher import Matcher
@@ -61,7 +69,8 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     worker = nouns.add_parser("worker", help="run one worker process (for deployments that scale them apart)")
     kinds = worker.add_subparsers(dest="kind", metavar="KIND", required=True)
     for kind, text in (("hasher", "consume uploads, decode media, publish hashes"),
-                       ("matcher", "match hashes against the bank, publish decisions")):
+                       ("matcher", "match hashes against the bank, publish decisions"),
+                       ("retro", "rescan the hash history when a bank learns new entries, publish retro decisions")):
         k = kinds.add_parser(kind, help=text, description=text)
         service_flags(k, media=(kind == "hasher"))
         k.add_argument("--metrics-port", type=int, help="port for /metrics, /healthz, /readyz (env VIGIL_METRICS_PORT)")

@@ -32,6 +32,7 @@ from workers.ops import metrics
 from workers.errors import MediaError
 from workers.stream.kafka import base_config
 from workers.ops.logs import now_ms
+from workers.stream.history_writer import HistoryWriter
 from workers.stream.matcher_path import MatcherPath
 from workers.index.matching import BankIndex
 from workers.stream.messages import Source, encode, parse_json
@@ -146,6 +147,7 @@ class LiveMatcher(MatcherPath):
         self.streams: dict[int, Streams] = {}
         self.to_restore: set[int] = set()
         self._swept = time.monotonic()
+        self.history = HistoryWriter(self.producer, settings.history_live_every)  # issue 17
 
     def _turn(self) -> None:
         for msg in self._messages():
@@ -208,6 +210,7 @@ class LiveMatcher(MatcherPath):
                                          matches, self.index.banks)
             if status:
                 out.append(self._decision(sid, state, status, evidence, frame))
+            self.history.live_frame(frame, state["status"], self.index.version, now_ms())
         if frame["end_of_stream"]:
             out.append(self._decision(sid, state, state["status"], [], frame, summary=True))
             streams[sid] = live.tombstone(state, frame["captured_at_ms"], now_ms())

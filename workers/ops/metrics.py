@@ -55,6 +55,10 @@ BANK_ENTRIES = Gauge("vigil_bank_entries", "Active bank entries in this matcher'
 BANK_VERSION = Gauge("vigil_bank_version", "Bank version this matcher's index reflects.")
 BANK_BEHIND = Gauge("vigil_bank_behind_versions", "Bank versions in Redis this matcher has not applied yet.")
 BANK_SYNC = Gauge("vigil_bank_last_sync_timestamp_seconds", "When the index last synced with Redis.")
+HISTORY_RECORDS = Counter("vigil_history_records_total", "Hash-history records written (or lost).", ["result"])
+RETRO_RECORDS = Counter("vigil_retro_records_read_total", "Hash-history records read by rescans.")
+RETRO_DECISIONS = Counter("vigil_retro_decisions_total", "Retroactive decisions published.", ["decision"])
+RETRO_PENDING = Gauge("vigil_retro_pending_records", "History records left to read by the running rescans.")
 CONSUMER_LAG = Gauge("vigil_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
 
 

@@ -40,10 +40,12 @@ class Cluster:
     """Context manager: services up, topics created, workers spawned; everything stopped on exit."""
 
     def __init__(self, settings: Settings, hashers: int = 1, matchers: int = 1, api: bool = False,
-                 review: bool = False):
+                 review: bool = False, retros: int = 0):
         self.base = settings
-        # api: `vigil api`; review: `vigil review` (the review page and its consumer); each one more process
-        self.counts = {"hasher": hashers, "matcher": matchers, "api": int(api), "review": int(review)}
+        # api: `vigil api`; review: `vigil review` (the review page and its consumer); retro: the
+        # retroactive matcher (`vigil up` starts one); each is one more process
+        self.counts = {"hasher": hashers, "matcher": matchers, "api": int(api), "review": int(review),
+                       "retro": retros}
         self.services = EmbeddedServices(settings.kafka, settings.redis, settings.data_dir)
         self.workers: list[WorkerProcess] = []
         self.settings = settings

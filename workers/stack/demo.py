@@ -3,7 +3,9 @@
 Banks some photos, submits edited copies of them (JPEG re-encode, half size, small crop) and
 unrelated photos, prints every decision with its evidence and the latency read from the metrics.
 Then the review loop: a photo banked for `review` becomes a case on the review page, a demo
-reviewer confirms it through the page's forms, and the next copy is blocked by reviewed-bad."""
+reviewer confirms it through the page's forms, and the next copy is blocked by reviewed-bad.
+Then a list learns the hash of one photo that was allowed, and the retro worker finds it in the
+hash history: one retroactive block (docs/retro.md)."""
 from __future__ import annotations
 
 import tempfile
@@ -42,7 +44,7 @@ def run_demo(keep_going: bool = False, report_dir: Path | None = None) -> int:
         settings = replace(Settings.from_env(), kafka=None, redis=None, media_roots=(str(media),), actor="vigil-demo")
         console.print("[bold]vigil demo[/]: starting the embedded broker, redis-server and workers ...")
         t0 = time.monotonic()
-        with Cluster(settings, api=True, review=True) as cluster:
+        with Cluster(settings, api=True, review=True, retros=1) as cluster:
             s = cluster.settings
             console.print(f"  kafka {s.kafka}  redis {s.redis}")
             for w in cluster.workers:
@@ -93,13 +95,14 @@ def run_demo(keep_going: bool = False, report_dir: Path | None = None) -> int:
             outcomes = watcher.wait_for(set(events), timeout=120)
             watcher.close()
             http_lookup(console, cluster.api_url, media / f"{BANKED[0]}-jpeg-q70.jpg")
+            retro_ok = _retro_block(console, store, s, media, outcomes)
             matcher = next(w for w in cluster.workers if w.kind == "matcher")
             metrics_text = urllib.request.urlopen(matcher.metrics_url, timeout=5).read().decode()
             if report_dir is not None:
                 _transparency(console, s, report_dir)
             reviewed = _review_verdict(console, s, review_url, media, outcomes, events)
 
-    return _report(console, events, outcomes, metrics_text, keep_going) or (0 if reviewed else 1)
+    return _report(console, events, outcomes, metrics_text, keep_going) or (0 if reviewed and retro_ok else 1)
 
 
 def _review_verdict(console: Console, s: Settings, review_url: str, media: Path, outcomes: dict, events: dict) -> bool:
@@ -178,6 +181,35 @@ def http_lookup(console: Console, api_url: str, path: Path) -> None:
     console.print(f"  -> {r.status_code} decision={d.get('decision')} bank={top.get('bank', '-')} "
                   f"entry={top.get('entry_id', '-')} {top.get('signal', '-')} distance={top.get('distance', '-')} "
                   f"bank_version={d.get('bank_version')} latency_ms={d.get('latency_ms', {}).get('total')}")
+
+
+def _retro_block(console: Console, store, s: Settings, media: Path, outcomes: dict) -> bool:
+    """Bank a re-encoded copy of an allowed photo; the retro worker announces the original upload."""
+    from workers.bank.importer import add_media_file
+    from workers.stream.client import OutcomeWatcher
+
+    late = next((m for _, m in outcomes.values() if m.get("metadata", {}).get("file") == "china.jpg"), None)
+    if late is None:
+        return False
+    watcher = OutcomeWatcher(s, watch=("moderation.decisions",))
+    store.create_bank("demo-late-list", "block", label="demo-late")
+    copy = media / "late-china.jpg"
+    copy.write_bytes(transforms.encode(transforms.resize(samples.photo("china.jpg"), 0.5), ".jpg", 70))
+    t0 = time.monotonic()
+    add_media_file(store, "demo-late-list", copy, s)
+    console.print(f"  later, bank 'demo-late-list' learns a half-size copy of china.jpg (allowed at "
+                  f"bank version {late['bank_version']}) ...")
+    found = next((m for _, m in watcher.messages(60) if m.get("source") == "retro"
+                  and m["content_id"] == late["content_id"]), None)
+    watcher.close()
+    if found is None:
+        console.print("[red]  no retroactive decision within 60 s[/]")
+        return False
+    m = found["matches"][0]
+    console.print(f"  [red]retro {found['decision']}[/] {found['content_id']} (event {found['event_id']}, originally "
+                  f"{found['retro']['original_decision']}) {time.monotonic() - t0:.1f} s after the bank add: "
+                  f"{m['bank']}/{m['entry_id']} {m['signal']} distance {m['distance']}")
+    return True
 
 
 def _report(console: Console, events: dict, outcomes: dict, metrics_text: str, keep_going: bool) -> int:

@@ -61,7 +61,7 @@ def producer_config(settings: Settings) -> dict:
 
 def create_topics(settings: Settings, specs: list[TopicSpec] | None = None, timeout: float = 30.0) -> list[str]:
     """Create missing topics; existing ones are left as they are. Returns the names created."""
-    specs = specs if specs is not None else all_topics(settings.partitions)
+    specs = specs if specs is not None else all_topics(settings.partitions, settings.history_retention_days)
     admin = AdminClient(base_config(settings))
     deadline = time.monotonic() + timeout
     while True:

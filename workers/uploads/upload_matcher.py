@@ -26,6 +26,7 @@ from workers.uploads.decisions import DecisionCache, decision_message, sha256_of
 from workers.errors import MediaError
 from workers.uploads.hasher import EARLY_BLOCK_KEY
 from workers.bank.store import POLICY
+from workers.stream.history_writer import HistoryWriter
 from workers.stream.matcher_path import MatcherPath
 from workers.index.matching import BankIndex
 from workers.stream.messages import Source, encode, parse_json
@@ -90,6 +91,7 @@ class UploadMatcher(MatcherPath):
         self.rules = ProvenanceRules.from_settings(settings)
         self.rules_version = -1  # the bank version the stored provenance policy was last read at
         self.rules_retry_at = 0.0
+        self.history = HistoryWriter(self.producer)  # issue 17: the hash history for rescans
 
     def _turn(self) -> None:
         for msg in self._messages():
@@ -112,6 +114,7 @@ class UploadMatcher(MatcherPath):
         event = None
         try:
             event = parse_json(msg.value(), "hashes", self.settings.max_message_bytes)
+            self.history.saw(event)
             if event["part"] == 0 and event["final"]:
                 with self.lock:
                     rules = self._current_rules()
@@ -205,6 +208,7 @@ class UploadMatcher(MatcherPath):
     # -- outputs ----------------------------------------------------------------------------------
     def _send(self, decision: dict[str, Any], covers: list[Cell], then: Any = None) -> None:
         self.delivery.send(topics.DECISIONS, decision["content_id"].encode(), encode(decision), covers, then)
+        self.history.decided(decision)
         metrics.observe_decision(decision)
         log.info("decided", extra={"event_id": decision["event_id"], "content_id": decision["content_id"],
                                    "decision": decision["decision"], "matches": len(decision["matches"]),
