@@ -133,8 +133,12 @@ def test_bank_admin_verbs_and_audit(env):
     exported = admin.get(f"/v1/banks/{bank}/export").text.split()
     assert sorted(p for p in exported if len(p) == 64) == sorted(pdqs)
     assert "signal,hash" in admin.get(f"/v1/banks/{bank}/export", params={"format": "csv"}).text
-    upd = admin.patch(f"/v1/banks/{bank}", json={"action": "block", "thresholds": {"pdq": 20}})
+    upd = admin.patch(f"/v1/banks/{bank}", json={"action": "block", "thresholds": {"pdq": 20}}, params={"wait_s": 30})
     assert upd.json()["bank"]["action"] == "block" and upd.json()["bank"]["thresholds"] == {"pdq": 20}
+    prop = upd.json()["propagation"]  # asked to wait: every live matcher has applied the change
+    assert prop["ok"] and prop["behind"] == [] and prop["matchers"], prop
+    assert min(prop["matchers"].values()) >= upd.json()["version"]
+    _problem(admin.patch(f"/v1/banks/{bank}", json={"label": "x"}, params={"wait_s": -1}), 400)
     _problem(admin.patch(f"/v1/banks/{bank}", json={}), 400)
     _problem(admin.patch(f"/v1/banks/{bank}", json={"thresholds": {"nope": 1}}), 400)
     ids = [e.entry_id for e in env["store"].iter_entries(bank)]

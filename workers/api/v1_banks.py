@@ -23,7 +23,21 @@ from workers.bank.codes import CODE_SIGNALS
 from workers.bank.store import codes_key
 
 router = APIRouter(prefix="/v1/banks", tags=["vigil: banks"])
+WAIT = Query(0.0, ge=0, le=600, description="seconds to wait until every live matcher has applied the version this "
+                                            "write created (as `vigil bank ... --wait`); the answer's `propagation` "
+                                            "says whether they did (ok) and names the matchers behind")
 IMPORT_SUFFIX = {"local": ".txt", "csv": ".csv", "stopncii": ".json", "ncmec": ".xml", "tat": ".json"}
+
+
+async def _propagated(store, out: dict[str, Any], wait_s: float) -> dict[str, Any]:
+    """The write's answer, with `propagation` when the caller asked to wait for the matchers.
+    A wait that times out still answers 200: the write is done; `propagation.ok` is false."""
+    if wait_s > 0:
+        from workers.bank.propagation import wait_for_version
+
+        result = await run_in_threadpool(wait_for_version, store.r, int(out["version"]), wait_s)
+        out["propagation"] = result.to_json()
+    return out
 
 
 class BankIn(BaseModel):
@@ -63,11 +77,12 @@ async def banks(request: Request, _: Caller = Depends(need("bank:read"))) -> dic
 
 
 @router.post("", status_code=201, summary="Create a bank (vigil bank create)")
-async def create(request: Request, body: BankIn, caller: Caller = Depends(need("bank:write"))) -> dict[str, Any]:
+async def create(request: Request, body: BankIn, wait_s: float = WAIT,
+                 caller: Caller = Depends(need("bank:write"))) -> dict[str, Any]:
     store = svc(request).writer_as(caller.actor)
     bank = store.create_bank(body.name, body.action, label=body.label, exist_ok=body.exist_ok,
                              thresholds=body.thresholds, dihedral=body.dihedral, description=body.description)
-    return {"bank": bank.to_json(), "version": store.version()}
+    return await _propagated(store, {"bank": bank.to_json(), "version": store.version()}, wait_s)
 
 
 @router.get("/{name}", summary="A bank and its stats (vigil bank stats)")
@@ -78,8 +93,8 @@ async def stats(request: Request, name: str, _: Caller = Depends(need("bank:read
 
 
 @router.patch("/{name}", summary="Change action, enabled, label, thresholds, dihedral (vigil bank update)")
-async def update(request: Request, name: str, body: BankPatch, caller: Caller = Depends(need("bank:write"))
-                 ) -> dict[str, Any]:
+async def update(request: Request, name: str, body: BankPatch, wait_s: float = WAIT,
+                 caller: Caller = Depends(need("bank:write"))) -> dict[str, Any]:
     store = svc(request).writer_as(caller.actor)
     changes = body.model_dump(exclude_unset=True)
     if not changes:
@@ -92,19 +107,21 @@ async def update(request: Request, name: str, body: BankPatch, caller: Caller = 
             raise Problem(400, f"thresholds: unknown signal {bad[0]!r}")
         changes["thresholds"] = {**store.require_bank(name).thresholds, **changes["thresholds"]}
     bank = store.update_bank(name, **changes)
-    return {"bank": bank.to_json(), "version": store.version()}
+    return await _propagated(store, {"bank": bank.to_json(), "version": store.version()}, wait_s)
 
 
 @router.delete("/{name}", summary="Delete a bank and its entries")
-async def delete(request: Request, name: str, caller: Caller = Depends(need("bank:write"))) -> dict[str, Any]:
+async def delete(request: Request, name: str, wait_s: float = WAIT,
+                 caller: Caller = Depends(need("bank:write"))) -> dict[str, Any]:
     store = svc(request).writer_as(caller.actor)
-    return {"deleted": name, "version": await run_in_threadpool(store.delete_bank, name)}
+    return await _propagated(store, {"deleted": name, "version": await run_in_threadpool(store.delete_bank, name)}, wait_s)
 
 
 @router.post("/{name}/entries", status_code=201, summary="Hash a file (multipart `file`) or ?url= and bank it "
                                                           "(vigil bank add)")
 async def add(request: Request, name: str, url: str | None = None, label: str | None = None,
-              note: str | None = Query(None, max_length=255), caller: Caller = Depends(need("bank:write"))
+              note: str | None = Query(None, max_length=255), wait_s: float = WAIT,
+              caller: Caller = Depends(need("bank:write"))
               ) -> dict[str, Any]:
     service = svc(request)
     store = service.writer_as(caller.actor)
@@ -118,14 +135,15 @@ async def add(request: Request, name: str, url: str | None = None, label: str | 
     if label:
         entry = replace(entry, label=label)
     version = store.add_entries(name, [entry])
-    return {"entry_id": entry.entry_id, "version": version, "media_type": entry.media_type,
-            "signals": {s.signal: s.value for s in entry.signals if not s.variant and s.frame_ms is None}}
+    return await _propagated(store, {"entry_id": entry.entry_id, "version": version, "media_type": entry.media_type,
+                                     "signals": {s.signal: s.value for s in entry.signals
+                                                 if not s.variant and s.frame_ms is None}}, wait_s)
 
 
 @router.post("/{name}/import", summary="Import a hash list sent as the body (vigil bank import)")
 async def import_list(request: Request, name: str,
                       format: str = Query(..., pattern="^(local|csv|stopncii|ncmec|tat)$"),
-                      skip_invalid: bool = False, label: str | None = None,
+                      skip_invalid: bool = False, label: str | None = None, wait_s: float = WAIT,
                       caller: Caller = Depends(need("bank:write"))) -> dict[str, Any]:
     from workers.bank.formats import FormatError
     from workers.bank.importer import import_file
@@ -147,30 +165,34 @@ async def import_list(request: Request, name: str,
     if not report["loaded"]:
         raise Problem(400, f"not imported: {report['invalid_count']} invalid lines", "invalid-list",
                       report=report)
-    return report
+    return await _propagated(store, report, wait_s)
 
 
 @router.post("/{name}/remove", summary="Remove entries (vigil bank remove)")
-async def remove(request: Request, name: str, body: EntryIds, caller: Caller = Depends(need("bank:write"))
+async def remove(request: Request, name: str, body: EntryIds, wait_s: float = WAIT,
+                 caller: Caller = Depends(need("bank:write"))
                  ) -> dict[str, Any]:
     store = svc(request).writer_as(caller.actor)
-    return {"removed": body.entry_ids, "version": store.remove_entries(name, body.entry_ids)}
+    return await _propagated(store, {"removed": body.entry_ids, "version": store.remove_entries(name, body.entry_ids)},
+                             wait_s)
 
 
 @router.post("/{name}/disable", summary="Stop entries matching, kept for audit (vigil bank disable)")
-async def disable(request: Request, name: str, body: EntryIds, caller: Caller = Depends(need("bank:write"))
+async def disable(request: Request, name: str, body: EntryIds, wait_s: float = WAIT,
+                  caller: Caller = Depends(need("bank:write"))
                   ) -> dict[str, Any]:
     store = svc(request).writer_as(caller.actor)
     versions = [store.set_entry_disabled(name, e, True) for e in body.entry_ids]
-    return {"entries": body.entry_ids, "disabled": True, "version": versions[-1]}
+    return await _propagated(store, {"entries": body.entry_ids, "disabled": True, "version": versions[-1]}, wait_s)
 
 
 @router.post("/{name}/enable", summary="Let disabled entries match again (vigil bank enable)")
-async def enable(request: Request, name: str, body: EntryIds, caller: Caller = Depends(need("bank:write"))
+async def enable(request: Request, name: str, body: EntryIds, wait_s: float = WAIT,
+                 caller: Caller = Depends(need("bank:write"))
                  ) -> dict[str, Any]:
     store = svc(request).writer_as(caller.actor)
     versions = [store.set_entry_disabled(name, e, False) for e in body.entry_ids]
-    return {"entries": body.entry_ids, "disabled": False, "version": versions[-1]}
+    return await _propagated(store, {"entries": body.entry_ids, "disabled": False, "version": versions[-1]}, wait_s)
 
 
 @router.get("/{name}/export", summary="The bank's hashes as a list (vigil bank export)")
