@@ -252,6 +252,9 @@ class VideoSampling:
         ctx = stream.codec_context
         self.codec = ctx.name
         self.format = container.format.name
+        cut = cut_inside_packet(self.path, self.format)  # a file-level fact: known before the first frame,
+        if cut is not None:  # so a video blocked early (before it reaches the cut) still says partial
+            self._mark_partial("truncated", cut)
         self.width, self.height = int(ctx.width or 0), int(ctx.height or 0)
         self._check_pixels(self.width, self.height)
         ctx.thread_count = max(1, int(self.threads))

@@ -135,8 +135,9 @@ def _video(src: Source, event: dict, submitted: int, path, digests: list, stages
             dense_frames += part.frames
             dense_windows.update(part.dense_windows)
         metrics.FRAMES_HASHED.labels("video").inc(part.frames)
-        if pending and emit is not None:
-            emit(_hashes(event, submitted, worker, index, False, pending, stages, "video", False, []))
+        if pending and emit is not None:  # a part says partial when the file is known cut already
+            early = [f"partial: {sampling.partial_reason}", *sampling.notes] if sampling.partial else []
+            emit(_hashes(event, submitted, worker, index, False, pending, stages, "video", sampling.partial, early))
             index, pending = index + 1, []
         pending += part.signals
         if stop_early is not None and stop_early(event["event_id"]):
