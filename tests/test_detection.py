@@ -18,8 +18,8 @@ from workers.signals.hashing import hash_frame, hash_frames_at
 from workers.stack import samples, transforms
 
 
-def _index(bank: Bank, entries: list[Entry]) -> BankIndex:
-    idx = BankIndex(Settings())
+def _index(bank: Bank, entries: list[Entry], settings: Settings | None = None) -> BankIndex:
+    idx = BankIndex(settings or Settings())
     idx.apply([Change("1-0", 1, "bank_put", bank.name, bank.to_json())]
               + [Change(f"{2 + i}-0", 2 + i, "entries_put", bank.name, [e.to_json()]) for i, e in enumerate(entries)])
     return idx
@@ -147,8 +147,8 @@ def _pair(pdq_bits: int, phash_bits: int) -> list:
 
 def test_joint_rule_needs_both_signals_near_and_says_so():
     entry = Entry("e", "b", tuple(_pair(0, 0)))
-    idx = _index(Bank("b", "block"), [entry])
-    s = Settings()
+    s = Settings(joint_pdq_threshold=56)  # opt-in: off by default (its PDQ radius defeats the index)
+    idx = _index(Bank("b", "block"), [entry], s)
     both = idx.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold))
     assert {(m.signal, m.rule, m.threshold) for m in both} == {("pdq", "joint", s.joint_pdq_threshold),
                                                                ("phash", "joint", s.joint_phash_threshold)}
@@ -157,9 +157,9 @@ def test_joint_rule_needs_both_signals_near_and_says_so():
     assert idx.search(_pair(s.joint_pdq_threshold + 1, s.joint_phash_threshold)) == []  # PDQ too far
     alone = idx.search(_pair(10, 40))  # PDQ alone within its own threshold: a plain match, no rule
     assert [(m.signal, m.rule) for m in alone] == [("pdq", None)]
-    strict = _index(Bank("b", "block", thresholds={"pdq": 20}), [entry])  # a bank's own thresholds rule
+    strict = _index(Bank("b", "block", thresholds={"pdq": 20}), [entry], s)  # a bank's own thresholds rule
     assert strict.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold)) == []
-    off = BankIndex(Settings(joint_pdq_threshold=0))
+    off = BankIndex(Settings())  # the default: no joint rule
     off.apply([Change("1-0", 1, "bank_put", "b", Bank("b", "block").to_json()),
                Change("2-0", 2, "entries_put", "b", [entry.to_json()])])
     assert off.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold)) == []
