@@ -179,20 +179,21 @@ async def remove(request: Request, name: str, body: EntryIds, wait_s: float = WA
 
 @router.post("/{name}/disable", summary="Stop entries matching, kept for audit (vigil bank disable)")
 async def disable(request: Request, name: str, body: EntryIds, wait_s: float = WAIT,
-                  caller: Caller = Depends(need("bank:write"))
-                  ) -> dict[str, Any]:
-    store = svc(request).writer_as(caller.actor)
-    versions = [store.set_entry_disabled(name, e, True) for e in body.entry_ids]
-    return await _propagated(store, {"entries": body.entry_ids, "disabled": True, "version": versions[-1]}, wait_s)
+                  caller: Caller = Depends(need("bank:write"))) -> dict[str, Any]:
+    return await _set_disabled(request, name, body, wait_s, caller, True)
 
 
 @router.post("/{name}/enable", summary="Let disabled entries match again (vigil bank enable)")
 async def enable(request: Request, name: str, body: EntryIds, wait_s: float = WAIT,
-                 caller: Caller = Depends(need("bank:write"))
-                 ) -> dict[str, Any]:
+                 caller: Caller = Depends(need("bank:write"))) -> dict[str, Any]:
+    return await _set_disabled(request, name, body, wait_s, caller, False)
+
+
+async def _set_disabled(request: Request, name: str, body: EntryIds, wait_s: float, caller: Caller,
+                        disabled: bool) -> dict[str, Any]:
     store = svc(request).writer_as(caller.actor)
-    versions = [store.set_entry_disabled(name, e, False) for e in body.entry_ids]
-    return await _propagated(store, {"entries": body.entry_ids, "disabled": False, "version": versions[-1]}, wait_s)
+    versions = [store.set_entry_disabled(name, e, disabled) for e in body.entry_ids]
+    return await _propagated(store, {"entries": body.entry_ids, "disabled": disabled, "version": versions[-1]}, wait_s)
 
 
 @router.get("/{name}/export", summary="The bank's hashes as a list (vigil bank export)")
