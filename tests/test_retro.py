@@ -114,6 +114,16 @@ def _fifty_photos(media) -> dict:
     return dict(list(paths.items())[:50])
 
 
+
+def _produce(p, key: str, value: bytes) -> None:
+    """One history record, waiting for room when the producer's queue is full (large histories)."""
+    while True:
+        try:
+            p.produce(topics.HASH_HISTORY, key=key.encode(), value=value)
+            return
+        except BufferError:
+            p.poll(0.1)
+
 def test_fifty_uploads_then_five_banked_get_exactly_five_retro_blocks(retro_cluster):
     s = retro_cluster.settings
     store = BankStore.from_url(s.redis, actor="pytest")
@@ -230,12 +240,7 @@ def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cl
             code, cid = rng.bytes(32), f"kill-{i}"
         rec = history.encode_record(str(uuid.UUID(int=i)), "image", "allow", 0, 1_000 + i,
                                     [history.Frame(0, code, 90, None, None)])
-        while True:
-            try:
-                p.produce(topics.HASH_HISTORY, key=cid.encode(), value=rec)
-                break
-            except BufferError:
-                p.poll(0.1)
+        _produce(p, cid, rec)
     assert p.flush(120) == 0
     watch = RetroWatch(s)
     worker = next(w for w in retro_cluster.workers if w.kind == "retro" and w.proc.poll() is None)
@@ -323,12 +328,7 @@ def test_entries_added_during_a_rescan_are_merged_into_it(retro_cluster):
         if k is not None:
             planted[cid] = k
         rec = history.encode_record(str(uuid.UUID(int=10**7 + i)), "image", "allow", 0, 1, [history.Frame(0, code, 90, None, None)])
-        while True:
-            try:
-                p.produce(topics.HASH_HISTORY, key=cid.encode(), value=rec)
-                break
-            except BufferError:
-                p.poll(0.1)
+        _produce(p, cid, rec)
     assert p.flush(120) == 0 and len(planted) == 20
     watch = RetroWatch(s)
     mk = lambda ks: [Entry(f"merge-e{k}", "retro-merge", (SignalValue("pdq", codes[k].hex(), 100),)) for k in ks]
