@@ -164,7 +164,7 @@ def test_a_snapshot_older_than_the_trimmed_stream_is_not_used(store: BankStore, 
 def test_a_chunk_gone_or_damaged_under_the_reader_falls_back(store: BankStore, photo_signals, queries, caplog,
                                                               monkeypatch, damage):
     monkeypatch.setattr(snapshot, "CHUNK_ENTRIES", 1)
-    import workers.bank.store as store_module
+    import workers.bank.snapshot_store as store_module
 
     monkeypatch.setattr(store_module, "CHUNK_ENTRIES", 1)
     _fill(store, photo_signals)
@@ -184,7 +184,7 @@ def test_a_chunk_gone_or_damaged_under_the_reader_falls_back(store: BankStore, p
 
 def test_writes_during_write_snapshot_are_not_lost(store: BankStore, monkeypatch):
     """Small chunks so the snapshot takes many round trips while a writer adds, removes and disables."""
-    import workers.bank.store as store_module
+    import workers.bank.snapshot_store as store_module
 
     monkeypatch.setattr(store_module, "CHUNK_ENTRIES", 50)
     rng = np.random.default_rng(7)

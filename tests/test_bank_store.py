@@ -195,9 +195,10 @@ def test_large_changes_carry_ids_and_readers_get_the_entries(store: BankStore, m
 
 
 def test_writing_a_snapshot_trims_changes_no_reader_needs(store: BankStore, monkeypatch):
+    import workers.bank.change_stream as stream_module
     import workers.bank.store as store_module
 
-    monkeypatch.setattr(store_module, "CHANGES_KEEP_S", 0)
+    monkeypatch.setattr(stream_module, "CHANGES_KEEP_S", 0)
     store.create_bank("a", "block")
     store.create_bank("b", "block")
     for i in range(5):

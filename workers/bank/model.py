@@ -14,6 +14,10 @@ LIVE_STRICT = {"pdq": 16, "phash": 4, "dhash": 4, "md5": 0, "sha256": 0, "sha1":
 ACTIONS = ("block", "review", "allow")
 
 
+class BankError(Exception):
+    """A bank operation the user asked for cannot be done (unknown bank, bad action...)."""
+
+
 @dataclass(frozen=True)
 class Bank:
     name: str

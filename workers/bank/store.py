@@ -45,71 +45,42 @@ stream after it, so the entry still ends as the stream's last word on it.
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import redis
 
-from workers.bank.codes import (  # noqa: F401  (re-exported: callers' layout names)
+from workers.bank.change_stream import Change, ChangeStreamReads, Snapshot  # noqa: F401  (re-exported)
+from workers.bank.codes import (  # noqa: F401  (NO_FRAME re-exported: callers' layout name)
     CODE_SIGNALS,
     CODES_LAYOUT,
     NO_FRAME,
-    TRAILER,
     CodeBlock,
-    code_bytes,
     label_id,
     pack_codes,
     unpack_block,
 )
-from workers.bank.model import ACTIONS, Bank, Entry
-from workers.bank.snapshot import (
-    CHUNK_BYTES,
-    CHUNK_ENTRIES,
-    SnapshotError,
-    SnapshotMeta,
-    pack_chunk,
-    parse_chunk,
+from workers.bank.keys import (  # noqa: F401  (re-exported: callers import the key names from here)
+    AUDIT,
+    BANKS,
+    CHANGES,
+    CHANGES_MAXLEN,
+    INLINE_CHANGE,
+    LAYOUT,
+    POLICY,
+    PREFIX,
+    VERSION,
+    chunk_key,
+    codes_key,
+    entries_key,
+    labels_key,
+    snap_key,
+    stream_pos,
 )
-
-PREFIX = "vigil:"
-BANKS = PREFIX + "banks"
-VERSION = PREFIX + "version"
-CHANGES = PREFIX + "changes"
-AUDIT = PREFIX + "audit"
-LAYOUT = PREFIX + "layout"
-POLICY = PREFIX + "policy"
-CHANGES_MAXLEN = 1_000_000  # approximate; a matcher that falls further behind reloads the snapshot
-CHANGES_KEEP_S = 600  # write_snapshot trims no change younger than this
-INLINE_CHANGE = 100  # entries a change carries as JSON; larger ones carry ids (entries_ref)
-
-
-def entries_key(bank: str) -> str:
-    return f"{PREFIX}bank:{bank}:entries"
-
-
-def codes_key(bank: str, signal: str) -> str:
-    return f"{PREFIX}bank:{bank}:codes:{signal}"
-
-
-def labels_key(bank: str) -> str:
-    return f"{PREFIX}bank:{bank}:labels"
-
-
-def snap_key(bank: str) -> str:
-    return f"{PREFIX}bank:{bank}:snap"
-
-
-def chunk_key(bank: str, signal: str, gen: str, i: int) -> str:
-    return f"{PREFIX}bank:{bank}:snap:{signal}:{gen}:{i}"
-
-
-def stream_pos(stream_id: str) -> tuple[int, int]:
-    """A stream id as a comparable pair ("1700000000000-3" -> (1700000000000, 3))."""
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
+from workers.bank.model import ACTIONS, Bank, BankError, Entry  # noqa: F401  (BankError re-exported)
+from workers.bank.snapshot_store import SnapshotWrites
 
 
 def _codes_pairs(bank: str, entries: list[Entry], new: bool = False) -> list[tuple[str, str, bytes | str]]:
@@ -138,10 +109,6 @@ def default_dihedral(action: str) -> bool:
     return action in ("block", "review")
 
 
-class BankError(Exception):
-    """A bank operation the user asked for cannot be done (unknown bank, bad action...)."""
-
-
 # KEYS: version, changes, audit, then the hashes written. ARGV: op, bank, data, actor, at_ms, maxlen,
 # then (key index, field, value) triples to HSET (an empty value means HDEL).
 _APPLY = """
@@ -158,40 +125,14 @@ return v
 """
 
 
-# KEYS: the snapshot meta hash. ARGV: signal, new meta JSON ('' = no snapshot), its version.
-# Switches the signal's snapshot unless a newer one is already in place; returns {switched, old meta}.
-_SWITCH = """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old and tonumber(cjson.decode(old)['version']) > tonumber(ARGV[3]) then return {0, old} end
-if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return {1, old or ''}
-"""
-
-
-@dataclass(frozen=True)
-class Change:
-    stream_id: str
-    version: int
-    op: str  # bank_put | bank_delete | entries_put | entries_delete | policy_put (| entries_packed: read_changes(packed=True))
-    bank: str
-    data: Any
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    version: int
-    stream_id: str  # read the change stream after this id
-    banks: dict[str, Bank]
-
-
-class BankStore:
+class BankStore(SnapshotWrites, ChangeStreamReads):
     """Reads and writes banks. Writers are the bank CLI; workers only read (see README: ACLs)."""
 
     def __init__(self, client: redis.Redis, actor: str = "unknown"):
         self.r = client
         self.actor = actor
         self._apply = self.r.register_script(_APPLY)
-        self._switch = self.r.register_script(_SWITCH)
+        self._register_snapshot_scripts()
         self._raw_client: redis.Redis | None = None
         self.last_version = 0  # the version this store's last write created (what a writer waits for)
 
@@ -370,100 +311,6 @@ class BankStore:
             if cursor == 0:
                 return
 
-    # -- binary snapshots (see the module docstring) ------------------------------------------
-    def write_snapshot(self, bank: str, progress: Callable[[str, int, int], None] | None = None
-                       ) -> dict[str, dict[str, Any]]:
-        """Snapshot every code signal of the bank; returns signal -> {entries, rows, bytes, seconds,
-        version, switched}. `progress(signal, entries done, entries in the hash)` follows the scan."""
-        self.require_bank(bank)
-        if not self.has_codes(bank):
-            raise BankError(f"bank {bank!r} has no complete packed codes (written before codes-v2) to "
-                            f"snapshot; run `vigil bank backfill {bank}` first (with its writers stopped)")
-        start = self.snapshot_start()  # FIRST: readers replay from here whatever the scan misses
-        out = {signal: self._snapshot_signal(bank, signal, start, progress) for signal in CODE_SIGNALS}
-        self.trim_changes()
-        return out
-
-    def _snapshot_signal(self, bank: str, signal: str, start: Snapshot,
-                         progress: Callable[[str, int, int], None] | None) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        rec = code_bytes(signal) + TRAILER
-        gen = f"{start.version}-{secrets.token_hex(4)}"
-        total = int(self.r.hlen(codes_key(bank, signal)))
-        chunks = entries = rows = nbytes = 0
-        ids: list[bytes] = []
-        values: list[bytes] = []
-        size = 0
-        pipe = self._raw.pipeline(transaction=False)
-
-        def flush() -> None:
-            nonlocal chunks, entries, rows, nbytes, size, ids, values
-            blob = pack_chunk(signal, ids, values)
-            pipe.set(chunk_key(bank, signal, gen, chunks), blob)
-            if len(pipe) >= 4:
-                pipe.execute()
-            chunks, entries, nbytes = chunks + 1, entries + len(ids), nbytes + len(blob)
-            rows += sum(map(len, values)) // rec
-            ids, values, size = [], [], 0
-            if progress:
-                progress(signal, entries, total)
-
-        cursor = 0
-        while True:
-            cursor, found = self._raw.hscan(codes_key(bank, signal), cursor, count=10_000)
-            for k, v in found.items():  # an entry HSCAN returns twice is kept twice: readers drop repeats
-                ids.append(k)
-                values.append(v)
-                size += len(k) + len(v)
-                if len(ids) >= CHUNK_ENTRIES or size >= CHUNK_BYTES:
-                    flush()
-            if cursor == 0:
-                break
-        if ids:
-            flush()
-        pipe.execute()
-        meta = SnapshotMeta(gen, start.version, start.stream_id, chunks, entries, rows, nbytes,
-                            int(time.time() * 1000))
-        switched, old = self._switch(keys=[snap_key(bank)],
-                                     args=[signal, meta.to_json() if chunks else "", start.version])
-        if switched:
-            if old:
-                prev = SnapshotMeta.from_json(old)
-                self._drop_chunks(bank, signal, prev.gen, prev.chunks)
-        else:  # a newer snapshot went in while this one was written: keep it
-            self._drop_chunks(bank, signal, gen, chunks)
-        return {"entries": entries, "rows": rows, "bytes": nbytes, "chunks": chunks, "version": start.version,
-                "switched": bool(switched), "seconds": round(time.perf_counter() - t0, 3)}
-
-    def _drop_chunks(self, bank: str, signal: str, gen: str, chunks: int) -> None:
-        keys = [chunk_key(bank, signal, gen, i) for i in range(chunks)]
-        for i in range(0, len(keys), 500):
-            self.r.unlink(*keys[i: i + 500])
-
-    def snapshot_metas(self, bank: str) -> dict[str, SnapshotMeta]:
-        """Signal -> the bank's current snapshot of it (no entry: none)."""
-        out = {}
-        for signal, raw in self.r.hgetall(snap_key(bank)).items():
-            try:
-                out[signal] = SnapshotMeta.from_json(raw)
-            except (ValueError, KeyError, TypeError):
-                continue  # unreadable meta: as if there were no snapshot
-        return out
-
-    def iter_snapshot_blocks(self, bank: str, signal: str, meta: SnapshotMeta) -> Iterator[CodeBlock]:
-        """The snapshot's chunks as CodeBlocks. SnapshotError if a chunk is gone (a newer snapshot
-        replaced this one mid-read) or malformed; the caller then loads from the codes hash."""
-        seen = 0
-        for i in range(meta.chunks):
-            raw = self._raw.get(chunk_key(bank, signal, meta.gen, i))
-            if raw is None:
-                raise SnapshotError(f"snapshot {bank}/{signal} gen {meta.gen}: chunk {i} is gone")
-            block = parse_chunk(signal, raw)
-            seen += len(block.entries)
-            yield block
-        if seen != meta.entries:
-            raise SnapshotError(f"snapshot {bank}/{signal} gen {meta.gen}: {seen} entries, meta says {meta.entries}")
-
     def labels(self, bank: str) -> dict[int, str]:
         """Label id -> label for the bank's packed codes."""
         return {int(k): v for k, v in self.r.hgetall(labels_key(bank)).items()}
@@ -509,77 +356,6 @@ class BankStore:
 
     def entry_count(self, bank: str) -> int:
         return int(self.r.hlen(entries_key(bank)))
-
-    def snapshot_start(self) -> Snapshot:
-        """Version, stream position and banks read atomically; entries are then read with iter_entries."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.get(VERSION)
-        pipe.xrevrange(CHANGES, count=1)
-        pipe.hgetall(BANKS)
-        version, last, banks = pipe.execute()
-        stream_id = last[0][0] if last else "0-0"
-        return Snapshot(int(version or 0), stream_id,
-                        {n: Bank.from_json(json.loads(v)) for n, v in banks.items()})
-
-    def changes_until(self, after_id: str, until_id: str, page: int = 2000) -> Iterator[Change]:
-        """Every change after `after_id` up to and including `until_id`, read in pages."""
-        stop = stream_pos(until_id)
-        while stream_pos(after_id) < stop:
-            batch = self.read_changes(after_id, count=page)
-            if not batch:
-                return
-            for ch in batch:
-                if stream_pos(ch.stream_id) > stop:
-                    return
-                yield ch
-            after_id = batch[-1].stream_id
-
-    def read_changes(self, after_id: str, block_ms: int | None = None, count: int = 500,
-                     packed: bool = False) -> list[Change]:
-        """Changes after `after_id`; entries_ref changes come back as entries_put with the entries'
-        JSON as the entries hash holds it now (see the module docstring: still exact).
-
-        packed=True (the matcher's sync loop): entries_ref changes of banks with complete packed
-        codes come back as op entries_packed (workers.bank.bulk_changes: their codes, read in binary
-        as a cold start reads them), which a matcher applies in bulk: parsing an import's JSON entry by
-        entry ran at ~5k entries/s, so a 1M-line import took minutes to go live."""
-        reply = self.r.xread({CHANGES: after_id}, count=count, block=block_ms)
-        out = []
-        for _stream, items in reply or ():
-            for stream_id, fields in items:
-                out.append(Change(stream_id, int(fields["v"]), fields["op"], fields["bank"], json.loads(fields["data"])))
-        if packed:
-            from workers.bank.bulk_changes import pack_runs  # (it builds on this module)
-
-            out = pack_runs(self, out)
-        refs = [i for i, ch in enumerate(out) if ch.op == "entries_ref"]
-        if refs:
-            pipe = self.r.pipeline(transaction=False)
-            for i in refs:
-                pipe.hmget(entries_key(out[i].bank), out[i].data)
-            for i, blobs in zip(refs, pipe.execute()):
-                # an id gone since was removed by a later change, which the stream also holds
-                out[i] = replace(out[i], op="entries_put", data=[json.loads(b) for b in blobs if b is not None])
-        return out
-
-    def trim_changes(self) -> int:
-        """Drop changes no reader needs: older than every bank's oldest snapshot and than
-        CHANGES_KEEP_S. Banks without a snapshot load from their hashes, so need no history."""
-        floor = stream_pos(f"{int(time.time() * 1000) - CHANGES_KEEP_S * 1000}-0")
-        for bank in self.banks():
-            for meta in self.snapshot_metas(bank).values():
-                floor = min(floor, stream_pos(meta.stream_id))
-        if floor <= (0, 0):
-            return 0
-        return int(self.r.xtrim(CHANGES, minid=f"{floor[0]}-{floor[1]}", approximate=False))
-
-    def first_change_version(self) -> int | None:
-        first = self.r.xrange(CHANGES, count=1)
-        return int(first[0][1]["v"]) if first else None
-
-    def audit(self, count: int = 50) -> list[dict[str, Any]]:
-        return [dict(fields, id=i) for i, fields in self.r.xrevrange(AUDIT, count=count)]
-
 
 def _take(it: Iterator[Entry], n: int) -> list[Entry]:
     out = []
