@@ -41,80 +41,17 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from workers.errors import MediaError
-from workers.media.probe import ProbeLimits, cut_inside_packet, open_container
+from workers.media.probe import cut_inside_packet, open_container
+from workers.media.sampling_plan import (  # noqa: F401  (re-exported: callers import them from here)
+    STRATEGIES,
+    SamplingStrategy,
+    VideoFrame,
+    VideoLimits,
+    merge_windows,
+)
 
-STRATEGIES = ("keyframes", "fixed", "all")
 # Stop after this many consecutive packets the decoder rejects: the rest is noise, not video.
 MAX_CONSECUTIVE_DECODE_ERRORS = 25
-
-
-@dataclass(frozen=True)
-class SamplingStrategy:
-    """Which frames to take. ``fps`` is the fixed rate and the fill rate for sparse keyframes."""
-
-    kind: str = "keyframes"  # keyframes | fixed | all
-    fps: float = 1.0
-    max_keyframe_gap_s: float = 5.0
-    # fixed only: (start_s, end_s) stretches to sample, sorted and merged here; () = the whole stream
-    windows: tuple[tuple[float, float], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.kind not in STRATEGIES:
-            raise ValueError(f"unknown sampling strategy {self.kind!r} ({' | '.join(STRATEGIES)})")
-        if not self.fps > 0 or not self.max_keyframe_gap_s > 0:
-            raise ValueError("fps and max_keyframe_gap_s must be positive")
-        if self.windows:
-            if self.kind != "fixed":
-                raise ValueError("windows apply to the fixed strategy only")
-            object.__setattr__(self, "windows", merge_windows(self.windows))
-
-    def in_window(self, due: float) -> float:
-        """The first time at or after `due` inside a window (inf after the last one)."""
-        if not self.windows:
-            return due
-        for start, end in self.windows:
-            if due <= end + 1e-9:
-                return max(due, start)
-        return math.inf
-
-
-def merge_windows(windows) -> tuple[tuple[float, float], ...]:
-    """(start, end) seconds sorted, overlapping or touching ones joined; empty ones dropped."""
-    out: list[list[float]] = []
-    for start, end in sorted((max(0.0, float(a)), float(b)) for a, b in windows):
-        if end < start:
-            continue
-        if out and start <= out[-1][1] + 1e-9:
-            out[-1][1] = max(out[-1][1], end)
-        else:
-            out.append([start, end])
-    return tuple((a, b) for a, b in out)
-
-
-@dataclass(frozen=True)
-class VideoLimits:
-    """Work bounds for one video. Exceeding a bound stops sampling and marks the result partial,
-    except max_pixels: absurd frame dimensions are refused before anything is decoded."""
-
-    max_bytes: int = 64 * 1024 * 1024  # compressed video bytes demuxed
-    max_seconds: float = 600.0  # of stream time
-    max_frames: int = 600  # frames yielded
-    max_pixels: int = 64_000_000  # per frame, as declared by the stream and as decoded
-    probe: ProbeLimits = ProbeLimits()  # opening: probesize, analyzeduration, open timeout
-
-
-@dataclass(frozen=True)
-class VideoFrame:
-    pixels: np.ndarray  # uint8, upright: (H, W, 3) RGB, or (H, W) luma when sampled with grey=True
-    frame_ms: int  # presentation time from the stream start
-    keyframe: bool
-
-    @property
-    def rgb(self) -> np.ndarray:
-        """The RGB pixels; a grey sampling has none (ValueError)."""
-        if self.pixels.ndim != 3:
-            raise ValueError("this frame was sampled grey (luma only): no RGB")
-        return self.pixels
 
 
 def sample_frames(
@@ -463,27 +400,14 @@ class VideoSampling:
         self._check_pixels(frame.width, frame.height)
         pixels = self._to_pixels(frame)
         self._last_t = t
-        self._due = self._next_due(t, key)
+        self._due = self.strategy.next_due(t, key)
         self.frames_yielded += 1
         return VideoFrame(pixels, int(round(t * 1000)), key)
 
     def _takes(self, t: float, key: bool) -> bool:
         if self._last_t > -math.inf and round(t * 1000) <= round(self._last_t * 1000):
             return False  # keep frame_ms strictly increasing (re-decoded or mistimed frames)
-        kind = self.strategy.kind
-        if kind == "all":
-            return True
-        if kind == "keyframes" and key:
-            return True
-        return t >= self._due - 1e-9
-
-    def _next_due(self, t: float, key: bool) -> float:
-        step = 1.0 / self.strategy.fps
-        if self.strategy.kind == "fixed":
-            return self.strategy.in_window((math.floor(t / step + 1e-9) + 1) * step)
-        if self.strategy.kind == "keyframes":
-            return t + (self.strategy.max_keyframe_gap_s if key else step)
-        return -math.inf
+        return self.strategy.takes(t, key, self._due)
 
     def _to_pixels(self, frame) -> np.ndarray:
         width, height = frame.width, frame.height
