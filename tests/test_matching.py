@@ -104,3 +104,25 @@ def test_blank_frame_never_matches_a_blank_bank_entry():
     black = np.zeros((300, 400, 3), np.uint8)
     idx = _index([Bank("b", "block")], [Entry("e", "b", tuple(hash_frame(black, Settings())))])
     assert idx.search(hash_frame(black, Settings(), dihedral=True)) == []
+
+
+def test_an_index_loaded_from_a_list_in_memory_matches_as_the_change_path_does():
+    """`vigil scan --hash-list` loads through the bulk path; it must answer what the matcher would:
+    labels kept, a repeated id's last version wins, disabled entries absent, digests exact."""
+    photo = hash_frame(samples.photo("astronaut"), Settings())
+    pdq = next(s.value for s in photo if s.signal == "pdq")
+    md5 = "d41d8cd98f00b204e9800998ecf8427e"
+    bank = Bank("list", "block")
+    entries = [Entry("p", "list", (SignalValue("pdq", pdq),), label="old"),
+               Entry("m", "list", (SignalValue("md5", md5),), label="csam"),
+               Entry("gone", "list", (SignalValue("pdq", _flip(pdq, 200)),), disabled=True),
+               Entry("p", "list", (SignalValue("pdq", pdq),), label="ncii")]
+    listed = BankIndex(Settings())
+    listed.load_entries([bank], iter(entries), batch=2)  # batches split the repeat across two
+    changed = _index([bank], entries)
+    query = [SignalValue("pdq", _flip(pdq, 20), 100), SignalValue("md5", md5)]
+    got = sorted((m.entry_id, m.signal, m.distance, m.label) for m in listed.search(query))
+    assert got == sorted((m.entry_id, m.signal, m.distance, m.label) for m in changed.search(query))
+    assert got == [("m", "md5", 0, "csam"), ("p", "pdq", 20, "ncii")]
+    assert listed.search([SignalValue("pdq", _flip(pdq, 200), 100)]) == []
+    assert listed.counts()["pdq"] == 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from workers.bank.codes import CODE_SIGNALS, CodeBlock, unpack_block
+from workers.bank.codes import CODE_SIGNALS, CodeBlock, label_id, pack_codes, unpack_block
+from workers.bank.model import Entry
 
 if TYPE_CHECKING:
     from workers.bank.store import BankStore, Change
@@ -71,3 +72,17 @@ def packed_entries(store: "BankStore", bank: str, entry_ids: list[str]) -> Packe
             blocks[signal] = unpack_block(signal, found)
     labels = store.labels(bank) if any(b.labels.any() for b in blocks.values()) else {}
     return PackedEntries(ids, blocks, labels)
+
+
+def packed_from_entries(entries: list[Entry]) -> PackedEntries:
+    """Entries held in memory only (a `vigil scan --hash-list` file) packed as the store packs them,
+    so they take the same bulk path as an import batch (put entry by entry, a 200k-line list took
+    ~17 CPU-s and left the index slow to search). One bank's entries; a repeated id keeps its last."""
+    live = {e.entry_id.encode(): e for e in entries if not e.disabled}
+    blocks: dict[str, CodeBlock] = {}
+    for signal in CODE_SIGNALS:
+        found = {k: pack_codes(e, signal) for k, e in live.items() if any(sv.signal == signal for sv in e.signals)}
+        if found:
+            blocks[signal] = unpack_block(signal, found)
+    labels = {label_id(e.label): e.label for e in live.values() if e.label is not None}
+    return PackedEntries(list(live), blocks, labels)

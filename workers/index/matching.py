@@ -10,6 +10,7 @@ from typing import Iterable
 
 import numpy as np
 
+from workers.bank.bulk_changes import packed_from_entries
 from workers.bank.model import Bank, Entry
 from workers.bank.snapshot import SnapshotError, SnapshotMeta
 from workers.bank.store import BankStore, Change, Snapshot
@@ -201,13 +202,23 @@ class BankIndex:
         log.info("bank index built", extra={**report, "version": snap.version,
                                              "seconds": round(time.perf_counter() - t0, 2)})
 
-    def load_entries(self, banks: list[Bank], entries: Iterable[Entry]) -> None:
+    def load_entries(self, banks: list[Bank], entries: Iterable[Entry], batch: int = 50_000) -> None:
         """An index with no Redis behind it (`vigil scan --hash-list`): these banks and entries,
-        searched exactly as a matcher searches its bank."""
+        searched exactly as a matcher searches its bank. Loaded in batches through the import path
+        (packed codes, numpy in bulk), then compacted as a cold start leaves its index."""
         fresh = IndexedEntries(self.settings.pdq_min_quality)
+        chunk: list[Entry] = []
         for entry in entries:
-            fresh.put(entry)
+            if chunk and (len(chunk) >= batch or entry.bank != chunk[-1].bank):
+                fresh.put_packed(chunk[-1].bank, packed_from_entries(chunk))
+                chunk = []
+            chunk.append(entry)
+        if chunk:
+            fresh.put_packed(chunk[-1].bank, packed_from_entries(chunk))
         fresh.tidy()
+        for idx in fresh.indexes():
+            idx.compact()
+        fresh.table.compact()
         self._e, self.banks = fresh, {b.name: b for b in banks}
         self.loaded, self.synced_at = True, time.time()
 
