@@ -21,6 +21,7 @@ EVENTS = 1500
 RSS_BOUND = 700 * 2**20
 
 
+@pytest.mark.slow
 def test_overload_keeps_memory_bounded_and_sigterm_loses_nothing(tmp_path):
     media = tmp_path / "media"
     media.mkdir()

@@ -29,6 +29,7 @@ BANKED = ("astronaut", "chelsea", "rocket", "coffee")
 UNRELATED = ("china.jpg", "flower.jpg", "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle", "retina")
 
 
+@pytest.mark.slow
 def test_no_event_lost_or_decided_twice_differently_under_sigkill(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
@@ -125,6 +126,7 @@ LIVE_STREAMS = 40
 LIVE_FRAMES = 24
 
 
+@pytest.mark.slow
 def test_live_streams_keep_their_blocks_and_summaries_under_sigkill(tmp_path):
     """Live frames through 2 hashers and 2 matchers while a hasher and a matcher are SIGKILLed
     and restarted. Half the streams turn to banked content part-way and stay on it, as abuse on a

@@ -222,6 +222,7 @@ def test_unrelated_stream_gets_no_decision_only_a_summary(cluster, live_bank):
     assert got[0]["summary"]["frames"] + got[0]["summary"]["skipped_frames"] == len(UNRELATED)
 
 
+@pytest.mark.slow
 @pytest.mark.integration
 def test_flood_of_one_stream_does_not_delay_another(cluster, live_bank):
     flood, victim = f"flood-{time.time_ns()}", f"victim-{time.time_ns()}"

@@ -75,6 +75,7 @@ def test_matcher_rides_out_a_redis_outage_and_catches_up(tmp_path):
             server.stop()
 
 
+@pytest.mark.slow
 def test_workers_reconnect_after_the_broker_restarts(tmp_path):
     media = tmp_path / "media"
     media.mkdir()

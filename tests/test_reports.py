@@ -181,6 +181,7 @@ def test_evidence_package_without_preservation(produced, tmp_path):
         "MD5": hashlib.md5(data).hexdigest(), "SHA256": hashlib.sha256(data).hexdigest()}
 
 
+@pytest.mark.slow
 def test_preservation_encrypts_blocked_csam_and_the_key_guards_access(produced, tmp_path):
     key = new_key()
     pdir = tmp_path / "preserved"

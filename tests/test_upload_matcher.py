@@ -47,6 +47,7 @@ def _send(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
     assert p.flush(30) == 0
 
 
+@pytest.mark.slow
 def test_video_parts_survive_a_matcher_kill_and_stalled_videos_are_dead_lettered(tmp_path):
     media = tmp_path / "media"
     media.mkdir()
