@@ -17,7 +17,6 @@ RANKS = {
     "bank": 4,
     "index": 5,
     "policy": 6,
-    "provenance_policy": 6.5,  # a family of policy rules: uses policy's strengths, sits below stream
     "stream": 7,
     "live": 8,
     "uploads": 9,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tests import provenance_media as pm
-from workers.provenance_policy import ProvenanceRules, apply, evaluate
+from workers.policy.provenance import ProvenanceRules, apply, evaluate
 from workers.settings import Settings
 from workers.signals.hashing import hash_media
 from workers.signals.provenance import read_provenance, read_provenance_file

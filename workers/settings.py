@@ -90,7 +90,7 @@ class Settings:
 
     decision_cache_ttl_s: int = 3600  # VIGIL_DECISION_CACHE_TTL_S: identical files re-decided from cache; 0 = off
 
-    # Provenance (workers/signals/provenance.py, workers/provenance_policy.py): what the file claims
+    # Provenance (workers/signals/provenance.py, workers/policy/provenance.py): what the file claims
     # about its origin, and what to do about it. Actions: block | review | allow (label only) | off.
     # Never block on provenance alone by default: a marker is trivially stripped or forged.
     provenance_read: bool = True  # VIGIL_PROVENANCE_READ: read C2PA manifests and AI markers in the hasher

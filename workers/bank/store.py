@@ -18,7 +18,7 @@ Layout (prefix `vigil:`):
                        with only their ids: readers HMGET the JSON (read_changes does), so a 10M-line
                        import adds ~25 bytes an entry here, not the ~260 of its JSON again
   audit                STREAM  {v, op, bank, actor, at_ms, detail}: who changed what, kept for review
-  policy               HASH  policy name -> rules JSON (`provenance`: workers/provenance_policy.py), set
+  policy               HASH  policy name -> rules JSON (`provenance`: workers/policy/provenance.py), set
                        like a bank (`vigil policy provenance`): versioned, audited, in the change
                        stream as op policy_put (the index ignores it; matchers re-read the hash when
                        the version moves, and the bump invalidates cached decisions)

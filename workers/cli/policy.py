@@ -16,7 +16,7 @@ HELP_ORDER = 35  # where `vigil --help` lists this noun
 
 
 def cmd_provenance(args: argparse.Namespace) -> int:
-    from workers.provenance_policy import ProvenanceRules
+    from workers.policy.provenance import ProvenanceRules
 
     store, settings = store_from(args)
     stored = store.get_policy("provenance") or {}

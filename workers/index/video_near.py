@@ -6,7 +6,7 @@ from a 2 s excerpt; the hasher decodes the seconds around a frame this index cal
 (workers/signals/hashing.py, DenseResampler), so the matcher sees the excerpt with ~20 frames.
 "Near" is a sampling hint, not a match: it uses VIGIL_VIDEO_NEAR_FACTOR x the bank's PDQ threshold
 (1.5 x 31 = 46 bits), and a false hint costs only decode time. Whether frames match, and what that
-means, stays with the matcher's BankIndex.search and workers/policy.py.
+means, stays with the matcher's BankIndex.search and workers/policy/.
 
 It is a BankIndex narrowed to video entries' PDQ rows (VideoEntries), kept current from the bank's
 change stream by the same load/apply/rebuild machinery as the matcher's, so it is never a second

@@ -12,7 +12,7 @@ from workers.ops import metrics
 from workers.ops.logs import now_ms
 from workers.bank.store import POLICY, VERSION
 from workers.index.matching import BankIndex
-from workers.provenance_policy import ProvenanceRules
+from workers.policy.provenance import ProvenanceRules
 from workers.settings import Settings
 
 MAX_EVIDENCE = 50  # matches listed in one decision; the strongest and closest are kept

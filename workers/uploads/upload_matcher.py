@@ -32,7 +32,7 @@ from workers.index.matching import BankIndex
 from workers.stream.messages import Source, encode, parse_json
 from workers.stream.offsets import Cell
 from workers.policy import decide
-from workers.provenance_policy import BANK as PROVENANCE_BANK, ProvenanceRules, apply as provenance_apply
+from workers.policy.provenance import BANK as PROVENANCE_BANK, ProvenanceRules, apply as provenance_apply
 from workers.settings import Settings
 from workers.signals import SignalValue
 
@@ -52,7 +52,7 @@ def build_decision(event: dict[str, Any], index: BankIndex, worker: str,
 
 def _with_provenance(decision: str, evidence: list[dict[str, Any]], event: dict[str, Any],
                      rules: ProvenanceRules | None) -> tuple[str, list[dict[str, Any]]]:
-    """The provenance rules folded in after the banks (provenance_policy.apply): a block bank
+    """The provenance rules folded in after the banks (policy.provenance.apply): a block bank
     match still wins, and the rules' evidence follows the banks'."""
     if rules is None or "provenance" not in event:
         return decision, evidence

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.policy import STRENGTH
+from workers.policy.banks import STRENGTH
 from workers.settings import Settings
 from workers.signals.provenance import AI_SOURCE_TYPES
 
