@@ -307,3 +307,39 @@ def test_the_long_running_consumer_resumes_from_redis_and_counts_only_what_is_ne
     assert {tp: n for tp, n in after.items() if tp[0] != REPORTS} == {tp: n for tp, n in before.items() if tp[0] != REPORTS}
     figs = _transparency(produced, tmp_path / "later")
     assert figs["reports_by_reason"] == {"csam": 1, "ncii": 1} and figs["totals"]["decisions"] == 7
+
+
+def test_the_aggregate_service_answers_its_probes_and_stops_on_sigterm(produced):
+    """deploy/k8s/reports.yaml probes `vigil report aggregate` like every worker: /readyz while it
+    runs, /metrics for Prometheus; SIGTERM stops it cleanly (exit 0)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(produced.settings.to_env(), VIGIL_METRICS_PORT=str(port), VIGIL_METRICS_HOST="127.0.0.1")
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "report", "aggregate"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, ready = time.monotonic() + 60, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    ready = (r.status, json.loads(r.read()))
+                    break
+            except OSError:
+                time.sleep(0.3)
+        assert ready is not None and ready[0] == 200, (ready, proc.poll())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            assert b"# TYPE" in r.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]

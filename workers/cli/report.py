@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -11,6 +12,8 @@ from datetime import date
 from pathlib import Path
 
 from workers.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, CliError, need, print_json, service_flags, settings_from
+
+log = logging.getLogger("vigil.reports")
 
 
 HELP_ORDER = 60  # where `vigil --help` lists this noun
@@ -59,7 +62,7 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
         n = consumer.catch_up()
         print(json.dumps({"counted": n}) if args.json else f"counted {n} messages into the hourly aggregate")
         return EXIT_OK
-    return _serve(consumer)
+    return _serve(consumer, settings)
 
 
 def cmd_transparency(args: argparse.Namespace) -> int:
@@ -173,17 +176,27 @@ def cmd_preserve(args: argparse.Namespace) -> int:
         n = consumer.catch_up()
         print(json.dumps({"custody_records": n}) if args.json else f"{n} custody records written")
         return EXIT_OK
-    return _serve(consumer)
+    return _serve(consumer, settings)
 
 
-def _serve(consumer) -> int:
-    """A reports consumer in the foreground until SIGTERM or Ctrl-C (it commits as it goes)."""
+def _serve(consumer, settings) -> int:
+    """A reports consumer in the foreground until SIGTERM or Ctrl-C (it commits as it goes), with
+    /metrics, /healthz and /readyz on VIGIL_METRICS_PORT like every worker, so a deployment can
+    probe it (deploy/k8s/reports.yaml)."""
+    from workers.ops import metrics
+
     stop = threading.Event()
+    health = metrics.Health()
+    health.checks["running"] = lambda: not stop.is_set()
+    server = metrics.serve(settings.metrics_host, settings.metrics_port, health)
+    log.info("reports consumer serving health", extra={"metrics": f"http://{settings.metrics_host}:{server.server_address[1]}/metrics"})
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         consumer.run(stop)
     except KeyboardInterrupt:
         pass
+    finally:
+        server.shutdown()
     return EXIT_OK
 
 
