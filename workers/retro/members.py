@@ -106,8 +106,9 @@ def recorded(r: redis.Redis) -> int:
     return int(json.loads(raw)["members"]) if raw else 1
 
 
-def join(r: redis.Redis, settings: Settings, partitions: int, name: str) -> Member:
-    """Validate this worker's place in the fleet and take its index's lease."""
+def join(r: redis.Redis, settings: Settings, partitions: int, name: str, wait_s: float = 2 * LEASE_S) -> Member:
+    """Validate this worker's place in the fleet and take its index's lease (waiting up to
+    wait_s for the lease of a SIGKILLed predecessor to expire)."""
     check_count(settings.retro_members, partitions)
     member = Member(member_index(settings), settings.retro_members)
     if not 0 <= member.index < member.members:
@@ -124,7 +125,7 @@ def join(r: redis.Redis, settings: Settings, partitions: int, name: str) -> Memb
                               f"members: stop every retro worker, run `vigil retro members {member.members}`, "
                               "then start them (docs/retro.md, Scaling)")
     key = ALIVE_KEY.format(index=member.index)
-    deadline = time.monotonic() + 2 * LEASE_S
+    deadline = time.monotonic() + wait_s
     while not r.set(key, name, nx=True, ex=LEASE_S):
         holder = r.get(key)
         if time.monotonic() > deadline:
