@@ -146,7 +146,7 @@ def test_video_whose_middle_frames_match_a_newly_banked_photo_is_found(retro_clu
 
 
 def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cluster):
-    """200,000 history records with 30 planted copies of new entries' hashes; the retro worker is
+    """400,000 history records with 30 planted copies of new entries' hashes; the retro worker is
     SIGKILLed after its first announcement, restarted, and every planted content gets exactly one."""
     s = retro_cluster.settings
     store = BankStore.from_url(s.redis, actor="pytest")
@@ -155,7 +155,7 @@ def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cl
     codes = [rng.bytes(32) for _ in range(30)]
     planted = {}
     p = Producer({**producer_config(s), "linger.ms": 50, "batch.size": 1_000_000})
-    n = 200_000
+    n = 400_000  # long enough to be mid-way when killed, on a quiet machine too (~100k records/s)
     for i in range(n):
         if i % (n // 30) == n // 60 and len(planted) < 30:
             k = len(planted)

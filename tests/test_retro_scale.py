@@ -133,7 +133,7 @@ def test_sigkilled_member_resumes_alone_without_duplicate_or_lost_decision(fleet
     store = BankStore.from_url(s.redis, actor="pytest")
     store.create_bank("scale-b", "block")
     entries, copies, _ = planted_photos(PHOTOS[4:], bank="scale-b")
-    per_partition, where = _fill(s, 240_000, "kill", copies, seed=2)
+    per_partition, where = _fill(s, 360_000, "kill", copies, seed=2)
     mine = {c for c, p in where.items() if p % 2 == 0}
     assert len(mine) >= 4, where
     workers = _retros(fleet)
