@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 import topics
 from tests import media_variants as mv
 from tests.pipeline_helpers import submit_and_wait
+from tests.retro_helpers import RetroWatch, committed_records, history_count, produce_history, wait_history
 from workers.bank.importer import add_media_file
 from workers.bank.model import Entry
 from workers.bank.store import BankStore
@@ -43,59 +44,6 @@ def retro_cluster(tmp_path_factory):
         yield c
 
 
-def _history_count(settings: Settings) -> int:
-    """Records on the history topic, counted by reading it (tansu's high watermarks lag)."""
-    c = Consumer({**base_config(settings), "group.id": f"t-{uuid.uuid4()}", "enable.partition.eof": True})
-    try:
-        parts = c.list_topics(topics.HASH_HISTORY, timeout=10).topics[topics.HASH_HISTORY].partitions
-        c.assign([TopicPartition(topics.HASH_HISTORY, p, 0) for p in parts])
-        left, n = set(parts), 0
-        while left:
-            msg = c.poll(5)
-            assert msg is not None, "history topic read timed out"
-            if msg.error():
-                left.discard(msg.partition())
-            else:
-                n += 1
-        return n
-    finally:
-        c.close()
-
-
-def _wait_history(settings: Settings, at_least: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while _history_count(settings) < at_least:
-        assert time.monotonic() < deadline, f"history has {_history_count(settings)} records, wanted {at_least}"
-        time.sleep(0.2)
-
-
-class RetroWatch:
-    """Every retro decision on the decisions topic from now on (no consumer group)."""
-
-    def __init__(self, settings: Settings):
-        self.c = Consumer({**base_config(settings), "group.id": f"t-{uuid.uuid4()}", "enable.auto.commit": False})
-        parts = self.c.list_topics(topics.DECISIONS, timeout=10).topics[topics.DECISIONS].partitions
-        self.c.assign([TopicPartition(topics.DECISIONS, p,
-                                      self.c.get_watermark_offsets(TopicPartition(topics.DECISIONS, p), timeout=10)[1])
-                       for p in parts])
-        self.seen: list[dict] = []
-
-    def collect(self, seconds: float, until=None) -> list[dict]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            msg = self.c.poll(0.2)
-            if msg is not None and not msg.error():
-                d = json.loads(msg.value())
-                if d.get("source") == "retro":
-                    self.seen.append(d)
-            if until is not None and until(self.seen):
-                break
-        return self.seen
-
-    def close(self) -> None:
-        self.c.close()
-
-
 def _fifty_photos(media) -> dict:
     """50 distinct real photographs (path -> pixels): quadrants of 17 sample photos."""
     names = samples.colour_photos() + ["camera", "coins", "moon", "brick", "grass", "gravel"]
@@ -115,25 +63,16 @@ def _fifty_photos(media) -> dict:
 
 
 
-def _produce(p, key: str, value: bytes) -> None:
-    """One history record, waiting for room when the producer's queue is full (large histories)."""
-    while True:
-        try:
-            p.produce(topics.HASH_HISTORY, key=key.encode(), value=value)
-            return
-        except BufferError:
-            p.poll(0.1)
-
 def test_fifty_uploads_then_five_banked_get_exactly_five_retro_blocks(retro_cluster):
     s = retro_cluster.settings
     store = BankStore.from_url(s.redis, actor="pytest")
     store.create_bank("retro-known", "block", label="ncii", exist_ok=True)
-    before = _history_count(s)
+    before = history_count(s)
     pixels = _fifty_photos(retro_cluster.media)
     paths = list(pixels)
     outcomes = submit_and_wait(s, paths, timeout=120)
     assert all(m["decision"] == "allow" for _, m in outcomes.values()), [m["matches"] for _, m in outcomes.values()]
-    _wait_history(s, before + 50)
+    wait_history(s, before + 50)
     original = {p: m for p, (_, m) in outcomes.items()}
 
     watch = RetroWatch(s)
@@ -190,10 +129,10 @@ def test_video_whose_middle_frames_match_a_newly_banked_photo_is_found(retro_clu
             frames.append((img, round(t, 3)))
             t += 0.2
     video = mv.write_video(retro_cluster.media / "three-scenes.mp4", frames, gop_s=1.0)
-    before = _history_count(s)
+    before = history_count(s)
     (_, decided), = submit_and_wait(s, [video], timeout=120).values()
     assert decided["decision"] == "allow" and decided["media_type"] == "video"
-    _wait_history(s, before + 1)
+    wait_history(s, before + 1)
     watch = RetroWatch(s)
     banked = retro_cluster.media / "rocket-banked.png"
     banked.write_bytes(transforms.encode(np.ascontiguousarray(still("rocket")), ".png", 90))
@@ -206,22 +145,8 @@ def test_video_whose_middle_frames_match_a_newly_banked_photo_is_found(retro_clu
     assert top["entry_id"] == entry.entry_id and 4000 <= top["frame_ms"] < 8000, top  # the middle scene
 
 
-def _committed(s: Settings, store: BankStore) -> int:
-    """Records the running rescan has committed, from its consumer group's offsets."""
-    segs = json.loads(store.r.get("vigil:retro:state") or "{}").get("segments")
-    if not segs:
-        return 0
-    seg = segs[0]
-    c = Consumer({**base_config(s), "group.id": f"vigil-retro.{seg['id']}"})
-    try:
-        committed = c.committed([TopicPartition(topics.HASH_HISTORY, int(p)) for p in seg["start"]], timeout=10)
-    finally:
-        c.close()
-    return sum(max(0, tp.offset - seg["start"][str(tp.partition)]) for tp in committed if tp.offset >= 0)
-
-
 def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cluster):
-    """200,000 history records with 30 planted copies of new entries' hashes; the retro worker is
+    """400,000 history records with 30 planted copies of new entries' hashes; the retro worker is
     SIGKILLed after its first announcement, restarted, and every planted content gets exactly one."""
     s = retro_cluster.settings
     store = BankStore.from_url(s.redis, actor="pytest")
@@ -230,7 +155,7 @@ def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cl
     codes = [rng.bytes(32) for _ in range(30)]
     planted = {}
     p = Producer({**producer_config(s), "linger.ms": 50, "batch.size": 1_000_000})
-    n = 200_000
+    n = 400_000  # long enough to be mid-way when killed, on a quiet machine too (~100k records/s)
     for i in range(n):
         if i % (n // 30) == n // 60 and len(planted) < 30:
             k = len(planted)
@@ -240,7 +165,7 @@ def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cl
             code, cid = rng.bytes(32), f"kill-{i}"
         rec = history.encode_record(str(uuid.UUID(int=i)), "image", "allow", 0, 1_000 + i,
                                     [history.Frame(0, code, 90, None, None)])
-        _produce(p, cid, rec)
+        produce_history(p, cid, rec)
     assert p.flush(120) == 0
     watch = RetroWatch(s)
     worker = next(w for w in retro_cluster.workers if w.kind == "retro" and w.proc.poll() is None)
@@ -249,7 +174,7 @@ def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cl
     deadline = time.monotonic() + 60
     while True:  # kill once the rescan has committed some progress and announced some matches
         watch.collect(0.2)
-        done = _committed(s, store)
+        done = committed_records(s, store)
         if done > 0 and any(x["content_id"].startswith("kill-planted") for x in watch.seen):
             break
         assert time.monotonic() < deadline, "the rescan never committed progress"
@@ -257,7 +182,7 @@ def test_sigkill_mid_rescan_resumes_without_duplicate_or_lost_decisions(retro_cl
     worker.proc.wait(10)
     at_kill = {x["content_id"] for x in watch.seen if x["content_id"].startswith("kill-planted")}
     assert 0 < len(at_kill) < 30, f"{len(at_kill)} announced before the kill: the rescan was not mid-way"
-    done = _committed(s, store)
+    done = committed_records(s, store)
     assert 0 < done < n, f"{done} records committed at the kill: the restart would not resume mid-way"
     retro_cluster.start_worker("retro")
     watch.collect(120, until=lambda d: len({x["content_id"] for x in d} & set(planted)) == 30)
@@ -328,7 +253,7 @@ def test_entries_added_during_a_rescan_are_merged_into_it(retro_cluster):
         if k is not None:
             planted[cid] = k
         rec = history.encode_record(str(uuid.UUID(int=10**7 + i)), "image", "allow", 0, 1, [history.Frame(0, code, 90, None, None)])
-        _produce(p, cid, rec)
+        produce_history(p, cid, rec)
     assert p.flush(120) == 0 and len(planted) == 20
     watch = RetroWatch(s)
     mk = lambda ks: [Entry(f"merge-e{k}", "retro-merge", (SignalValue("pdq", codes[k].hex(), 100),)) for k in ks]

@@ -114,6 +114,11 @@ class Settings:
     history_live_every: int = 10  # VIGIL_HISTORY_LIVE_EVERY: keep every n-th live frame (by seq); 0 = none
     retro_settle_s: float = 2.0  # VIGIL_RETRO_SETTLE_S: changes this close together make one rescan
     retro_since_days: float = 30.0  # VIGIL_RETRO_SINCE_DAYS: how far back an automatic rescan reads
+    # N retro workers split every rescan: member i reads the history partitions p with p % N == i
+    # (workers/retro/members.py). Every member must be given the same N; changing it goes through
+    # `vigil retro members N` with the fleet stopped.
+    retro_members: int = 1  # VIGIL_RETRO_MEMBERS: retro workers in the fleet (<= history partitions)
+    retro_member: int = -1  # VIGIL_RETRO_MEMBER: this worker's index; -1 = the hostname's -<n> (StatefulSet ordinal)
 
     metrics_port: int = 0  # VIGIL_METRICS_PORT: 0 picks a free port
     metrics_host: str = "127.0.0.1"  # VIGIL_METRICS_HOST

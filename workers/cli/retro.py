@@ -82,6 +82,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_members(args: argparse.Namespace) -> int:
+    """Show the retro fleet, or change its member count (every retro worker stopped)."""
+    from workers.cli.common import need
+    from workers.retro import members
+    from workers.retro.rescan import history_partitions
+
+    store, settings = store_from(args)
+    if args.count is not None:
+        need(settings, "kafka")
+        try:
+            partitions = len(history_partitions(settings))
+        except Exception as exc:  # noqa: BLE001  (no broker, or no history topic yet)
+            raise CliError(f"cannot read the history topic at {settings.kafka}: {exc}", EXIT_UNAVAILABLE) from None
+        try:
+            members.reconfigure(store.r, args.count, partitions)
+        except members.MembershipError as exc:
+            raise CliError(str(exc)) from None
+    out = members.status(store.r)
+    if args.json:
+        print_json(out)
+    else:
+        print(f"retro fleet: {out['members']} member(s)")
+        for m in out["fleet"]:
+            print(f"  member {m['member']}: {'running as ' + m['alive'] if m['alive'] else 'stopped'}, "
+                  f"{m['queued_rescans']} queued rescans, {m['pending']} pending announcements")
+    return EXIT_OK
+
+
 class _Bar:
     """records read, matches, rate and ETA on stderr (rich), or nothing when not a terminal."""
 
@@ -129,3 +157,13 @@ def add_parser(nouns: argparse._SubParsersAction) -> None:
     run.add_argument("--dry-run", action="store_true", help="match and report, publish nothing")
     run.add_argument("--json", action="store_true", help="machine-readable summary (with the decisions of a dry run)")
     run.set_defaults(func=cmd_run)
+    mem = verbs.add_parser("members", help="show the retro fleet, or change how many retro workers split rescans",
+                           description="Retro workers split every rescan by history partition: member i of N reads "
+                                       "the partitions p with p % N == i. Every worker must be started with the "
+                                       "recorded VIGIL_RETRO_MEMBERS. To change it: stop every retro worker, run "
+                                       "`vigil retro members N` (it refuses while a member runs or has queued "
+                                       "rescans), then start N workers. Example: vigil retro members 4")
+    service_flags(mem)
+    mem.add_argument("count", nargs="?", type=int, help="the new member count (at most the history's partitions)")
+    mem.add_argument("--json", action="store_true", help="machine-readable fleet status")
+    mem.set_defaults(func=cmd_members)

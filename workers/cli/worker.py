@@ -35,12 +35,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
         hasher.run()
     elif args.kind == "retro":
         need(settings, "redis")
+        from workers.retro.members import MembershipError
         from workers.retro.worker import RetroWorker
 
         retro = RetroWorker(settings)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: retro.stop())
-        retro.run()
+        try:
+            retro.run()
+        except MembershipError as exc:  # a fleet configured to split the history wrongly: refuse
+            raise CliError(str(exc)) from None
     else:
         need(settings, "redis")
         from workers.uploads.matcher import Matcher

@@ -58,6 +58,7 @@ BANK_SYNC = Gauge("vigil_bank_last_sync_timestamp_seconds", "When the index last
 HISTORY_RECORDS = Counter("vigil_history_records_total", "Hash-history records written (or lost).", ["result"])
 RETRO_RECORDS = Counter("vigil_retro_records_read_total", "Hash-history records read by rescans.")
 RETRO_DECISIONS = Counter("vigil_retro_decisions_total", "Retroactive decisions published.", ["decision"])
+RETRO_PARTITIONS = Gauge("vigil_retro_partitions", "History partitions this retro worker reads (its share of the fleet).")
 RETRO_PENDING = Gauge("vigil_retro_pending_records", "History records left to read by the running rescans.")
 CONSUMER_LAG = Gauge("vigil_consumer_lag_messages", "Consumer lag per partition.", ["group", "topic", "partition"])
 

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 import topics
 from workers.ops import metrics
 from workers.ops.logs import now_ms
+from workers.retro.members import PENDING_KEY
 from workers.retro.new_entries import Hit
 from workers.settings import Settings
 from workers.stream import history
@@ -29,7 +30,6 @@ from workers.stream.kafka import base_config
 
 log = logging.getLogger("vigil.retro")
 CONTENT_KEY = "vigil:retro:content:{content_id}"
-PENDING_KEY = "vigil:retro:pending"  # content ids with a pending field
 BLOCKED = "blocked"
 STRENGTH = {"allow": 0, "review": 1, "block": 2}
 
@@ -72,8 +72,9 @@ class Announcer:
     """Publishes retro decisions once per (content, entry); dry_run only counts them."""
 
     def __init__(self, settings: Settings, r: redis.Redis, producer: Producer | None, worker: str,
-                 dry_run: bool = False):
+                 dry_run: bool = False, pending_key: str = PENDING_KEY):
         self.settings, self.r, self.producer, self.worker, self.dry_run = settings, r, producer, worker, dry_run
+        self.pending_key = pending_key  # content ids with a pending field (one set per retro member)
         self.announced = 0
         self.found: list[dict[str, Any]] = []  # dry runs keep what they would publish (bounded)
         self.ttl_s = settings.history_retention_days * 86400
@@ -104,7 +105,7 @@ class Announcer:
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.ttl_s)
-        pipe.sadd(PENDING_KEY, content_id)
+        pipe.sadd(self.pending_key, content_id)
         pipe.execute()
         self._pending.add(content_id)
         self._produce(key, content_id, out, list(fields))
@@ -135,14 +136,15 @@ class Announcer:
     def settled(self) -> None:
         """After a flush: this announcer's pending fields are all sent (another process's are its own)."""
         if self._pending:
-            self.r.srem(PENDING_KEY, *self._pending)
+            self.r.srem(self.pending_key, *self._pending)
             self._pending.clear()
 
 
-def resolve_pending(settings: Settings, r: redis.Redis) -> int:
+def resolve_pending(settings: Settings, r: redis.Redis, pending_key: str = PENDING_KEY) -> int:
     """After a crash: pending announcements found on the decisions topic become sent; the rest are
-    cleared so the replay announces them. Returns how many were cleared."""
-    contents = sorted(r.smembers(PENDING_KEY))
+    cleared so the replay announces them. Returns how many were cleared. Each retro member has
+    its own pending set and resolves only it: another member's pending fields may be in flight."""
+    contents = sorted(r.smembers(pending_key))
     if not contents:
         return 0
     pending: dict[str, dict[str, int]] = {}
@@ -161,7 +163,7 @@ def resolve_pending(settings: Settings, r: redis.Redis) -> int:
             else:
                 r.hdel(key, f)
                 cleared += 1
-    r.delete(PENDING_KEY)
+    r.delete(pending_key)
     log.info("retro pending announcements resolved", extra={"contents": len(pending), "cleared": cleared})
     return cleared
 

@@ -8,7 +8,7 @@ harmless (dedupe, and records decided with the new entries are skipped), and the
 (tansu) under-reports high watermarks by the size of a partition's last batch, so they cannot be
 an exact end. A merge's prefix segment ends exactly at the offsets where the running one was.
 
-A rescan's definition (entries, start and end offsets) lives in Redis (workers/retro/state.py),
+A rescan's definition (entries, start and end offsets) lives in Redis (the worker's state key),
 its progress in Kafka: a worker killed mid-rescan resumes from the last committed offsets, which
 are committed only after every decision before them is delivered.
 """
@@ -64,11 +64,23 @@ class Segment:
         return f"vigil-retro.{self.id}"
 
 
-def history_bounds(settings: Settings, since_ms: int) -> tuple[dict[int, int], dict[int, int]]:
-    """Per partition: the first offset at or after since_ms, and the current end."""
+def history_partitions(settings: Settings) -> list[int]:
+    """The history topic's partitions (how many retro workers can share a rescan)."""
+    c = Consumer({**base_config(settings), "group.id": "vigil-retro-bounds", "enable.auto.commit": False})
+    try:
+        return sorted(c.list_topics(topics.HASH_HISTORY, timeout=10).topics[topics.HASH_HISTORY].partitions)
+    finally:
+        c.close()
+
+
+def history_bounds(settings: Settings, since_ms: int,
+                   owns: Callable[[int], bool] | None = None) -> tuple[dict[int, int], dict[int, int]]:
+    """Per partition (those `owns` accepts: a retro member's share): the first offset at or after
+    since_ms, and the current end."""
     c = Consumer({**base_config(settings), "group.id": "vigil-retro-bounds", "enable.auto.commit": False})
     try:
         parts = c.list_topics(topics.HASH_HISTORY, timeout=10).topics[topics.HASH_HISTORY].partitions
+        parts = [p for p in parts if owns is None or owns(p)]
         ends = {p: c.get_watermark_offsets(TopicPartition(topics.HASH_HISTORY, p), timeout=10)[1] for p in parts}
         found = c.offsets_for_times([TopicPartition(topics.HASH_HISTORY, p, since_ms) for p in parts], timeout=10)
         starts = {tp.partition: (tp.offset if tp.offset >= 0 else ends[tp.partition]) for tp in found}

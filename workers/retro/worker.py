@@ -8,9 +8,14 @@ only, the part the running one had already passed. Removing or disabling entries
 anything: a retro decision is an announcement a platform has acted on, and taking it back is a
 reviewer's call, not a hash list's.
 
-State (Redis key vigil:retro:state, JSON): the change stream position read up to and the
-queue of segments (workers/retro/rescan.py). It is written only after the segment's offsets are
-committed, so a restart re-reads at most the changes since, and re-announces nothing.
+State (Redis key vigil:retro:state, or vigil:retro:state:<i> for member i of a fleet of N, JSON):
+the change stream position read up to and the queue of segments (workers/retro/rescan.py). It is
+written only after the segment's offsets are committed, so a restart re-reads at most the changes
+since, and re-announces nothing.
+
+A fleet of N retro workers (VIGIL_RETRO_MEMBERS) splits every rescan by partition
+(workers/retro/members.py): each member tails the change stream itself and queues, merges and
+commits segments over its own partitions only, exactly as a single worker does over all of them.
 """
 from __future__ import annotations
 
@@ -26,15 +31,16 @@ from workers.bank.model import Bank, Entry
 from workers.bank.store import BankStore, entries_key, stream_pos
 from workers.ops import metrics
 from workers.ops.logs import now_ms
+from workers.retro import members
 from workers.retro.announce import Announcer, resolve_pending
 from workers.retro.new_entries import NewEntries
-from workers.retro.rescan import Segment, SegmentScan, history_bounds
+from workers.retro.rescan import Segment, SegmentScan, history_bounds, history_partitions
 from workers.settings import Settings
 from workers.stream.kafka import create_topics, producer_config
 
 log = logging.getLogger("vigil.retro")
-STATE_KEY = "vigil:retro:state"
 ACTIVE = ("block", "review")
+RENEW_EVERY_S = 2.0
 
 
 def load_entries(store: BankStore, keys: list[tuple[str, str]]) -> list[Entry]:
@@ -57,7 +63,8 @@ class RetroWorker:
         self.name = settings.worker_name("retro")
         self.store = BankStore.from_url(settings.redis, socket_timeout=10, socket_connect_timeout=5)
         self.producer = Producer(producer_config(settings))
-        self.announcer = Announcer(settings, self.store.r, self.producer, self.name)
+        self.member = members.Member(0, 1)  # set by run(), once the history's partitions are known
+        self.announcer: Announcer | None = None
         self.stop_event = threading.Event()
         self.health = metrics.Health()
         self.started = False
@@ -73,17 +80,19 @@ class RetroWorker:
 
     # -- state --------------------------------------------------------------------------------
     def _load_state(self) -> None:
-        raw = self.store.r.get(STATE_KEY)
+        raw = self.store.r.get(self.member.state_key)
         if raw:
             self.state = json.loads(raw)
-        else:  # first start: rescans begin with the next change (the matcher decides with what is banked)
-            snap = self.store.snapshot_start()
-            self.state = {"stream_id": snap.stream_id, "segments": [], "seq": 0}
+        else:  # first start: rescans begin with the next change (the matcher decides with what is banked),
+            # counted from the fleet's first start, so a change between two members' first starts
+            # is rescanned by both (each on its own partitions)
+            self.store.r.set(members.ORIGIN_KEY, self.store.snapshot_start().stream_id, nx=True)
+            self.state = {"stream_id": self.store.r.get(members.ORIGIN_KEY), "segments": [], "seq": 0}
             self._save()
         self.read_id = self.state["stream_id"]
 
     def _save(self) -> None:
-        self.store.r.set(STATE_KEY, json.dumps(self.state))
+        self.store.r.set(self.member.state_key, json.dumps(self.state))
 
     @property
     def segments(self) -> list[Segment]:
@@ -93,13 +102,25 @@ class RetroWorker:
     def run(self) -> None:
         server = metrics.serve(self.settings.metrics_host, self.settings.metrics_port, self.health)
         create_topics(self.settings)
-        resolve_pending(self.settings, self.store.r)
+        partitions = history_partitions(self.settings)
+        self.member = members.join(self.store.r, self.settings, len(partitions), self.name)
+        self.announcer = Announcer(self.settings, self.store.r, self.producer, self.name,
+                                   pending_key=self.member.pending_key)
+        for key in self.member.pending_keys:
+            resolve_pending(self.settings, self.store.r, key)
         self._load_state()
         self.started = True
+        renewed = time.monotonic()
+        metrics.RETRO_PARTITIONS.set(len(self.member.share(partitions)))
         log.info("retro worker started", extra={"worker": self.name, "segments": len(self.state["segments"]),
+                                                "member": self.member.index, "members": self.member.members,
+                                                "partitions": self.member.share(partitions),
                                                 "metrics": f"http://{self.settings.metrics_host}:{server.server_address[1]}/metrics"})
         try:
             while not self.stop_event.is_set():
+                if time.monotonic() - renewed >= RENEW_EVERY_S:
+                    members.renew(self.store.r, self.member, self.name)
+                    renewed = time.monotonic()
                 self._read_changes(block_ms=0 if self.scan or self.state["segments"] else 500)
                 if self.waiting and time.monotonic() - self.waiting_since >= self.settings.retro_settle_s:
                     self._enqueue()
@@ -115,6 +136,8 @@ class RetroWorker:
                 self.scan.commit()
                 self.scan.close()
             self.producer.flush(30)
+            if self.started:
+                members.leave(self.store.r, self.member, self.name)
             server.shutdown()
             log.info("retro worker stopped", extra={"worker": self.name})
 
@@ -146,9 +169,9 @@ class RetroWorker:
     def _enqueue(self) -> None:
         """The waiting entries become a segment, or merge into the running one."""
         since = now_ms() - int(self.settings.retro_since_days * 86400_000)
-        start, end = history_bounds(self.settings, since)
+        start, end = history_bounds(self.settings, since, owns=self.member.owns)
         self.state["seq"] += 1
-        sid = f"v{self.waiting_version}-{self.state['seq']}"
+        sid = f"{self.member.id_prefix}v{self.waiting_version}-{self.state['seq']}"
         if self.scan is None:
             seg = Segment(sid, self.waiting_version, self.waiting_ms, self.waiting, start, end, since)
             self.state["segments"].append(seg.to_json())
@@ -172,15 +195,17 @@ class RetroWorker:
     def _open(self, seg: Segment) -> None:
         banks: dict[str, Bank] = self.store.banks()
         index = NewEntries(load_entries(self.store, seg.entries), banks, self.settings)
+        assert self.announcer is not None
         self.scan = SegmentScan(self.settings, seg, index, self.announcer, self.producer)
         log.info("rescan started", extra={"rescan": seg.id, "entries": len(index), "records": self.scan.progress.total,
-                                          "resumed_at": self.scan.progress.read})
+                                          "resumed_at": self.scan.progress.read, "partitions": sorted(seg.start)})
 
     def _finish(self) -> None:
         assert self.scan is not None
         self.scan.commit()
         p = self.scan.progress
         log.info("rescan finished", extra={"rescan": self.scan.seg.id, "records": p.read, "matched": p.matched,
+                                           "partitions": sorted(self.scan.seg.start),
                                            "announced": p.announced,
                                            "seconds": round(time.monotonic() - p.started, 2)})
         self.scan.close()

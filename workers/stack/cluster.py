@@ -27,6 +27,7 @@ class WorkerProcess:
     metrics_url: str
     proc: subprocess.Popen
     log_path: Path
+    member: int | None = None  # a retro worker's index in the fleet (workers/retro/members.py)
 
     def ready(self) -> bool:
         try:
@@ -88,13 +89,19 @@ class Cluster:
             port = self.base.review_port if _port_free(s.review_host, self.base.review_port) else free_port()
             s = replace(s, review_port=port)
             command, host = ["review"], s.review_host
+        member = None
+        if kind == "retro":  # N retro workers split each rescan; a restart takes the free index
+            held = {w.member for w in self.workers if w.kind == "retro" and w.proc.poll() is None}
+            member = min(i for i in range(len(held) + 1) if i not in held)
+            members = self.base.retro_members if self.base.retro_members > 1 else max(1, self.counts["retro"])
+            s = replace(s, retro_members=members, retro_member=member)
         env = {**_inherited_env(), **s.to_env()}
         log_path = Path(self.settings.data_dir) / f"{name}.log"
         if kind == "api":  # the HTTP API (workers/api) serves its /metrics and /readyz on its own port
             env["VIGIL_API_PORT"] = str(port)
             command = ["api"]
         proc = spawn([sys.executable, "-m", "workers.cli", *command], env=env, log_path=log_path)
-        w = WorkerProcess(kind, name, f"http://{host}:{port}/metrics", proc, log_path)
+        w = WorkerProcess(kind, name, f"http://{host}:{port}/metrics", proc, log_path, member)
         self.workers.append(w)
         return w
 
