@@ -10,8 +10,10 @@ long from a bank import to the last retro decision, and the retro worker's memor
    retro` process, import_file (what `vigil bank import` runs) of 1,000 hashes including the
    planted ones, and the time until the last planted content's retro decision; the worker's
    peak RSS (VmHWM) with half and with all of that history, to show it does not grow with it.
+3. the same end to end with 1 and with 2 retro workers splitting one history's 4 partitions
+   (1M records; `--fleet N` runs only these rows), with each worker's CPU time.
 
-    python -m benchmarks.bench_retro [--quick]
+    python -m benchmarks.bench_retro [--quick] [--fleet RECORDS]
 """
 from __future__ import annotations
 
@@ -24,34 +26,21 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 from workers.bank.model import Bank, Entry
 from workers.retro.new_entries import NewEntries
 from workers.settings import Settings
-from workers.signals import SignalValue, hashing
-from workers.stack import samples, transforms
+from tests.retro_helpers import EDITS, PHOTOS, planted_photos, planted_record
+from workers.signals import SignalValue
 from workers.stream import history
 
 BATCH = 20_000
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "china.jpg", "flower.jpg", "stereo_motorcycle", "retina")
-EDITS = {"reencode-q60": lambda im: im, "half-size": lambda im: transforms.resize(im, 0.5),
-         "crop-2%": lambda im: transforms.crop(im, 0.02)}
-
-
-def _signals(img: np.ndarray, quality: int = 85) -> list[SignalValue]:
-    return hashing.hash_media(transforms.encode(img, ".jpg", quality), Settings(), query=False).signals
 
 
 def _planted() -> tuple[list[Entry], list[list[SignalValue]], list[str]]:
     """Entries of real photos, and edited copies of them (what the history will carry)."""
-    entries, copies, owner = [], [], []
-    for name in PHOTOS:
-        img = samples.photo(name)
-        entries.append(Entry(f"photo-{name}", "new", tuple(s for s in _signals(img, 95) if s.signal in ("pdq", "phash"))))
-        for edit in EDITS.values():
-            copies.append(_signals(edit(img), 60))
-            owner.append(f"photo-{name}")
-    return entries, copies, owner
+    return planted_photos(PHOTOS, bank="new")
 
 
 def _template(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -70,9 +59,7 @@ def _template(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _plant(rec: np.ndarray, copy: list[SignalValue]) -> None:
-    frames, md5, sha = history.frames_of(copy)
-    raw = history.encode_record(str(uuid.uuid4()), "image", "allow", 1, 1, frames[:1], md5, sha)
-    rec[:] = np.frombuffer(raw, np.uint8)
+    rec[:] = np.frombuffer(planted_record(copy), np.uint8)
 
 
 def match_rate(records: int, new_entries: int, planted: tuple, seed: int = 5) -> dict:
@@ -111,7 +98,10 @@ def match_rate(records: int, new_entries: int, planted: tuple, seed: int = 5) ->
             "rate_wall": records / wall, "planted": want, "found": found, "other_hits": extra, "build_s": build_s}
 
 
-def end_to_end(records: int, planted: tuple) -> dict:
+def end_to_end(records: int, planted: tuple, retros: int = 1, partitions: int = 3) -> dict:
+    """One history of `records` on the embedded broker, `retros` retro workers splitting its
+    partitions (workers/retro/members.py), 1,000 hashes imported: the time to the last planted
+    content's retro decision, and each worker's CPU time and peak RSS."""
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     import topics
@@ -123,11 +113,13 @@ def end_to_end(records: int, planted: tuple) -> dict:
     entries, copies, _ = planted
     rng = np.random.default_rng(11)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-retro-") as tmp:
-        settings = Settings(data_dir=str(Path(tmp) / "c"), partitions=3, retro_settle_s=1.0)
-        with Cluster(settings, hashers=0, matchers=0, retros=1) as cluster:
+        settings = Settings(data_dir=str(Path(tmp) / "c"), partitions=partitions, retro_settle_s=1.0)
+        with Cluster(settings, hashers=0, matchers=0, retros=retros) as cluster:
             cluster.wait_ready(timeout=120)
             s = cluster.settings
             worker = cluster.workers[0]
+            procs = [psutil.Process(w.proc.pid) for w in cluster.workers]
+            cpu0 = [sum(pr.cpu_times()[:2]) for pr in procs]
             p = Producer({**producer_config(s), "linger.ms": 50, "batch.size": 1_000_000})
             planted_ids = set()
             every = records // (len(copies) * 4)
@@ -175,9 +167,10 @@ def end_to_end(records: int, planted: tuple) -> dict:
                 if hwm_half is None and seen:
                     hwm_half = _vm(worker.proc.pid, "VmHWM")
             watch.close()
-            peak = _vm(worker.proc.pid, "VmHWM")
+            cpu = [sum(pr.cpu_times()[:2]) - c0 for pr, c0 in zip(procs, cpu0)]
+            peak = max(_vm(w.proc.pid, "VmHWM") or 0 for w in cluster.workers)
             rss = _vm(worker.proc.pid, "VmRSS")
-    return {"records": records, "produce_s": produce_s, "import_s": import_s, "imported": result.get("added"),
+    return {"records": records, "retros": retros, "partitions": partitions, "worker_cpu_s": cpu, "produce_s": produce_s, "import_s": import_s, "imported": result.get("added"),
             "planted": len(planted_ids), "found": len(set(seen) & planted_ids), "other": len(set(seen) - planted_ids),
             "last_s": max(seen.values()) if seen else None, "first_s": min(seen.values()) if seen else None,
             "hwm_first_mb": hwm_half, "hwm_mb": peak, "rss_mb": rss}
@@ -202,6 +195,10 @@ def run(quick: bool = False) -> str:
     e2es = [end_to_end(n_, planted) for n_ in ((30_000, 60_000) if quick else (100_000, 5_000_000))]
     for e2e in e2es:
         print(f"retro e2e: {e2e}", file=sys.stderr)
+    m = 200_000 if quick else 1_000_000
+    fleet = [end_to_end(m, planted, retros=k, partitions=4) for k in (1, 2)]
+    for e in fleet:
+        print(f"retro fleet: {e}", file=sys.stderr)
     out = ["## Retroactive matching (hash history rescan)", "",
            "Decode + match of image history records (126 bytes each) in batches of 20,000, in memory, one thread; "
            "rate per CPU second of the process (`time.process_time`), wall in brackets (shared, loaded machine). "
@@ -224,11 +221,35 @@ def run(quick: bool = False) -> str:
                    f"{e['first_s'] or float('nan'):.1f} s | {e['last_s'] or float('nan'):.1f} s | "
                    f"{e['records'] / span if span > 0 else float('nan'):,.0f}/s | "
                    f"{e['hwm_first_mb'] or 0:.0f} MB | {e['hwm_mb'] or 0:.0f} MB |")
+    out += ["", f"The same history of {m:,} records on 4 partitions, rescanned by 1 and by 2 retro workers "
+            "(VIGIL_RETRO_MEMBERS; each reads its partitions p % N == i), one run each, on the shared machine. "
+            "Rate = records / (import -> last decision), which includes the settle window and index build; "
+            "worker CPU = user + system seconds of each retro process over the run.", "",
+            "| retro workers | planted found | other | import -> first | import -> last | records/s (wall) | "
+            "worker CPU s | records per worker CPU s | peak VmHWM |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in fleet:
+        cpu = e["worker_cpu_s"]
+        out.append(f"| {e['retros']} | {e['found']}/{e['planted']} | {e['other']} | {e['first_s'] or float('nan'):.1f} s | "
+                   f"{e['last_s'] or float('nan'):.1f} s | {e['records'] / e['last_s'] if e['last_s'] else float('nan'):,.0f}/s | "
+                   f"{' + '.join(f'{c:.1f}' for c in cpu)} | {e['records'] / sum(cpu) if sum(cpu) else float('nan'):,.0f} | "
+                   f"{e['hwm_mb'] or 0:.0f} MB |")
     out.append("")
     return "\n".join(out)
+
+
+def fleet_only(records: int) -> None:
+    """Just the 1-against-2-workers rows (`--fleet N`), printed as JSON lines."""
+    planted = _planted()
+    for k in (1, 2):
+        print(json.dumps(end_to_end(records, planted, retros=k, partitions=4)), flush=True)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    print(run(ap.parse_args().quick))
+    ap.add_argument("--fleet", type=int, metavar="RECORDS", help="only the 1 vs 2 retro workers rows, on RECORDS")
+    a = ap.parse_args()
+    if a.fleet:
+        fleet_only(a.fleet)
+    else:
+        print(run(a.quick))
