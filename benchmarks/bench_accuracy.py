@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import imagehash
 import numpy as np
@@ -105,6 +106,7 @@ class Policy:
 
 
 PREVIOUS = Settings(phash_threshold=8, joint_pdq_threshold=0)  # before issue 21: pHash <= 8, no joint rule
+JOINT_OFF = Settings(joint_pdq_threshold=0)  # issue 21's first defaults: the joint rule off
 
 
 def _previous_query(values: list[sig.SignalValue]) -> list[sig.SignalValue]:
@@ -112,17 +114,33 @@ def _previous_query(values: list[sig.SignalValue]) -> list[sig.SignalValue]:
     return [v for v in values if not is_partial(v.variant) and not (v.variant or "").startswith("unbordered-2")]
 
 
+@dataclass(frozen=True)
+class Vigil:
+    """One vigil configuration: its settings, the query variants it sends, how its bank is made."""
+
+    name: str
+    settings: Settings
+    query: Callable[[list[sig.SignalValue]], list[sig.SignalValue]]
+    bank_variants: bool = True
+    dihedral: bool = True
+
+
+def vigil_policies(settings: Settings) -> list[Vigil]:
+    """The vigil rows, side by side: before issue 21, its first defaults (joint rule off), now."""
+    return [Vigil("vigil previous defaults", PREVIOUS, _previous_query, bank_variants=False, dihedral=False),
+            Vigil("vigil, joint rule off", JOINT_OFF, lambda vs: vs),
+            Vigil("vigil new defaults", settings, lambda vs: vs)]
+
+
 def _evaluate_fold(items, hashed, banked_names, bank_images, settings) -> tuple[list[Policy], list[int]]:
     """Policies' matches of every query against this fold's bank; returns them and the negatives."""
-    prev_entries, new_entries, ref_bank = [], [], []
+    plain_entries, variant_entries, ref_bank = [], [], []
     for i, img in enumerate(bank_images):
         plain = hash_frames_at([img], settings, [None])
         with_variants = hash_frames_at([img], settings, [None], bank_variants=True)
-        prev_entries.append(Entry(f"e{i}", "b", tuple(plain)))
-        new_entries.append(Entry(f"e{i}", "b", tuple(with_variants)))
+        plain_entries.append(Entry(f"e{i}", "b", tuple(plain)))
+        variant_entries.append(Entry(f"e{i}", "b", tuple(with_variants)))
         ref_bank.append(Hashed(plain, *_reference(img)))
-    prev = _index(Bank("b", "block", dihedral=False), prev_entries, PREVIOUS)
-    new = _index(Bank("b", "block", dihedral=True), new_entries, settings)
     owner = [banked_names.index(it.photo) if it.photo in banked_names else -1 for it in items]
     negatives = [q for q, it in enumerate(items) if owner[q] < 0 and not (it.kind == "tile" and it.photo in banked_names)]
     policies = []
@@ -130,21 +148,52 @@ def _evaluate_fold(items, hashed, banked_names, bank_images, settings) -> tuple[
         matched = [{e for e, b in enumerate(ref_bank) if _ref_dist(h, b, signal) <= limit} for h in hashed]
         nearest = min(_ref_dist(hashed[q], b, signal) for q in negatives for b in ref_bank)
         policies.append(Policy(name, matched, {signal: nearest}))
-    for name, idx, entries, geometric in (("vigil previous defaults", prev, prev_entries, False),
-                                          ("vigil new defaults", new, new_entries, True)):
+    for v in vigil_policies(settings):
+        entries = variant_entries if v.bank_variants else plain_entries
+        idx = _index(Bank("b", "block", dihedral=v.dihedral), entries, v.settings)
         matched = []
         for h in hashed:
-            decision, evidence = decide(idx.search(h.values if geometric else _previous_query(h.values)))
+            decision, evidence = decide(idx.search(v.query(h.values)))
             matched.append({int(m.entry_id[1:]) for m in evidence} if decision != "allow" else set())
         nearest = {}
+        query_values = [x for q in negatives for x in v.query(hashed[q].values) if v.dihedral or not is_geometric(x.variant)]
+        bank_values = [x for e in entries for x in e.signals]
         for signal in ("pdq", "phash"):
-            query_values = [v for q in negatives for v in (hashed[q].values if geometric else
-                                                           _previous_query(hashed[q].values))
-                            if geometric or not is_geometric(v.variant)]
-            bank_values = [v for e in entries for v in e.signals]
             nearest[signal] = _nearest(_packed(query_values, signal, settings), _packed(bank_values, signal, settings))
-        policies.append(Policy(name, matched, nearest))
+        if v.settings.joint_pdq_threshold > 0:
+            nearest["joint: PDQ with pHash ≤ {}".format(v.settings.joint_phash_threshold)] = _nearest_joint(
+                [v.query(hashed[q].values) for q in negatives], entries, v.settings)
+        policies.append(Policy(name=v.name, matched=matched, nearest=nearest))
     return policies, negatives
+
+
+def _pairs(values: list[sig.SignalValue], settings: Settings | None) -> tuple[np.ndarray, np.ndarray]:
+    """(PDQ rows, pHash rows) of the variants that have both (usable, when settings are given)."""
+    got: dict[tuple, dict[str, bytes]] = {}
+    for v in values:
+        mins = 0 if settings is None else {"pdq": settings.pdq_min_quality, "phash": settings.phash_min_quality}.get(v.signal, 0)
+        if v.signal in ("pdq", "phash") and (v.quality or 0) >= mins:
+            got.setdefault((v.frame_ms, v.variant), {})[v.signal] = bytes.fromhex(v.value)
+    both = [g for g in got.values() if len(g) == 2]
+    return (np.frombuffer(b"".join(g["pdq"] for g in both), np.uint8).reshape(-1, 32),
+            np.frombuffer(b"".join(g["phash"] for g in both), np.uint8).reshape(-1, 8))
+
+
+def _nearest_joint(queries: list[list[sig.SignalValue]], entries: list[Entry], settings: Settings) -> int:
+    """The smallest PDQ distance of a distractor's (variant, entry version) pair whose pHash is within
+    the joint limit: how close the joint rule came to a false match (it needs PDQ ≤ its limit too)."""
+    bank = [_pairs(list(e.signals), None) for e in entries]
+    best = INF
+    for values in queries:
+        qp, qh = _pairs(values, settings)
+        if not len(qp):
+            continue
+        for bp, bh in bank:
+            near = np.bitwise_count(qh[:, None] ^ bh[None]).sum(axis=2) <= settings.joint_phash_threshold
+            if near.any():
+                d = np.bitwise_count(qp[:, None] ^ bp[None]).sum(axis=2, dtype=np.int32)
+                best = min(best, int(d[near].min()))
+    return best
 
 
 def _cost(sample: list[np.ndarray], settings: Settings) -> dict[str, float]:
@@ -155,6 +204,7 @@ def _cost(sample: list[np.ndarray], settings: Settings) -> dict[str, float]:
         "imagehash pHash ≤8": lambda img: imagehash.phash(Image.fromarray(img)),
         # the hasher always sent the dihedral variants; the centre-15% is new
         "vigil previous defaults": lambda img: hash_frames_at([img], settings, [None], dihedral=True),
+        "vigil, joint rule off": lambda img: hash_frames_at([img], settings, [None], dihedral=True, centre=True),
         "vigil new defaults": lambda img: hash_frames_at([img], settings, [None], dihedral=True, centre=True),
     }
     best = {name: float("inf") for name in methods}
@@ -168,17 +218,17 @@ def _cost(sample: list[np.ndarray], settings: Settings) -> dict[str, float]:
 
 
 def _search_cost(hashed: list[Hashed], photos: dict[str, np.ndarray], settings: Settings) -> dict[str, float]:
-    """ms per query of BankIndex.search against every photo banked, without and with the variants."""
+    """ms per query of BankIndex.search against every photo banked, for each vigil configuration."""
     out = {}
-    for name, variants, dihedral in (("vigil previous defaults", False, False), ("vigil new defaults", True, True)):
-        entries = [Entry(f"e{i}", "b", tuple(hash_frames_at([img], settings, [None], bank_variants=variants)))
+    for v in vigil_policies(settings):
+        entries = [Entry(f"e{i}", "b", tuple(hash_frames_at([img], settings, [None], bank_variants=v.bank_variants)))
                    for i, img in enumerate(photos.values())]
-        idx = _index(Bank("b", "block", dihedral=dihedral), entries, settings if variants else PREVIOUS)
+        idx = _index(Bank("b", "block", dihedral=v.dihedral), entries, v.settings)
         sample = hashed[:: max(1, len(hashed) // 300)]
         t0 = time.process_time()
         for h in sample:
-            idx.search(h.values if variants else _previous_query(h.values))
-        out[name] = (time.process_time() - t0) * 1e3 / len(sample)
+            idx.search(v.query(h.values))
+        out[v.name] = (time.process_time() - t0) * 1e3 / len(sample)
     return out
 
 

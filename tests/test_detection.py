@@ -147,7 +147,8 @@ def _pair(pdq_bits: int, phash_bits: int) -> list:
 
 def test_joint_rule_needs_both_signals_near_and_says_so():
     entry = Entry("e", "b", tuple(_pair(0, 0)))
-    s = Settings(joint_pdq_threshold=56)  # opt-in: off by default (its PDQ radius defeats the index)
+    s = Settings()  # on by default: found through pHash, PDQ compared directly (workers/index/joint.py)
+    assert s.joint_pdq_threshold == 56
     idx = _index(Bank("b", "block"), [entry], s)
     both = idx.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold))
     assert {(m.signal, m.rule, m.threshold) for m in both} == {("pdq", "joint", s.joint_pdq_threshold),
@@ -159,10 +160,26 @@ def test_joint_rule_needs_both_signals_near_and_says_so():
     assert [(m.signal, m.rule) for m in alone] == [("pdq", None)]
     strict = _index(Bank("b", "block", thresholds={"pdq": 20}), [entry], s)  # a bank's own thresholds rule
     assert strict.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold)) == []
-    off = BankIndex(Settings())  # the default: no joint rule
+    off = BankIndex(Settings(joint_pdq_threshold=0))  # turned off
     off.apply([Change("1-0", 1, "bank_put", "b", Bank("b", "block").to_json()),
                Change("2-0", 2, "entries_put", "b", [entry.to_json()])])
     assert off.search(_pair(s.joint_pdq_threshold, s.joint_phash_threshold)) == []
+
+
+def test_joint_rule_pairs_one_query_variant_with_one_stored_version():
+    """PDQ near on one variant and pHash near on another is no evidence that either is a copy: the
+    rule compares the PDQ of the very variant whose pHash was near (workers/index/joint.py)."""
+    from dataclasses import replace
+
+    s = Settings()
+    entry = Entry("e", "b", tuple(_pair(0, 0)))
+    idx = _index(Bank("b", "block", dihedral=True), [entry])
+    pdq_near, phash_near = _pair(s.joint_pdq_threshold, 40), _pair(200, s.joint_phash_threshold)
+    split = [replace(pdq_near[0], variant="flip-h"), replace(phash_near[1], variant="rot90")]
+    assert idx.search(split) == []
+    same = [replace(pdq_near[0], variant="flip-h"), replace(phash_near[1], variant="flip-h")]
+    assert {(m.signal, m.variant, m.distance, m.rule) for m in idx.search(same)} == {
+        ("pdq", "flip-h", s.joint_pdq_threshold, "joint"), ("phash", "flip-h", s.joint_phash_threshold, "joint")}
 
 
 def test_captioned_copy_matches_through_the_centre_and_never_an_allowlist():

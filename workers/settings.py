@@ -50,12 +50,13 @@ class Settings:
     # pHash alone: 6 of 64 (was 8: two unrelated real photos met at 8 in benchmarks/bench_accuracy.py).
     phash_threshold: int = 6  # VIGIL_PHASH_THRESHOLD: default max Hamming distance for pHash (of 64)
     # Both signals near at once (an overlay moves each a little past its own threshold): a photo
-    # matches when PDQ <= joint_pdq_threshold AND pHash <= joint_phash_threshold for the same entry
-    # and frame, in banks that keep the default thresholds. 0 (the default) turns the rule off:
-    # searching PDQ out to 56 bits defeats multi-index hashing, and a search fell back to a scan
-    # (3.35 ms against 0.10 ms per query on a 300k-entry bank; at 10M that is tens of queries/s).
-    # Opt in (56 was measured with no false positive on 5,000+ distractors) for small banks only.
-    joint_pdq_threshold: int = 0  # VIGIL_JOINT_PDQ_THRESHOLD (with it on, 56; nearest distractor: 88)
+    # matches when PDQ <= joint_pdq_threshold AND pHash <= joint_phash_threshold for the same query
+    # variant and stored version of an entry, in banks that keep the default thresholds. Candidates
+    # come from the pHash search alone and PDQ is compared directly (workers/index/joint.py), so the
+    # rule costs ~0.3 ms a query at 300k entries (benchmarks/bench_joint_search.py), not the scan
+    # that searching PDQ out to 56 bits was. Nearest of 5,000+ distractors: PDQ 82 at pHash <= 12.
+    # 0 turns the rule off.
+    joint_pdq_threshold: int = 56  # VIGIL_JOINT_PDQ_THRESHOLD
     joint_phash_threshold: int = 12  # VIGIL_JOINT_PHASH_THRESHOLD
     phash_min_quality: int = 10  # VIGIL_PHASH_MIN_QUALITY: pHash detail score (0-100) below this never matches
 

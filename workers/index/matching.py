@@ -15,7 +15,9 @@ from workers.bank.model import Bank, Entry
 from workers.bank.snapshot import SnapshotError, SnapshotMeta
 from workers.bank.store import BankStore, Change, Snapshot
 from workers.index.indexed_entries import IndexedEntries, digest_bits, digest_code, entry_variant_of
-from workers.index.mih import to_words
+from workers.index.joint import RULE as JOINT_RULE
+from workers.index.joint import JointLimits, NearHit, confirm
+from workers.index.mih import NO_FRAME, to_words
 from workers.settings import Settings
 from workers.signals import PERCEPTUAL_BITS, SignalValue
 from workers.signals.bank_variants import CENTRE_VARIANT
@@ -353,31 +355,35 @@ class BankIndex:
                 by_signal.setdefault(sv.signal, []).append(sv)
         e = self._e  # one consistent index even if a load swaps it meanwhile
         joint = self.joint_limits()
-        near: list[Match] = []  # within the joint limit of its signal only: counts if the other signal is too
+        near: list[NearHit] = []  # pHash within the joint limit only: counts if PDQ is too (workers/index/joint.py)
         for signal, svs in by_signal.items():
             if signal in e.exact:
                 q = to_words(np.frombuffer(b"".join(digest_code(signal, bytes.fromhex(sv.value)) for sv in svs),
                                            np.uint8), digest_bits(signal) // 64)
                 qi, handles, _frames, _dist = e.exact[signal].search_arrays(q, 0)
                 for i, h in zip(qi.tolist(), handles.tolist()):
-                    self._emit(matches, near, e, active, h, svs[i], 0)
+                    self._emit(matches, near, e, active, h, svs[i], 0, NO_FRAME)
             elif signal in e.hamming:
-                limit = max(max(self.threshold(b, signal) for b in active.values()), joint.get(signal, -1))
+                limit = max(self.threshold(b, signal) for b in active.values())
+                if joint is not None and signal == "phash":
+                    limit = max(limit, joint.phash)  # PDQ is never searched out to its joint limit
                 q = to_words(np.frombuffer(b"".join(bytes.fromhex(sv.value) for sv in svs), np.uint8),
                              PERCEPTUAL_BITS[signal] // 64)
                 qi, handles, frames, dist = e.hamming[signal].search_arrays(q, limit)
                 for i, h, f, d in zip(qi.tolist(), handles.tolist(), frames.tolist(), dist.tolist()):
-                    self._emit(matches, near, e, active, h, svs[i], d, *entry_variant_of(f))
-        return closest_per_entry(matches + joint_matches(matches, near))
+                    self._emit(matches, near, e, active, h, svs[i], d, f)
+        if near and joint is not None:
+            matched = {(m.bank, m.entry_id, m.frame_ms) for m in matches}
+            matches += confirm(near, by_signal.get("pdq", []), e.hamming["pdq"], joint, matched)
+        return closest_per_entry(matches)
 
-    def joint_limits(self) -> dict[str, int]:
-        """Per signal, the distance at which a match counts when the other signal is also that near
-        (Settings.joint_*); empty when the rule is off."""
+    def joint_limits(self) -> JointLimits | None:
+        """The joint rule's limits (Settings.joint_*); None when the rule is off."""
         pdq, phash = self.settings.joint_pdq_threshold, self.settings.joint_phash_threshold
-        return {"pdq": pdq, "phash": phash} if pdq > 0 and phash > 0 else {}
+        return JointLimits(pdq, phash) if pdq > 0 and phash > 0 else None
 
-    def _emit(self, out: list[Match], near: list[Match], e: IndexedEntries, active: dict[str, Bank], handle: int,
-              sv: SignalValue, dist: int, bank_frame_ms: int | None = None, bank_variant: str | None = None) -> None:
+    def _emit(self, out: list[Match], near: list[NearHit], e: IndexedEntries, active: dict[str, Bank], handle: int,
+              sv: SignalValue, dist: int, row_frame: int) -> None:
         bank_name, entry_id = e.table.key(handle)
         bank = active.get(bank_name)
         if bank is None:
@@ -388,29 +394,17 @@ class BankIndex:
             return  # an allowlisted logo in the middle of a picture does not make the picture benign
         limit, rule = self.threshold(bank, sv.signal), None
         if dist > limit:
-            joint = self.joint_limits().get(sv.signal, -1)
-            if dist > joint or "pdq" in bank.thresholds or "phash" in bank.thresholds:
+            joint = self.joint_limits()
+            if joint is None or sv.signal != "phash" or dist > joint.phash or "pdq" in bank.thresholds \
+                    or "phash" in bank.thresholds:
                 return
-            limit, rule, out = joint, "joint", near
-        out.append(Match(bank.name, entry_id, sv.signal, dist, limit, bank.action,
-                         e.table.label(handle) or bank.label, sv.quality, sv.frame_ms, sv.variant, bank_frame_ms,
-                         bank_variant, rule))
-
-
-def joint_matches(matches: list[Match], near: list[Match]) -> list[Match]:
-    """The near matches of (bank, entry, query frame)s that no signal matched alone but where both
-    PDQ and pHash are within their joint limits: watermarks and captions move each of them a little
-    past its own threshold, while unrelated photos are far on at least one (bench_accuracy.py)."""
-    matched = {(m.bank, m.entry_id, m.frame_ms) for m in matches}
-    by_key: dict[tuple, dict[str, Match]] = {}
-    for m in near:
-        key = (m.bank, m.entry_id, m.frame_ms)
-        if key in matched:
-            continue
-        best = by_key.setdefault(key, {})
-        if m.signal not in best or m.distance < best[m.signal].distance:
-            best[m.signal] = m
-    return [m for pair in by_key.values() if {"pdq", "phash"} <= set(pair) for m in pair.values()]
+            limit, rule = joint.phash, JOINT_RULE
+        match = Match(bank.name, entry_id, sv.signal, dist, limit, bank.action, e.table.label(handle) or bank.label,
+                      sv.quality, sv.frame_ms, sv.variant, *entry_variant_of(row_frame), rule)
+        if rule is None:
+            out.append(match)
+        else:
+            near.append(NearHit(match, handle, row_frame))
 
 
 def closest_per_entry(matches: list[Match]) -> list[Match]:

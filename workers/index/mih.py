@@ -459,6 +459,19 @@ class MultiIndexHamming:
             out[i].append((k, None if f == NO_FRAME else f, d))
         return out
 
+    def key_distance(self, key: int, frame: int, q: np.ndarray) -> int:
+        """The smallest distance from q ((words,) uint64, as to_words makes) to a live row of `key`
+        whose frame is `frame` (NO_FRAME: none); -1 when the key has no such row. For a rule that
+        checks a few candidates another signal found (workers/index/joint.py) without a range search."""
+        rows = np.asarray(self._rows_of(key), np.int64)
+        if len(rows) and self._frame is not None:
+            rows = rows[self._frame[rows] == frame]
+        elif frame != NO_FRAME:
+            return -1
+        if not len(rows):
+            return -1
+        return int(np.bitwise_count(self._codes[rows] ^ q[None, :]).sum(axis=1).min())
+
     def search_arrays(self, q: np.ndarray, max_distance: int) -> tuple[np.ndarray, ...]:
         """Every (query index, key, frame_ms or NO_FRAME, distance) within max_distance, for
         queries already as (n, words) uint64 (to_words): what BankIndex reads, no per-hit tuples."""
