@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from workers.api import hma_curation, hma_match, problems, v1_banks, v1_lookup
 from workers.api.auth import Authenticator
 from workers.api.body_limit import BodyLimit
 from workers.api.decision_watch import DecisionWatch
+from workers.api.fast_lookup import RawLookupFast
 from workers.api.ratelimit import RateLimiter
 from workers.api.service import ApiService
 from workers.api.tokens import TokenStore
@@ -59,8 +59,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.auth = Authenticator(TokenStore(store.r), RateLimiter(settings.api_rate_per_s, settings.api_burst))
     app.state.decisions = None
     problems.install(app)
-    # the hot path first, as a plain Starlette route (hma_match.raw_lookup_fast says why)
-    app.router.routes.insert(0, Route("/m/raw_lookup", hma_match.raw_lookup_fast, methods=["GET"]))
     for module in (hma_match, hma_curation, v1_lookup, v1_banks):
         app.include_router(module.router)
 
@@ -115,8 +113,10 @@ class RequestMetrics:
 
 
 def asgi_app(settings: Settings):
-    """The app behind the body limit: over-large bodies are refused before any parsing."""
-    return RequestMetrics(BodyLimit(create_app(settings), settings.api_max_body_bytes))
+    """The app behind the body limit (over-large bodies are refused before any parsing), and in
+    front of it all the raw_lookup fast path (workers/api/fast_lookup.py says why)."""
+    app = create_app(settings)
+    return RawLookupFast(RequestMetrics(BodyLimit(app, settings.api_max_body_bytes)), app.state)
 
 
 def asgi_app_from_env():

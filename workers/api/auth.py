@@ -55,7 +55,12 @@ class Authenticator:
         return info
 
     def caller(self, request: Request, scope: str) -> Caller:
-        header = request.headers.get("authorization", "")
+        return self.check(request.headers.get("authorization", ""), scope)
+
+    def check(self, header: str, scope: str) -> Caller:
+        """The caller of a request with this Authorization header, or a 401/403/429 Problem.
+        Takes the header, not the request, so the ASGI fast path (fast_lookup.py) can call it
+        without building a Starlette Request."""
         kind, _, token = header.partition(" ")
         if kind.lower() == "bearer" and token.strip():
             info = self._find(token.strip())

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from workers.api.auth import Caller, need
@@ -99,37 +99,20 @@ async def hash_post(request: Request, _: Caller = Depends(need("lookup"))) -> di
 
 
 # -- matching ----------------------------------------------------------------------------------
-@router.get("/m/raw_lookup", summary="Look up one hash (HMA)")
-async def raw_lookup(request: Request, signal: str, signal_type: str, banks: str | None = None,
-                     include_distance: bool = False, _: Caller = Depends(need("lookup"))) -> dict[str, list]:
-    rows = [r for rs in by_bank(lookup_one(svc(request), signal_type, signal, bank_set(banks)), None).values()
+def raw_answer(service: ApiService, signal_type: str, signal: str, banks: str | None,
+               include_distance: bool) -> dict[str, list]:
+    """HMA's raw_lookup answer, for both ways a request reaches it (fast_lookup.py and the route below)."""
+    rows = [r for rs in by_bank(lookup_one(service, signal_type, signal, bank_set(banks)), None).values()
             for r in rs]
     return {"matches": rows if include_distance else [r["bank_content_id"] for r in rows]}
 
 
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-async def raw_lookup_fast(request: Request) -> JSONResponse:
-    """The same route as raw_lookup above, as a plain Starlette endpoint: it is the hot path of an
-    HMA deployment (one hash per upload), and FastAPI's per-request dependency and validation
-    machinery cost ~7x the search itself (benchmarks/bench_api.py). Served ahead of the FastAPI
-    route, which stays for the OpenAPI document; both answer the same (tests/test_api_hma.py)."""
-    request.app.state.auth.caller(request, "lookup")
-    q = request.query_params
-    signal, signal_type = q.get("signal"), q.get("signal_type")
-    missing = [n for n, v in (("signal", signal), ("signal_type", signal_type)) if v is None]
-    if missing:
-        raise Problem(400, f"query.{missing[0]}: Field required", "invalid-request",
-                      errors=[{"loc": ["query", n], "msg": "Field required", "type": "missing"} for n in missing])
-    flag = q.get("include_distance", "false").lower()
-    if flag not in _TRUE | _FALSE:
-        raise Problem(400, "query.include_distance: Input should be a valid boolean", "invalid-request",
-                      errors=[{"loc": ["query", "include_distance"], "msg": "Input should be a valid boolean",
-                               "type": "bool_parsing"}])
-    rows = [r for rs in by_bank(lookup_one(svc(request), signal_type, signal, bank_set(q.get("banks"))), None).values()
-            for r in rs]
-    return JSONResponse({"matches": rows if flag in _TRUE else [r["bank_content_id"] for r in rows]})
+@router.get("/m/raw_lookup", summary="Look up one hash (HMA)")
+async def raw_lookup(request: Request, signal: str, signal_type: str, banks: str | None = None,
+                     include_distance: bool = False, _: Caller = Depends(need("lookup"))) -> dict[str, list]:
+    """Documents the route in OpenAPI and answers what the ASGI fast path hands on (another
+    method, a request with a body); a plain GET is answered by workers/api/fast_lookup.py."""
+    return raw_answer(svc(request), signal_type, signal, banks, include_distance)
 
 
 @router.get("/m/lookup", summary="Look up content by URL or hash (HMA)")
