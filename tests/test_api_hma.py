@@ -243,3 +243,17 @@ def test_index_status_and_config_routes(hma):
     assert "pdq" in client.get("/c/signal_type/index").json()
     r = client.get("/c/exchanges")
     assert r.status_code == 501 and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_raw_lookup_fast_path_answers_as_the_routed_one(three_banks):
+    """workers/api/fast_lookup.py answers plain GETs ahead of FastAPI; a GET with a body goes
+    through the normal stack. Both must give the same answers and the same problems."""
+    client, pdq, n = three_banks
+    queries = [{"signal": pdq, "signal_type": "pdq", "banks": ",".join(n.values()), "include_distance": "true"},
+               {"signal": pdq, "signal_type": "pdq", "banks": n["A"]},
+               {"signal_type": "pdq"}, {"signal": "xyz", "signal_type": "pdq"},
+               {"signal": pdq, "signal_type": "pdq", "include_distance": "maybe"}]
+    for q in queries:
+        fast = client.get("/m/raw_lookup", params=q)
+        routed = client.request("GET", "/m/raw_lookup", params=q, content=b"{}")
+        assert (fast.status_code, fast.json()) == (routed.status_code, routed.json()), q
