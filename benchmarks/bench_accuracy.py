@@ -41,6 +41,7 @@ from workers.policy import decide
 from workers.settings import Settings
 from workers.signals import fast
 from workers.signals.hashing import hash_frames_at
+from workers.signals.overlay import OVERLAY_VARIANT
 
 INF = 999
 
@@ -125,10 +126,17 @@ class Vigil:
     dihedral: bool = True
 
 
+def _no_unboxed(values: list[sig.SignalValue]) -> list[sig.SignalValue]:
+    """The query without its overlay-box variant (workers/signals/overlay.py)."""
+    return [v for v in values if not (v.variant or "").startswith(OVERLAY_VARIANT)]
+
+
 def vigil_policies(settings: Settings) -> list[Vigil]:
-    """The vigil rows, side by side: before issue 21, its first defaults (joint rule off), now."""
+    """The vigil rows, side by side: before issue 21, its first defaults (joint rule off), the joint
+    rule found through pHash, and now (with the overlay-box variant too)."""
     return [Vigil("vigil previous defaults", PREVIOUS, _previous_query, bank_variants=False, dihedral=False),
-            Vigil("vigil, joint rule off", JOINT_OFF, lambda vs: vs),
+            Vigil("vigil, joint rule off", JOINT_OFF, _no_unboxed),
+            Vigil("vigil, joint rule on", settings, _no_unboxed),
             Vigil("vigil new defaults", settings, lambda vs: vs)]
 
 
@@ -205,7 +213,9 @@ def _cost(sample: list[np.ndarray], settings: Settings) -> dict[str, float]:
         # the hasher always sent the dihedral variants; the centre-15% is new
         "vigil previous defaults": lambda img: hash_frames_at([img], settings, [None], dihedral=True),
         "vigil, joint rule off": lambda img: hash_frames_at([img], settings, [None], dihedral=True, centre=True),
-        "vigil new defaults": lambda img: hash_frames_at([img], settings, [None], dihedral=True, centre=True),
+        "vigil, joint rule on": lambda img: hash_frames_at([img], settings, [None], dihedral=True, centre=True),
+        "vigil new defaults": lambda img: hash_frames_at([img], settings, [None], dihedral=True, centre=True,
+                                                         overlay=True),
     }
     best = {name: float("inf") for name in methods}
     for _ in range(3):
@@ -239,7 +249,7 @@ def run(quick: bool = False) -> str:
     t0 = time.perf_counter()
     items, hashed, sample = [], [], []
     for n, it in enumerate(stream):
-        hashed.append(Hashed(hash_frames_at([it.image], settings, [None], dihedral=True, centre=True),
+        hashed.append(Hashed(hash_frames_at([it.image], settings, [None], dihedral=True, centre=True, overlay=True),
                              *_reference(it.image)))
         if n % 50 == 0:
             sample.append(it.image)  # for the CPU cost per query

@@ -226,3 +226,23 @@ def test_cli_bank_create_defaults_dihedral_by_action_and_opts_out(store: BankSto
     assert create("cli-block", "--action", "block")["dihedral"] is True
     assert create("cli-allow", "--action", "allow")["dihedral"] is False
     assert create("cli-out", "--action", "review", "--no-dihedral")["dihedral"] is False
+
+
+def test_watermarked_copy_the_old_defaults_missed_now_matches_and_a_distractor_does_not():
+    """A real photo under the benchmark's watermark (text lines and an opaque logo box): the first
+    defaults (joint rule off, no overlay variant) let it through; painting the detected box out
+    (workers/signals/overlay.py) and the joint rule catch it. Another watermarked photo stays allowed."""
+    from workers.signals.overlay import OVERLAY_VARIANT, overlay_box
+
+    copy = transforms.watermark(samples.photo("chelsea"))
+    assert overlay_box(copy) is not None and overlay_box(samples.photo("chelsea")) is None
+    bank = [_banked("chelsea")]
+    old = hash_frames_at([copy], Settings(), [None], dihedral=True, centre=True)
+    assert decide(_index(Bank("b", "block", dihedral=True), bank, Settings(joint_pdq_threshold=0)).search(old))[0] == "allow"
+    new = hash_frames_at([copy], Settings(), [None], dihedral=True, centre=True, overlay=True)
+    decision, evidence = decide(_index(Bank("b", "block", dihedral=True), bank).search(new))
+    assert decision == "block" and {m.entry_id for m in evidence} == {"e-chelsea"}
+    assert all(m.variant.startswith(OVERLAY_VARIANT) and m.distance <= m.threshold for m in evidence), evidence
+    other = hash_frames_at([transforms.watermark(samples.photo("coffee"))], Settings(), [None], dihedral=True,
+                           centre=True, overlay=True)
+    assert decide(_index(Bank("b", "block", dihedral=True), bank).search(other)) == ("allow", [])

@@ -22,6 +22,7 @@ from workers.settings import Settings
 from workers.signals import PERCEPTUAL_BITS, SignalValue
 from workers.signals.bank_variants import CENTRE_VARIANT
 from workers.signals.dihedral import VARIANTS as DIHEDRAL_VARIANTS
+from workers.signals.overlay import OVERLAY_VARIANT
 
 log = logging.getLogger(__name__)
 # Changes read (and applied under the search lock) at a time: an import's change holds 2000
@@ -35,9 +36,9 @@ def is_geometric(variant: str | None) -> bool:
 
 
 def is_partial(variant: str | None) -> bool:
-    """A query variant made of part of the picture (the centre without a caption band): it never
-    counts for allowlists."""
-    return bool(variant) and variant.split("+", 1)[0] == CENTRE_VARIANT
+    """A query variant made of part of the picture (the centre without a caption band, the picture
+    with an overlay box painted out): it never counts for allowlists."""
+    return bool(variant) and variant.split("+", 1)[0] in (CENTRE_VARIANT, OVERLAY_VARIANT)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from workers.media.probe import media_kind, probe_limits
 from workers.settings import Settings
 from workers.signals.bank_variants import CENTRE_VARIANT, bank_frames, centre_frame, is_bank_variant
 from workers.signals.borders import remove_borders
+from workers.signals.overlay import OVERLAY_VARIANT, unboxed_frame
 from workers.signals.provenance import read_provenance
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def hash_media(data: bytes, settings: Settings, media_type: str | None = None, q
         pixels = decode_image(data, settings.max_image_pixels)
     t1 = time.perf_counter()
     values = hash_frames_at([pixels], settings, [None], dihedral=query, bank_variants=bank_variants and not query,
-                            centre=query)
+                            centre=query, overlay=query)
     values += digests or sig.hash_bytes(data)
     t2 = time.perf_counter()
     notes = [] if media_type in (None, kind) else [f"media_type hint {media_type!r} but the bytes are {kind}"]
@@ -74,13 +75,15 @@ def hash_frame(pixels: np.ndarray, settings: Settings, frame_ms: int | None = No
 
 
 def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: Sequence[int | None],
-                   dihedral: bool = False, bank_variants: bool = False, centre: bool = False) -> list[sig.SignalValue]:
+                   dihedral: bool = False, bank_variants: bool = False, centre: bool = False,
+                   overlay: bool = False) -> list[sig.SignalValue]:
     """hash_frame of several frames, in order, with one batched transform per frame shape: a
     video part's frames share a shape, and per-frame numpy calls cost more than the arithmetic.
     bank_variants: also the rotated / cropped versions a bank entry stores (bank_variants.py), each
     no better in quality than the frame itself (black corners add edges, not content: a flat photo's
     rotations must stay as unusable as the photo). centre: also the query's centre-15% (photos only:
-    it costs about half a hash more per frame)."""
+    it costs about half a hash more per frame). overlay: also the query with an opaque overlay box
+    painted out, when it has one (overlay.py; photos only)."""
     images, owners, variants = [], [], []
     for i, pixels in enumerate(frames):
         images.append(pixels)
@@ -100,6 +103,10 @@ def hash_frames_at(frames: Sequence[np.ndarray], settings: Settings, frame_ms: S
             images.append(middle)
             owners.append(i)
             variants.append(CENTRE_VARIANT)
+        if overlay and (unboxed := unboxed_frame(pixels)) is not None:
+            images.append(unboxed)
+            owners.append(i)
+            variants.append(OVERLAY_VARIANT)
         if bank_variants:
             for name, moved in bank_frames(pixels):
                 images.append(moved)
