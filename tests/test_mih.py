@@ -216,7 +216,7 @@ def test_keys_out_of_order_are_found_for_removal() -> None:
 
 
 def test_parallel_segment_build_equals_serial(monkeypatch) -> None:
-    import workers.index.mih as mih
+    import workers.index.mih_segment as mih  # where segments are built
 
     rng = np.random.default_rng(12)
     codes = _bank(rng, 60_000, 32)

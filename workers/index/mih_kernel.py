@@ -65,14 +65,14 @@ def probe(slots: np.ndarray, overflow: np.ndarray, codes: np.ndarray, alive: np.
           chunks: np.ndarray, masks: np.ndarray, chunk_of: np.ndarray, max_distance: int,
           out_q: np.ndarray, out_r: np.ndarray, out_d: np.ndarray) -> int:
     """Every live row within max_distance of each query, found through one segment's chunk tables
-    (see mih._Segment), written as (query, row, distance) to out_*; returns how many there are. A
+    (see mih_segment.Segment), written as (query, row, distance) to out_*; returns how many there are. A
     row found through several chunks repeats. Past the outputs' length hits are counted, not
     written: the caller calls again with room for them all. (Growing the outputs in here, i.e.
     reassigning arrays inside the loop, halved the rate when measured, likely from the reference
     counting numba then keeps in the loop.)
 
     chunks: (chunks, 3) each chunk's first bit, width and first bucket in `slots`;
-    masks, chunk_of: every probe as (flip mask, chunk it flips), as mih._Segment.plan builds them.
+    masks, chunk_of: every probe as (flip mask, chunk it flips), as mih_segment.Segment.plan builds them.
     """
     nq, words = q.shape
     n_probes = masks.shape[0]

@@ -37,10 +37,10 @@ from fractions import Fraction
 from typing import Iterator
 
 import av
-import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from workers.errors import MediaError
+from workers.media.frame_pixels import upright_pixels
 from workers.media.probe import cut_inside_packet, open_container
 from workers.media.sampling_plan import (  # noqa: F401  (re-exported: callers import them from here)
     STRATEGIES,
@@ -398,7 +398,9 @@ class VideoSampling:
             self._mark_partial("max_frames", f"stopped after {self.limits.max_frames} frames")
             raise _Stop
         self._check_pixels(frame.width, frame.height)
-        pixels = self._to_pixels(frame)
+        pixels, rotation = upright_pixels(self._scaler, frame, self._sar, self.max_side, self.grey, self.threads)
+        if rotation:
+            self.rotation = rotation
         self._last_t = t
         self._due = self.strategy.next_due(t, key)
         self.frames_yielded += 1
@@ -408,23 +410,6 @@ class VideoSampling:
         if self._last_t > -math.inf and round(t * 1000) <= round(self._last_t * 1000):
             return False  # keep frame_ms strictly increasing (re-decoded or mistimed frames)
         return self.strategy.takes(t, key, self._due)
-
-    def _to_pixels(self, frame) -> np.ndarray:
-        width, height = frame.width, frame.height
-        out_w, out_h = width * self._sar, float(height)
-        if self.max_side and max(out_w, out_h) > self.max_side:
-            scale = self.max_side / max(out_w, out_h)
-            out_w, out_h = out_w * scale, out_h * scale
-        out_w, out_h = max(2, int(round(out_w))), max(2, int(round(out_h)))
-        fmt = "gray" if self.grey else "rgb24"
-        scale = {} if (out_w, out_h) == (width, height) else {"interpolation": "AREA"}
-        pixels = self._scaler.reformat(frame, out_w, out_h, fmt, threads=self.threads, **scale).to_ndarray()
-        rotation = int(getattr(frame, "rotation", 0) or 0)
-        if rotation % 360:
-            self.rotation = rotation
-            # The display matrix rotates counter-clockwise by `rotation`; np.rot90 does the same.
-            pixels = np.rot90(pixels, k=round(rotation / 90) % 4)
-        return np.ascontiguousarray(pixels)  # PyAV pads odd widths' rows; hashers want plain arrays
 
     # -- summary -------------------------------------------------------------------------------
     def _mark_partial(self, reason: str, note: str) -> None:
