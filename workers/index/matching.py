@@ -218,8 +218,7 @@ class BankIndex:
             chunk.append(entry)
         if chunk:
             fresh.put_packed(chunk[-1].bank, packed_from_entries(chunk))
-        fresh.tidy()
-        for idx in fresh.indexes():
+        for idx in fresh.indexes():  # one segment each, as a cold start leaves them (tidy() would do less)
             idx.compact()
         fresh.table.compact()
         self._e, self.banks = fresh, {b.name: b for b in banks}
@@ -363,7 +362,7 @@ class BankIndex:
                                            np.uint8), digest_bits(signal) // 64)
                 qi, handles, _frames, _dist = e.exact[signal].search_arrays(q, 0)
                 for i, h in zip(qi.tolist(), handles.tolist()):
-                    self._emit(matches, near, e, active, h, svs[i], 0, NO_FRAME)
+                    self._emit(matches, near, e, active, h, svs[i], 0, NO_FRAME, joint)
             elif signal in e.hamming:
                 limit = max(self.threshold(b, signal) for b in active.values())
                 if joint is not None and signal == "phash":
@@ -372,7 +371,7 @@ class BankIndex:
                              PERCEPTUAL_BITS[signal] // 64)
                 qi, handles, frames, dist = e.hamming[signal].search_arrays(q, limit)
                 for i, h, f, d in zip(qi.tolist(), handles.tolist(), frames.tolist(), dist.tolist()):
-                    self._emit(matches, near, e, active, h, svs[i], d, f)
+                    self._emit(matches, near, e, active, h, svs[i], d, f, joint)
         if near and joint is not None:
             matched = {(m.bank, m.entry_id, m.frame_ms) for m in matches}
             matches += confirm(near, by_signal.get("pdq", []), e.hamming["pdq"], joint, matched)
@@ -384,7 +383,7 @@ class BankIndex:
         return JointLimits(pdq, phash) if pdq > 0 and phash > 0 else None
 
     def _emit(self, out: list[Match], near: list[NearHit], e: IndexedEntries, active: dict[str, Bank], handle: int,
-              sv: SignalValue, dist: int, row_frame: int) -> None:
+              sv: SignalValue, dist: int, row_frame: int, joint: JointLimits | None) -> None:
         bank_name, entry_id = e.table.key(handle)
         bank = active.get(bank_name)
         if bank is None:
@@ -395,7 +394,6 @@ class BankIndex:
             return  # an allowlisted logo in the middle of a picture does not make the picture benign
         limit, rule = self.threshold(bank, sv.signal), None
         if dist > limit:
-            joint = self.joint_limits()
             if joint is None or sv.signal != "phash" or dist > joint.phash or "pdq" in bank.thresholds \
                     or "phash" in bank.thresholds:
                 return

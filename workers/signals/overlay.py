@@ -25,13 +25,20 @@ MIN_AREA, MAX_AREA = 0.015, 0.20  # of the picture: smaller is a detail, larger 
 MIN_FILL = 0.85  # of its bounding box: a box, not a patch of sky
 
 
-def overlay_box(frame: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) in the frame's pixels of its largest flat box not touching the edges, or None."""
+def _small(frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """The frame at DETECT_SIDE on its long side, and the scale: detection and inpainting share it."""
+    h, w = frame.shape[:2]
+    scale = DETECT_SIDE / max(h, w)
+    return cv2.resize(frame, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA), scale
+
+
+def overlay_box(frame: np.ndarray, small: tuple[np.ndarray, float] | None = None) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) in the frame's pixels of its largest flat box not touching the edges, or None.
+    `small`: the frame's _small() copy, when the caller has it already."""
     h, w = frame.shape[:2]
     if min(h, w) < 32:
         return None
-    scale = DETECT_SIDE / max(h, w)
-    small = cv2.resize(frame, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small, scale = small or _small(frame)
     grey = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     kernel = np.ones((3, 3), np.uint8)
     flat = ((cv2.dilate(grey, kernel) - cv2.erode(grey, kernel)) <= FLAT_RANGE).astype(np.uint8)
@@ -64,14 +71,13 @@ def _filled(region: np.ndarray) -> int:
 def unboxed_frame(frame: np.ndarray) -> np.ndarray | None:
     """The frame with its overlay box inpainted from around it (Telea, on the small copy, pasted
     back into the box only), or None when it has no such box."""
-    box = overlay_box(frame)
+    if min(frame.shape[:2]) < 32:
+        return None
+    small, scale = shrunk = _small(frame)
+    box = overlay_box(frame, shrunk)
     if box is None:
         return None
     x0, y0, x1, y1 = box
-    h, w = frame.shape[:2]
-    scale = DETECT_SIDE / max(h, w)
-    size = (max(8, round(w * scale)), max(8, round(h * scale)))
-    small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
     mask = np.zeros(small.shape[:2], np.uint8)
     mask[int(y0 * scale): int(np.ceil(y1 * scale)), int(x0 * scale): int(np.ceil(x1 * scale))] = 255
     painted = cv2.inpaint(small, mask, 3, cv2.INPAINT_TELEA)
